@@ -1,0 +1,44 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both bootstrap uv and .venv themselves.
+SHELL := /bin/bash
+PYTHON ?= python3
+UV_HOME := .cryptoflow/tools
+UV := $(UV_HOME)/bin/uv
+VENV := .venv
+export RUNTIME__DLTHUB_TELEMETRY := false
+export SQLMESH__DISABLE_ANONYMIZED_ANALYTICS := true
+
+.PHONY: install demo test lint format bench clean
+
+$(UV):
+	@mkdir -p $(UV_HOME)
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check --target $(UV_HOME) uv==0.13.9
+
+$(VENV)/.installed: $(UV) pyproject.toml uv.lock
+	UV_PYTHON_DOWNLOADS=never $(UV) sync --frozen --python $(PYTHON)
+	@touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(VENV)/bin/cryptoflow demo
+
+test: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	@$(VENV)/bin/pytest $(PYTEST_ARGS); rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit 5): failing" >&2; exit 1; fi; exit $$rc
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: install
+	$(VENV)/bin/cryptoflow bench --json bench.json
+
+clean:
+	-$(VENV)/bin/cryptoflow db stop
+	rm -rf $(VENV) .cryptoflow

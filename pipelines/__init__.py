@@ -1,0 +1,1 @@
+"""cryptoflow: crypto market ELT on PostgreSQL."""

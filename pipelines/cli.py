@@ -1,0 +1,286 @@
+"""The `cryptoflow` command: parse arguments, call one function, print. Nothing imports this module."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterator
+
+from pipelines.settings import ConfigError, Settings, load_settings
+
+warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+
+
+def _date(value: str) -> dt.datetime:
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a date; use YYYY-MM-DD or YYYY-MM-DDTHH:MM"
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS: `cryptoflow --config F db start` and `cryptoflow db start --config F` both work.
+    common.add_argument(
+        "--config", metavar="FILE", default=argparse.SUPPRESS, help="configuration file (default: ./config.yaml)"
+    )
+    sandboxed = argparse.ArgumentParser(add_help=False)
+    sandboxed.add_argument(
+        "--sandbox",
+        action="store_true",
+        help="start the offline API sandbox in-process and use it (synthetic data)",
+    )
+
+    parser = argparse.ArgumentParser(prog="cryptoflow", description=__doc__, parents=[common])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("db", parents=[common], help="the embedded Postgres")
+    p.add_argument("action", choices=["start", "stop", "status", "url"])
+    p.add_argument("--reader", action="store_true", help="with url: the read-only dashboard role")
+
+    p = sub.add_parser("sandbox", parents=[common], help="serve the three APIs offline (synthetic markets)")
+    p.add_argument("--port", type=int, default=None)
+
+    p = sub.add_parser("ingest", parents=[common, sandboxed], help="incremental ingest")
+    p.add_argument("what", nargs="?", default="all", choices=["ohlcv", "markets", "fear-greed", "all"])
+
+    p = sub.add_parser("backfill", parents=[common, sandboxed], help="load a historical window of klines")
+    window = p.add_mutually_exclusive_group(required=True)
+    window.add_argument("--days", type=int, help="the last N days up to the last closed hour")
+    window.add_argument("--since", type=_date, help="from this UTC date (YYYY-MM-DD)")
+    p.add_argument("--until", type=_date, help="up to this UTC time (default: the last closed hour)")
+    p.add_argument("--symbols", nargs="+", metavar="S", help="only these symbols (default: the universe)")
+
+    sub.add_parser("run", parents=[common, sandboxed], help="ingest all sources")
+
+    p = sub.add_parser("dlq", parents=[common], help="the dead letter queue")
+    p.add_argument("action", choices=["list", "replay"])
+    p.add_argument("--id", type=int, nargs="+", dest="ids", help="replay only these ids")
+    p.add_argument("--limit", type=int, default=50)
+
+    p = sub.add_parser(
+        "demo", parents=[common], help="start the db and backfill the horizon from the sandbox"
+    )
+    p.add_argument("--days", type=int, default=None, help="override backfill.days")
+
+    p = sub.add_parser("bench", parents=[common], help="measure backfill, raw load vs COPY, incremental run")
+    p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    p.add_argument("--symbols", type=int, default=50)
+    p.add_argument("--days", type=int, default=1095)
+    return parser
+
+
+@contextlib.contextmanager
+def _maybe_sandbox(settings: Settings, enabled: bool) -> Iterator[Settings]:
+    """With --sandbox (or sandbox.enabled), point every source at an in-process sandbox."""
+    if not (enabled or settings.sandbox.enabled):
+        yield settings
+        return
+    from pipelines.sandbox import SandboxServer
+
+    with SandboxServer(port=0, seed=settings.sandbox.seed) as server:
+        print(f"sandbox: synthetic market data served at {server.url} (not real prices)", file=sys.stderr)
+        yield sandboxed(settings, server)
+
+
+def sandboxed(settings: Settings, server) -> Settings:
+    """A copy of settings whose sources point at a running SandboxServer."""
+    sources = settings.sources.model_copy(
+        update={
+            "binance": settings.sources.binance.model_copy(update={"base_url": server.binance_url}),
+            "coingecko": settings.sources.coingecko.model_copy(update={"base_url": server.coingecko_url}),
+            "fear_greed": settings.sources.fear_greed.model_copy(update={"base_url": server.fear_greed_url}),
+        }
+    )
+    return settings.model_copy(update={"sources": sources})
+
+
+def _progress() -> tuple[Callable[[int, int], None], Callable[[], None]]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(
+        TextColumn("klines pages"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True
+    )
+    task = bar.add_task("pages", total=None)
+    bar.start()
+
+    def update(done: int, total: int) -> None:
+        bar.update(task, completed=done, total=total)
+
+    return update, bar.stop
+
+
+def _print_summary(summary) -> None:
+    print(
+        f"{summary.source}: run {summary.run_id}: {summary.rows_raw} rows to raw, {summary.rows_bronze} to bronze, "
+        f"{summary.dead_letters} dead letters {json.dumps(summary.details, default=str)}"
+    )
+
+
+def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines import db
+
+    if not settings.database.embedded:
+        if args.action == "url":
+            print(db.writer_url(settings))
+        else:
+            print(
+                f"database.url is set: using {db.redact(settings.database.url)}; no embedded server to {args.action}"
+            )
+            if args.action == "start":
+                db.ensure_schema(settings)
+        return 0
+    if args.action == "start":
+        status = db.start_embedded(settings)
+        print(f"embedded Postgres running (pid {status.pid}), data in {status.datadir}")
+    elif args.action == "stop":
+        print("stopped" if db.stop_embedded(settings) else "not running")
+    elif args.action == "status":
+        status = db.embedded_status(settings)
+        print(f"running (pid {status.pid}), data in {status.datadir}" if status.running else "not running")
+        return 0 if status.running else 3
+    else:
+        print(db.reader_url(settings) if args.reader else db.writer_url(settings))
+    return 0
+
+
+def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines import delivery
+
+    steps = {
+        "ohlcv": delivery.ingest_ohlcv,
+        "markets": delivery.ingest_markets,
+        "fear-greed": delivery.ingest_fear_greed,
+    }
+    chosen = list(steps) if args.what == "all" else [args.what]
+    with _maybe_sandbox(settings, args.sandbox) as active:
+        for name in chosen:
+            _print_summary(steps[name](active, command=f"ingest {name}"))
+    return 0
+
+
+def cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines import delivery
+
+    with _maybe_sandbox(settings, args.sandbox) as active:
+        update, stop = _progress()
+        try:
+            summary = delivery.ingest_ohlcv(
+                active,
+                symbols=args.symbols,
+                since=args.since,
+                until=args.until,
+                days=args.days,
+                command="backfill",
+                progress=update,
+            )
+        finally:
+            stop()
+    _print_summary(summary)
+    return 0
+
+
+def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    args.what = "all"
+    return cmd_ingest(settings, args)
+
+
+def cmd_sandbox(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines.sandbox import serve
+
+    serve(port=settings.sandbox.port if args.port is None else args.port, seed=settings.sandbox.seed)
+    return 0
+
+
+def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines import dlq
+
+    if args.action == "list":
+        rows = dlq.list_dead_letters(settings, args.limit)
+        if not rows:
+            print("the dead letter queue is empty")
+        for row in rows:
+            print(f"{row.id:>6}  {row.source:<10} {row.natural_key:<28} {row.reason:<40} load {row.load_id}")
+        return 0
+    result = dlq.replay(settings, args.ids)
+    print(f"replayed {result.replayed} record(s) into raw; {result.still_invalid} still invalid (kept)")
+    return 0
+
+
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines import db, delivery
+
+    started = time.perf_counter()
+    db.ensure_database(settings)
+    days = args.days or settings.backfill.days
+    with _maybe_sandbox(settings, True) as active:
+        update, stop = _progress()
+        try:
+            klines = delivery.ingest_ohlcv(active, days=days, command="demo", progress=update)
+        finally:
+            stop()
+        markets = delivery.ingest_markets(active, command="demo")
+        fng = delivery.ingest_fear_greed(active, command="demo")
+    for summary in (klines, markets, fng):
+        _print_summary(summary)
+    print(delivery.describe_data(settings, time.perf_counter() - started))
+    return 0
+
+
+def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines import bench
+
+    results = bench.run(settings, symbols=args.symbols, days=args.days)
+    print(bench.render(results))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(results, fh, indent=2)
+    return 0
+
+
+COMMANDS = {
+    "db": cmd_db,
+    "sandbox": cmd_sandbox,
+    "ingest": cmd_ingest,
+    "backfill": cmd_backfill,
+    "run": cmd_run,
+    "dlq": cmd_dlq,
+    "demo": cmd_demo,
+    "bench": cmd_bench,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from pipelines.observability import configure_logging
+
+    configure_logging()
+    try:
+        settings = load_settings(getattr(args, "config", None))
+        return COMMANDS[args.command](settings, args)
+    except ConfigError as exc:
+        print(f"configuration error:\n{exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; nothing half-written was kept (re-run to resume)", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        from pipelines.errors import user_facing
+
+        message = user_facing(exc)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,239 @@
+"""Embedded (pgserver) or configured Postgres: roles, schemas, connections, advisory locks."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote, urlsplit
+
+import psycopg2
+import psycopg2.extensions
+
+from pipelines.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SCHEMAS_SQL = Path(__file__).with_name("schema.sql")
+
+
+class DatabaseUnavailable(Exception):
+    """Postgres cannot be reached; the message says how to fix it."""
+
+
+class LockBusy(Exception):
+    """Another run holds the advisory lock."""
+
+
+@dataclass(frozen=True)
+class EmbeddedStatus:
+    running: bool
+    pid: int | None
+    datadir: Path
+    socket_dir: str | None
+
+
+def _datadir(settings: Settings) -> Path:
+    return settings.path(settings.database.embedded_dir)
+
+
+def _credentials_file(settings: Settings) -> Path:
+    return _datadir(settings).parent / "credentials.json"
+
+
+def _role_passwords(settings: Settings) -> dict[str, str]:
+    """Embedded-mode passwords: from the environment if given, else generated once and kept 0600."""
+    path = _credentials_file(settings)
+    stored = json.loads(path.read_text()) if path.exists() else {}
+    changed = False
+    for role in (settings.database.writer_role, settings.database.reader_role):
+        if role not in stored:
+            stored[role] = secrets.token_urlsafe(18)
+            changed = True
+    if settings.secrets.database_password:
+        stored[settings.database.writer_role] = settings.secrets.database_password
+    if changed:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600, exist_ok=True)
+        path.write_text(json.dumps(stored))
+    return stored
+
+
+def embedded_status(settings: Settings) -> EmbeddedStatus:
+    from pgserver.utils import PostmasterInfo
+
+    datadir = _datadir(settings)
+    info = PostmasterInfo.read_from_pgdata(datadir) if datadir.exists() else None
+    running = bool(info and info.is_running())
+    return EmbeddedStatus(
+        running, info.pid if running else None, datadir, str(info.socket_dir) if running else None
+    )
+
+
+def start_embedded(settings: Settings) -> EmbeddedStatus:
+    """Start (or find running) the private Postgres; it stays up after this process exits."""
+    import pgserver
+
+    datadir = _datadir(settings)
+    datadir.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(datadir, cleanup_mode=None)
+    _bootstrap(server.get_uri(), settings)
+    return embedded_status(settings)
+
+
+def stop_embedded(settings: Settings) -> bool:
+    """Stop the embedded server; returns False when it was not running."""
+    from pgserver import pg_ctl
+
+    status = embedded_status(settings)
+    if not status.running:
+        return False
+    user = "pgserver" if os.geteuid() == 0 else None
+    pg_ctl(["-w", "stop", "-m", "fast"], pgdata=status.datadir, user=user)
+    return True
+
+
+def _bootstrap(admin_uri: str, settings: Settings) -> None:
+    """Create the database, the writer and the read-only reader role (idempotent)."""
+    db = settings.database
+    passwords = _role_passwords(settings)
+    conn = psycopg2.connect(admin_uri)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        for role, extra in ((db.writer_role, "CREATEDB"), (db.reader_role, "")):
+            cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
+            verb = "ALTER" if cur.fetchone() else "CREATE"
+            cur.execute(f'{verb} ROLE "{role}" LOGIN {extra} PASSWORD %s', (passwords[role],))
+        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db.name,))
+        if not cur.fetchone():
+            cur.execute(f'CREATE DATABASE "{db.name}" OWNER "{db.writer_role}"')
+    conn.close()
+    with psycopg2.connect(_with_database(admin_uri, db.name)) as conn2, conn2.cursor() as cur:
+        cur.execute(f'GRANT ALL ON SCHEMA public TO "{db.writer_role}"')
+    conn2.close()
+    ensure_schema(settings)
+
+
+def _with_database(uri: str, name: str) -> str:
+    parts = urlsplit(uri)
+    return parts._replace(path=f"/{name}").geturl()
+
+
+def writer_url(settings: Settings) -> str:
+    """The pipeline's connection URL (embedded: writer role over the unix socket)."""
+    if not settings.database.embedded:
+        url = settings.database.url
+        if (
+            settings.secrets.database_password
+            and "@" in url
+            and ":" not in urlsplit(url).netloc.split("@")[0]
+        ):
+            user, rest = url.split("://", 1)[1].split("@", 1)
+            url = f"postgresql://{user}:{quote(settings.secrets.database_password, safe='')}@{rest}"
+        return url
+    return _embedded_url(settings, settings.database.writer_role)
+
+
+def reader_url(settings: Settings) -> str:
+    """Read-only URL for the dashboard (gold and ops only)."""
+    if not settings.database.embedded:
+        return writer_url(settings)
+    return _embedded_url(settings, settings.database.reader_role)
+
+
+def _embedded_url(settings: Settings, role: str) -> str:
+    status = embedded_status(settings)
+    if not status.running:
+        raise DatabaseUnavailable(
+            f"the embedded Postgres is not running (data dir {status.datadir}); start it with `cryptoflow db start`"
+        )
+    password = quote(_role_passwords(settings)[role], safe="")
+    return f"postgresql://{role}:{password}@localhost/{settings.database.name}?host={status.socket_dir}"
+
+
+def redact(url: str) -> str:
+    """A URL safe to print in logs: the password replaced by ***."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return parts._replace(netloc=netloc).geturl()
+    return url
+
+
+def connect(settings: Settings, url: str | None = None) -> psycopg2.extensions.connection:
+    url = url or writer_url(settings)
+    try:
+        return psycopg2.connect(url, connect_timeout=10, application_name="cryptoflow")
+    except psycopg2.OperationalError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        hint = (
+            "start it with `cryptoflow db start`"
+            if settings.database.embedded
+            else "check database.url / CRYPTOFLOW__DATABASE__URL and that the server is up"
+        )
+        raise DatabaseUnavailable(f"cannot connect to Postgres at {redact(url)}: {first}; {hint}") from None
+
+
+def ensure_database(settings: Settings) -> None:
+    """Make the database usable: start the embedded one if needed, create schemas and tables."""
+    if settings.database.embedded:
+        start_embedded(settings)
+    else:
+        ensure_schema(settings)
+
+
+def ensure_schema(settings: Settings) -> None:
+    with contextlib.closing(connect(settings)) as conn, conn, conn.cursor() as cur:
+        cur.execute(SCHEMAS_SQL.read_text())
+        reader = settings.database.reader_role
+        cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (reader,))
+        if cur.fetchone():
+            for schema in ("gold", "ops"):
+                cur.execute(f'GRANT USAGE ON SCHEMA {schema} TO "{reader}"')
+                cur.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO "{reader}"')
+                cur.execute(
+                    f'ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT SELECT ON TABLES TO "{reader}"'
+                )
+
+
+def _lock_key(name: str) -> int:
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
+@contextlib.contextmanager
+def advisory_lock(settings: Settings, name: str, wait_s: float | None = None) -> Iterator[None]:
+    """Serialise runs across processes; waits up to wait_s, then raises LockBusy with a clear message."""
+    wait_s = settings.database.lock_wait_s if wait_s is None else wait_s
+    conn = connect(settings)
+    conn.autocommit = True
+    key = _lock_key(name)
+    try:
+        deadline = time.monotonic() + wait_s
+        with conn.cursor() as cur:
+            while True:
+                cur.execute("SELECT pg_try_advisory_lock(%s)", (key,))
+                if cur.fetchone()[0]:
+                    break
+                if time.monotonic() >= deadline:
+                    cur.execute(
+                        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                        "AND (classid::bigint << 32 | objid::bigint) = %s",
+                        (key & 0xFFFFFFFFFFFFFFFF,),
+                    )
+                    holder = cur.fetchone()
+                    raise LockBusy(
+                        f"another '{name}' run is in progress"
+                        f"{f' (Postgres backend pid {holder[0]})' if holder else ''}; "
+                        "it was left alone. Wait for it to finish, or set database.lock_wait_s to wait."
+                    )
+                time.sleep(0.5)
+        yield
+    finally:
+        conn.close()  # closing the session releases the lock even if the unlock is never reached

@@ -1,0 +1,32 @@
+"""Turn the exceptions a user can act on into one clear line (dlt wraps ours in its own)."""
+
+from __future__ import annotations
+
+from pipelines.db import DatabaseUnavailable, LockBusy
+from pipelines.http import ApiError
+from pipelines.settings import ConfigError
+
+USER_ERRORS = (ApiError, DatabaseUnavailable, LockBusy, ConfigError, ValueError)
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """The innermost exception of ours behind dlt's PipelineStepFailed / ResourceExtractionError wrappers."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, USER_ERRORS) and type(current).__module__.startswith("pipelines"):
+            return current
+        current = getattr(current, "exception", None) or current.__cause__ or current.__context__
+    return exc
+
+
+def user_facing(exc: BaseException) -> str | None:
+    from pipelines.delivery import UniverseError
+
+    cause = root_cause(exc)
+    if isinstance(cause, (*USER_ERRORS, UniverseError)) and type(cause).__module__.startswith("pipelines"):
+        return str(cause)
+    if isinstance(cause, ValueError) and "invalid symbol" in str(cause):
+        return str(cause)
+    return None

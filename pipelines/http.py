@@ -1,0 +1,240 @@
+"""The one HTTP client: retries with backoff and jitter, Retry-After, ban stop, client-side rate limits.
+
+Sources call `ApiClient.get_json`; it knows nothing about which API (or the sandbox) it is talking to beyond
+the limits it was configured with.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+
+log = logging.getLogger(__name__)
+
+RETRYABLE_STATUS = {500, 502, 503, 504}
+BAN_STATUS = {418: "IP banned by the API (HTTP 418)", 451: "region blocked by the API (HTTP 451)"}
+
+
+class ApiError(Exception):
+    """An API answered with an error the run cannot recover from (bad request, exhausted retries)."""
+
+    def __init__(self, message: str, status: int | None = None, body: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+class ApiBanned(ApiError):
+    """418/451: never retried; the run stops and nothing is written."""
+
+
+class MalformedResponse(ApiError):
+    """The body was not the JSON the endpoint promises (truncated, HTML, wrong shape)."""
+
+
+@dataclass
+class RateLimiter:
+    """Sliding one-minute window on calls, plus an optional server-reported weight budget (Binance)."""
+
+    calls_per_minute: int
+    weight_limit: int | None = None
+    weight_budget: float = 0.8
+    _calls: deque[float] = field(default_factory=deque)
+    _used_weight: int = 0
+    _weight_minute: int = -1
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def acquire(self) -> float:
+        """Block until one more call fits the budget; return the seconds waited."""
+        waited = 0.0
+        while True:
+            with self._lock:
+                now = time.monotonic()
+                while self._calls and now - self._calls[0] >= 60:
+                    self._calls.popleft()
+                pause = 0.0
+                if len(self._calls) >= self.calls_per_minute:
+                    pause = 60 - (now - self._calls[0])
+                elif (
+                    self.weight_limit
+                    and self._weight_minute == int(time.time() // 60)
+                    and self._used_weight >= self.weight_limit * self.weight_budget
+                ):
+                    pause = 60 - time.time() % 60 + 0.05
+                if pause <= 0:
+                    self._calls.append(now)
+                    return waited
+            time.sleep(min(pause, 1.0))
+            waited += min(pause, 1.0)
+
+    def observe_weight(self, used: int) -> None:
+        """Record the weight the server says this minute has used (X-MBX-USED-WEIGHT-1M)."""
+        with self._lock:
+            minute = int(time.time() // 60)
+            if minute != self._weight_minute or used > self._used_weight:
+                self._used_weight = used
+                self._weight_minute = minute
+
+
+@dataclass
+class CallStats:
+    requests: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    waited_s: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, **counts: float) -> None:
+        with self._lock:
+            for key, value in counts.items():
+                setattr(self, key, getattr(self, key) + value)
+
+
+class ApiClient:
+    """Thread-safe JSON GET client for one API."""
+
+    def __init__(
+        self,
+        name: str,
+        base_url: str,
+        *,
+        timeout_s: float,
+        max_retries: int,
+        backoff_base_s: float,
+        backoff_max_s: float,
+        limiter: RateLimiter,
+        headers: dict[str, str] | None = None,
+        weight_header: str | None = None,
+    ) -> None:
+        self.name = name
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self.backoff_base_s = backoff_base_s
+        self.backoff_max_s = backoff_max_s
+        self.limiter = limiter
+        self.weight_header = weight_header
+        self.stats = CallStats()
+        self._headers = {"Accept": "application/json", "User-Agent": "cryptoflow/0.1", **(headers or {})}
+        self._local = threading.local()
+
+    def _session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            session.headers.update(self._headers)
+            self._local.session = session
+        return session
+
+    def _backoff(self, attempt: int) -> float:
+        # Full jitter keeps parallel workers from retrying in lockstep.
+        return random.uniform(0, min(self.backoff_max_s, self.backoff_base_s * 2**attempt))
+
+    def get_raw(self, path: str, params: dict[str, Any] | None = None) -> bytes:
+        """GET and return the body of a 2xx answer, retrying what is worth retrying."""
+        url = f"{self.base_url}{path}"
+        last_problem = ""
+        for attempt in range(self.max_retries + 1):
+            self.stats.add(waited_s=self.limiter.acquire(), requests=1)
+            try:
+                resp = self._session().get(url, params=params, timeout=self.timeout_s)
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                last_problem = f"{type(exc).__name__}: {exc}"
+                self._sleep_before_retry(attempt, last_problem)
+                continue
+            if self.weight_header and (used := resp.headers.get(self.weight_header)):
+                self.limiter.observe_weight(int(used))
+            status = resp.status_code
+            if 200 <= status < 300:
+                return resp.content
+            body = resp.text[:500]
+            if status in BAN_STATUS:
+                raise ApiBanned(
+                    f"{self.name}: {BAN_STATUS[status]}; stopping without retry. "
+                    f"Retry-After={resp.headers.get('Retry-After', '?')}s. Body: {body}",
+                    status,
+                    body,
+                )
+            if status == 429:
+                wait = _retry_after(resp.headers.get("Retry-After"), default=self._backoff(attempt) + 1)
+                self.stats.add(rate_limited=1)
+                last_problem = f"HTTP 429 (rate limited), waiting {wait:.1f}s as Retry-After asks"
+                self._sleep_before_retry(attempt, last_problem, wait)
+                continue
+            if status in RETRYABLE_STATUS:
+                last_problem = f"HTTP {status}: {body[:200]}"
+                self._sleep_before_retry(attempt, last_problem)
+                continue
+            raise ApiError(f"{self.name}: HTTP {status} for {path} {params or ''}: {body}", status, body)
+        raise ApiError(
+            f"{self.name}: giving up on {path} after {self.max_retries + 1} attempts; last problem: {last_problem}"
+        )
+
+    def _sleep_before_retry(self, attempt: int, problem: str, wait: float | None = None) -> None:
+        if attempt >= self.max_retries:
+            return
+        wait = self._backoff(attempt) if wait is None else wait
+        self.stats.add(retries=1, waited_s=wait)
+        log.warning(
+            "retrying request",
+            extra={"source": self.name, "attempt": attempt + 1, "problem": problem, "wait_s": round(wait, 2)},
+        )
+        time.sleep(wait)
+
+    def get_json(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        """GET JSON; a body that does not parse raises MalformedResponse (retried once, then fatal)."""
+        for attempt in range(2):
+            body = self.get_raw(path, params)
+            try:
+                return json.loads(body)
+            except ValueError as exc:
+                problem = f"{self.name}: malformed JSON from {path} ({exc}); first bytes: {body[:80]!r}"
+                if attempt == 0:
+                    self.stats.add(retries=1)
+                    log.warning(
+                        "retrying malformed response", extra={"source": self.name, "problem": problem}
+                    )
+                    continue
+                raise MalformedResponse(problem, 200, body[:500].decode("utf-8", "replace")) from None
+        raise AssertionError("unreachable")
+
+
+def _retry_after(value: str | None, default: float) -> float:
+    try:
+        return max(0.0, float(value)) if value is not None else default
+    except ValueError:
+        return default
+
+
+def client_for(
+    name: str,
+    source: Any,
+    headers: dict[str, str] | None = None,
+    weight_limit: int | None = None,
+    weight_header: str | None = None,
+) -> ApiClient:
+    """An ApiClient configured from one `sources.<name>` settings block."""
+    limiter = RateLimiter(
+        calls_per_minute=source.calls_per_minute,
+        weight_limit=weight_limit,
+        weight_budget=getattr(source, "weight_budget", 0.8),
+    )
+    return ApiClient(
+        name,
+        source.base_url,
+        timeout_s=source.timeout_s,
+        max_retries=source.max_retries,
+        backoff_base_s=source.backoff_base_s,
+        backoff_max_s=source.backoff_max_s,
+        limiter=limiter,
+        headers=headers,
+        weight_header=weight_header,
+    )

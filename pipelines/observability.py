@@ -1,0 +1,143 @@
+"""Logging configuration (JSON lines, or readable text in a terminal) and the run ledger (ops.pipeline_runs)."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipelines import db
+from pipelines.settings import Settings
+
+_STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+SECRET_WORDS = ("password", "secret", "token", "api_key", "webhook")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: timestamp, level, logger, message and every `extra` field."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        payload: dict[str, Any] = {
+            "timestamp": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD and not key.startswith("_"):
+                payload[key] = "***" if any(w in key.lower() for w in SECRET_WORDS) else value
+        if record.exc_info:
+            payload["exception"] = self.formatException(record.exc_info)
+        return json.dumps(payload, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        extras = {k: v for k, v in record.__dict__.items() if k not in _STANDARD and not k.startswith("_")}
+        tail = " ".join(
+            f"{k}={'***' if any(w in k.lower() for w in SECRET_WORDS) else v}" for k, v in extras.items()
+        )
+        stamp = dt.datetime.fromtimestamp(record.created).strftime("%H:%M:%S")
+        return f"{stamp} {record.levelname:<7} {record.getMessage()}{'  ' + tail if tail else ''}"
+
+
+def configure_logging(level: str = "INFO", json_lines: bool | None = None) -> None:
+    """JSON lines when not attached to a terminal (Airflow, CI, cron); readable text otherwise."""
+    if json_lines is None:
+        json_lines = not sys.stderr.isatty()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if json_lines else TextFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for noisy in ("dlt", "urllib3", "sqlmesh", "botocore", "pgserver", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def new_run_id(source: str) -> str:
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+    return f"{source}-{stamp}-{uuid.uuid4().hex[:8]}"
+
+
+@dataclass
+class RunRecord:
+    """One row of ops.pipeline_runs, written at start (status running) and at the end."""
+
+    settings: Settings
+    source: str
+    command: str
+    run_id: str = ""
+    window_start: dt.datetime | None = None
+    window_end: dt.datetime | None = None
+    rows_extracted: int = 0
+    rows_bronze: int = 0
+    rows_raw: int = 0
+    dead_letters: int = 0
+    requests: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    details: dict[str, Any] = field(default_factory=dict)
+    started: float = field(default_factory=time.time)
+
+    def __post_init__(self) -> None:
+        self.run_id = self.run_id or new_run_id(self.source)
+
+    def _write(self, status: str, error: str | None) -> None:
+        duration = time.time() - self.started
+        with contextlib.closing(db.connect(self.settings)) as conn, conn, conn.cursor() as cur:
+            cur.execute(
+                """
+                INSERT INTO ops.pipeline_runs (run_id, source, command, window_start, window_end, started_at,
+                    finished_at, duration_s, status, rows_extracted, rows_bronze, rows_raw, dead_letters,
+                    requests, retries, rate_limited, error, details)
+                VALUES (%s, %s, %s, %s, %s, to_timestamp(%s), CASE WHEN %s <> 'running' THEN now() END,
+                    %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                ON CONFLICT (run_id) DO UPDATE SET window_start = EXCLUDED.window_start,
+                    window_end = EXCLUDED.window_end, finished_at = EXCLUDED.finished_at,
+                    duration_s = EXCLUDED.duration_s, status = EXCLUDED.status,
+                    rows_extracted = EXCLUDED.rows_extracted, rows_bronze = EXCLUDED.rows_bronze,
+                    rows_raw = EXCLUDED.rows_raw, dead_letters = EXCLUDED.dead_letters,
+                    requests = EXCLUDED.requests, retries = EXCLUDED.retries,
+                    rate_limited = EXCLUDED.rate_limited, error = EXCLUDED.error, details = EXCLUDED.details
+                """,
+                (
+                    self.run_id, self.source, self.command, self.window_start, self.window_end, self.started,
+                    status, round(duration, 3), status, self.rows_extracted, self.rows_bronze, self.rows_raw,
+                    self.dead_letters, self.requests, self.retries, self.rate_limited, error,
+                    json.dumps(self.details, default=str),
+                ),
+            )  # fmt: skip
+
+    def start(self) -> RunRecord:
+        self._write("running", None)
+        return self
+
+    def finish(self, error: BaseException | None = None) -> None:
+        status = "failed" if error else "success"
+        message = f"{type(error).__name__}: {error}" if error else None
+        try:
+            self._write(status, message)
+        except db.DatabaseUnavailable:
+            logging.getLogger(__name__).error(
+                "could not record the run outcome", extra={"run_id": self.run_id}
+            )
+        logging.getLogger(__name__).log(
+            logging.ERROR if error else logging.INFO,
+            f"run {status}",
+            extra={
+                "run_id": self.run_id,
+                "source": self.source,
+                "rows_raw": self.rows_raw,
+                "rows_bronze": self.rows_bronze,
+                "dead_letters": self.dead_letters,
+                "retries": self.retries,
+                "duration_s": round(time.time() - self.started, 3),
+                **({"error": message} if message else {}),
+            },
+        )

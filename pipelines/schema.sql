@@ -1,0 +1,51 @@
+-- Schemas and the tables the pipeline owns (dlt owns the raw landing tables it creates).
+CREATE SCHEMA IF NOT EXISTS raw;
+CREATE SCHEMA IF NOT EXISTS ops;
+CREATE SCHEMA IF NOT EXISTS gold;
+
+CREATE TABLE IF NOT EXISTS raw.dead_letter (
+    id             bigserial PRIMARY KEY,
+    source         text        NOT NULL,  -- binance | coingecko | fear_greed
+    table_name     text        NOT NULL,  -- the raw table the record was meant for
+    natural_key    text,                  -- e.g. BTCUSDT@2024-01-01T00:00:00Z
+    payload        jsonb       NOT NULL,  -- the record exactly as the API sent it
+    reason         text        NOT NULL,
+    load_id        text        NOT NULL,
+    received_at    timestamptz NOT NULL DEFAULT now(),
+    replayed_at    timestamptz,
+    replay_load_id text
+);
+CREATE INDEX IF NOT EXISTS dead_letter_load_id ON raw.dead_letter (load_id);
+
+CREATE TABLE IF NOT EXISTS ops.pipeline_runs (
+    run_id        text PRIMARY KEY,
+    source        text        NOT NULL,
+    command       text        NOT NULL,
+    window_start  timestamptz,
+    window_end    timestamptz,
+    started_at    timestamptz NOT NULL,
+    finished_at   timestamptz,
+    duration_s    double precision,
+    status        text        NOT NULL,  -- running | success | failed
+    rows_extracted bigint     NOT NULL DEFAULT 0,
+    rows_bronze   bigint      NOT NULL DEFAULT 0,
+    rows_raw      bigint      NOT NULL DEFAULT 0,
+    dead_letters  integer     NOT NULL DEFAULT 0,
+    requests      integer     NOT NULL DEFAULT 0,
+    retries       integer     NOT NULL DEFAULT 0,
+    rate_limited  integer     NOT NULL DEFAULT 0,
+    error         text,
+    details       jsonb       NOT NULL DEFAULT '{}'::jsonb
+);
+CREATE INDEX IF NOT EXISTS pipeline_runs_source_started ON ops.pipeline_runs (source, started_at DESC);
+
+CREATE TABLE IF NOT EXISTS ops.gaps (
+    symbol          text        NOT NULL,
+    interval        text        NOT NULL,
+    open_time       timestamptz NOT NULL,  -- the missing candle's open time
+    status          text        NOT NULL,  -- missing | refilled | known_gap
+    detected_run_id text        NOT NULL,
+    detected_at     timestamptz NOT NULL DEFAULT now(),
+    refetched_at    timestamptz,
+    PRIMARY KEY (symbol, interval, open_time)
+);

@@ -1,0 +1,290 @@
+"""config.yaml (+ documented environment overrides) -> one validated Settings object.
+
+This is the only module that reads the environment. Every other module receives a `Settings`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+SYMBOL_PATTERN = re.compile(r"^[A-Z0-9]{2,20}$")
+DEFAULT_CONFIG = Path("config.yaml")
+ENV_PREFIX = "CRYPTOFLOW__"
+# Single-key environment overrides, e.g. CRYPTOFLOW__DATABASE__URL or CRYPTOFLOW__SANDBOX__ENABLED.
+# Secrets have their own conventional names and never live in config.yaml.
+SECRET_ENV = {
+    "database_password": "CRYPTOFLOW_DB_PASSWORD",
+    "aws_access_key_id": "AWS_ACCESS_KEY_ID",
+    "aws_secret_access_key": "AWS_SECRET_ACCESS_KEY",
+    "coingecko_api_key": "COINGECKO_API_KEY",
+    "slack_webhook_url": "CRYPTOFLOW_SLACK_WEBHOOK_URL",
+    "smtp_password": "CRYPTOFLOW_SMTP_PASSWORD",
+}
+
+
+class ConfigError(Exception):
+    """A configuration value is invalid; the message names the key, the value and what is allowed."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def validate_symbol(symbol: str) -> str:
+    """Return the symbol if it matches ^[A-Z0-9]{2,20}$, else raise ValueError (checked before any use)."""
+    if not isinstance(symbol, str) or not SYMBOL_PATTERN.match(symbol):
+        raise ValueError(
+            f"invalid symbol {symbol!r}: symbols are 2-20 upper-case letters or digits, like BTCUSDT"
+        )
+    return symbol
+
+
+class Universe(_Strict):
+    mode: Literal["pinned", "top_n"] = "pinned"
+    symbols: list[str] = Field(default_factory=list)
+    top_n: int = Field(50, ge=1, le=250)
+    quote_asset: str = "USDT"
+    stablecoins: list[str] = Field(
+        default_factory=lambda: ["USDT", "USDC", "DAI", "FDUSD", "TUSD", "USDE", "BUSD", "USDD", "PYUSD"]
+    )
+
+    @field_validator("symbols")
+    @classmethod
+    def _symbols_valid(cls, value: list[str]) -> list[str]:
+        for symbol in value:
+            validate_symbol(symbol)
+        if len(set(value)) != len(value):
+            raise ValueError("symbols must not repeat")
+        return value
+
+    @model_validator(mode="after")
+    def _pinned_needs_symbols(self) -> Universe:
+        if self.mode == "pinned" and not self.symbols:
+            raise ValueError("mode 'pinned' needs a non-empty symbols list (or use mode: top_n)")
+        return self
+
+
+class Backfill(_Strict):
+    days: int = Field(1095, ge=1, le=3650)
+
+
+class HttpSource(_Strict):
+    base_url: str
+    timeout_s: float = Field(10.0, gt=0, le=300)
+    max_retries: int = Field(5, ge=0, le=20)
+    backoff_base_s: float = Field(0.5, ge=0, le=60)
+    backoff_max_s: float = Field(30.0, ge=0, le=600)
+    calls_per_minute: int = Field(1200, ge=1, le=100000)
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError("must be an http(s) URL like https://api.binance.com")
+        return value.rstrip("/")
+
+
+class BinanceSource(HttpSource):
+    base_url: str = "https://api.binance.com"
+    weight_limit_per_minute: int = Field(6000, ge=10)
+    weight_budget: float = Field(0.8, gt=0, le=1.0)
+    page_limit: int = Field(1000, ge=1, le=1000)
+    concurrency: int = Field(4, ge=1, le=32)
+
+
+class CoinGeckoSource(HttpSource):
+    base_url: str = "https://api.coingecko.com"
+    calls_per_minute: int = Field(30, ge=1, le=10000)
+    per_page: int = Field(250, ge=1, le=250)
+    snapshot_coins: int = Field(100, ge=1, le=1000)
+
+
+class FearGreedSource(HttpSource):
+    base_url: str = "https://api.alternative.me"
+    calls_per_minute: int = Field(30, ge=1, le=10000)
+
+
+class Sources(_Strict):
+    binance: BinanceSource = Field(default_factory=BinanceSource)
+    coingecko: CoinGeckoSource = Field(default_factory=CoinGeckoSource)
+    fear_greed: FearGreedSource = Field(default_factory=FearGreedSource)
+
+
+class Database(_Strict):
+    url: str = ""
+    embedded_dir: str = ".cryptoflow/pg"
+    name: str = "cryptoflow"
+    writer_role: str = "cryptoflow_writer"
+    reader_role: str = "cryptoflow_reader"
+    lock_wait_s: float = Field(0, ge=0, le=86400)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if value and not re.match(r"^postgres(ql)?://", value):
+            raise ValueError("must be empty (embedded Postgres) or a postgresql://user:password@host/db URL")
+        return value
+
+    @property
+    def embedded(self) -> bool:
+        return not self.url
+
+
+class Storage(_Strict):
+    bronze_url: str = ".cryptoflow/bronze"
+    s3_endpoint_url: str = ""
+    s3_region: str = "us-east-1"
+
+    @field_validator("bronze_url")
+    @classmethod
+    def _bronze(cls, value: str) -> str:
+        if not value:
+            raise ValueError("must be a local folder or s3://bucket/prefix")
+        if "://" in value and not value.startswith("s3://"):
+            raise ValueError("must be a local folder or s3://bucket/prefix")
+        return value.rstrip("/")
+
+    @property
+    def is_s3(self) -> bool:
+        return self.bronze_url.startswith("s3://")
+
+
+class Sandbox(_Strict):
+    enabled: bool = False
+    port: int = Field(8765, ge=0, le=65535)
+    seed: int = 42
+
+
+class Checks(_Strict):
+    freshness_ohlcv_hours: float = Field(2, gt=0)
+    freshness_markets_hours: float = Field(26, gt=0)
+    spike_return_threshold: float = Field(0.25, gt=0)
+    expected_market_coins: int = Field(100, ge=1)
+
+
+class Alerts(_Strict):
+    email_to: list[str] = Field(default_factory=list)
+    email_from: str = "cryptoflow@localhost"
+    smtp_host: str = ""
+    smtp_port: int = Field(25, ge=1, le=65535)
+    smtp_user: str = ""
+    smtp_starttls: bool = False
+
+
+class Secrets(_Strict):
+    """Credentials from the environment only; repr hides them so they never reach a log line."""
+
+    database_password: str = Field("", repr=False)
+    aws_access_key_id: str = Field("", repr=False)
+    aws_secret_access_key: str = Field("", repr=False)
+    coingecko_api_key: str = Field("", repr=False)
+    slack_webhook_url: str = Field("", repr=False)
+    smtp_password: str = Field("", repr=False)
+
+
+class Settings(_Strict):
+    universe: Universe = Field(default_factory=lambda: Universe(mode="top_n"))
+    interval: Literal["1h"] = "1h"
+    backfill: Backfill = Field(default_factory=Backfill)
+    sources: Sources = Field(default_factory=Sources)
+    database: Database = Field(default_factory=Database)
+    storage: Storage = Field(default_factory=Storage)
+    sandbox: Sandbox = Field(default_factory=Sandbox)
+    checks: Checks = Field(default_factory=Checks)
+    alerts: Alerts = Field(default_factory=Alerts)
+    secrets: Secrets = Field(default_factory=Secrets)
+    project_dir: Path = Field(default_factory=Path.cwd)
+
+    def path(self, relative: str) -> Path:
+        """Resolve a configured path against the project directory."""
+        p = Path(relative)
+        return p if p.is_absolute() else self.project_dir / p
+
+    @property
+    def state_dir(self) -> Path:
+        return self.path(".cryptoflow")
+
+
+def _describe_allowed(error: dict[str, Any]) -> str:
+    msg = error.get("msg", "invalid")
+    msg = msg.removeprefix("Value error, ")
+    if error.get("type") == "extra_forbidden":
+        return "unknown key (check the spelling; README lists every key)"
+    if error.get("type") == "literal_error":
+        return msg.replace("Input should be", "allowed:")
+    return msg
+
+
+def _format_errors(exc: ValidationError, source: str) -> str:
+    lines = []
+    for error in exc.errors():
+        key = ".".join(str(p) for p in error["loc"]) or "(top level)"
+        value = error.get("input")
+        shown = "" if isinstance(value, dict) else f" = {value!r}"
+        lines.append(f"{source}: {key}{shown}: {_describe_allowed(error)}")
+    return "\n".join(lines)
+
+
+def _coerce_env(raw: str) -> Any:
+    """Parse an environment value as YAML so numbers, booleans and lists work (`[BTCUSDT, ETHUSDT]`)."""
+    try:
+        return yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        return raw
+
+
+def _apply_env_overrides(data: dict[str, Any], environ: dict[str, str]) -> list[str]:
+    applied = []
+    for name, raw in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        keys = [k.lower() for k in name[len(ENV_PREFIX) :].split("__") if k]
+        if not keys or keys[0] == "secrets":
+            continue
+        node = data
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{name}: {'.'.join(keys)} is not a section that can be overridden")
+        node[keys[-1]] = _coerce_env(raw)
+        applied.append(".".join(keys))
+    return applied
+
+
+def load_settings(
+    config_file: str | Path | None = None,
+    environ: dict[str, str] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Settings:
+    """Load config.yaml, apply CRYPTOFLOW__SECTION__KEY overrides and secrets, validate once.
+
+    Raises ConfigError with one line per bad key (never a pydantic traceback).
+    """
+    environ = dict(os.environ if environ is None else environ)
+    path = Path(config_file or environ.get("CRYPTOFLOW_CONFIG") or DEFAULT_CONFIG)
+    if config_file is not None and not path.exists():
+        raise ConfigError(f"{path}: config file not found (pass --config FILE or create config.yaml)")
+    data: dict[str, Any] = {}
+    if path.exists():
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections (universe, sources, ...)")
+        data = loaded
+    _apply_env_overrides(data, environ)
+    for section, values in (overrides or {}).items():
+        data.setdefault(section, {}).update(values)
+    data["secrets"] = {key: environ.get(env, "") for key, env in SECRET_ENV.items()}
+    data.setdefault("project_dir", str(path.resolve().parent if path.exists() else Path.cwd()))
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, str(path))) from None

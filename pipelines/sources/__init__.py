@@ -1,0 +1,1 @@
+"""dlt sources, one package per API, in the dlt verified-sources shape."""

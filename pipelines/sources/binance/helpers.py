@@ -1,0 +1,252 @@
+"""Binance klines: paging plans, page fetch, and the page -> Arrow parser with validation.
+
+The hot path turns a page (a JSON list of 12-field lists) into Arrow columns directly: no per-row dicts.
+A page that does not fit the fast path (odd shapes, non-numeric strings) is parsed row by row so that
+only the bad rows go to the dead letter queue.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipelines.http import ApiClient, ApiError, MalformedResponse
+from pipelines.sources.binance.settings import (
+    DECIMAL_FIELDS,
+    DECIMAL_TYPE,
+    EXCHANGE_INFO_PATH,
+    INTERVAL_MS,
+    KLINES_PATH,
+    KLINES_SCHEMA,
+    MAX_PAGE,
+    PRICE_FIELDS,
+    ROW_FIELDS,
+)
+from pipelines.sources.common import Rejected
+
+_NUMERIC = re.compile(r"^-?\d{1,28}(\.\d{1,8})?$")
+_FIELD_INDEX = {name: i for i, name in enumerate(ROW_FIELDS)}
+
+
+@dataclass
+class ParsedPage:
+    table: pa.Table
+    rejected: list[Rejected] = field(default_factory=list)
+    open_skipped: int = 0
+
+
+@dataclass(frozen=True)
+class ExchangeInfo:
+    server_time_ms: int
+    trading: frozenset[str]
+    weight_limit: int | None
+
+
+def fetch_exchange_info(client: ApiClient) -> ExchangeInfo:
+    body = client.get_json(EXCHANGE_INFO_PATH)
+    if not isinstance(body, dict) or "symbols" not in body or "serverTime" not in body:
+        raise MalformedResponse(f"binance: exchangeInfo without symbols/serverTime: {str(body)[:200]}")
+    weight = next(
+        (
+            int(r["limit"])
+            for r in body.get("rateLimits", [])
+            if r.get("rateLimitType") == "REQUEST_WEIGHT" and r.get("interval") == "MINUTE"
+        ),
+        None,
+    )
+    trading = frozenset(s["symbol"] for s in body["symbols"] if s.get("status") == "TRADING")
+    return ExchangeInfo(int(body["serverTime"]), trading, weight)
+
+
+def last_closed_open_ms(server_time_ms: int, interval: str) -> int:
+    """Open time of the newest candle that has closed at server_time_ms."""
+    step = INTERVAL_MS[interval]
+    return (server_time_ms // step) * step - step
+
+
+def plan_pages(start_ms: int, end_ms: int, interval: str, page: int = MAX_PAGE) -> list[tuple[int, int]]:
+    """Split [start_ms, end_ms] (open times, inclusive) into grid-aligned windows of at most `page` candles.
+
+    Because the grid is known, every window can be fetched independently and in parallel; an exchange
+    outage just makes a window return fewer rows.
+    """
+    step = INTERVAL_MS[interval]
+    start_ms = -(-start_ms // step) * step
+    return [(s, min(s + (page - 1) * step, end_ms)) for s in range(start_ms, end_ms + 1, page * step)]
+
+
+def fetch_klines_page(client: ApiClient, symbol: str, interval: str, start_ms: int, end_ms: int) -> list:
+    limit = (end_ms - start_ms) // INTERVAL_MS[interval] + 1
+    params = {
+        "symbol": symbol,
+        "interval": interval,
+        "startTime": start_ms,
+        "endTime": end_ms,
+        "limit": limit,
+    }
+    try:
+        rows = client.get_json(KLINES_PATH, params)
+    except ApiError as exc:
+        if exc.status == 400 and '"code":-1121' in exc.body.replace(" ", ""):
+            raise ApiError(
+                f"binance: unknown symbol {symbol} (Invalid symbol, code -1121); remove it from universe.symbols",
+                400,
+                exc.body,
+            ) from None
+        raise
+    if not isinstance(rows, list):
+        raise MalformedResponse(f"binance: klines for {symbol} is not a list: {str(rows)[:200]}")
+    return rows
+
+
+def _key(symbol: str, row: Any) -> str:
+    open_time = row[0] if isinstance(row, list) and row else "?"
+    return f"{symbol}@{open_time}"
+
+
+def parse_klines(rows: list, symbol: str, interval: str, server_time_ms: int, load_id: str) -> ParsedPage:
+    """Validate a page of raw kline rows and return the closed, valid candles as an Arrow table."""
+    if rows and all(type(r) is list and len(r) == 12 for r in rows):
+        try:
+            return _parse_fast(rows, symbol, interval, server_time_ms, load_id)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
+            pass  # some value is not what the API promises: sort rows out one by one
+    return _parse_slow(rows, symbol, interval, server_time_ms, load_id)
+
+
+def _parse_fast(rows: list, symbol: str, interval: str, server_time_ms: int, load_id: str) -> ParsedPage:
+    cols = list(zip(*rows, strict=True))
+    open_ms = pa.array(cols[0], pa.int64())
+    close_ms = pa.array(cols[6], pa.int64())
+    trades = pa.array(cols[8], pa.int64())
+    decimals = {
+        name: pc.cast(pa.array(cols[_FIELD_INDEX[name]], pa.string()), DECIMAL_TYPE)
+        for name in DECIMAL_FIELDS
+    }
+    return _finish(rows, symbol, interval, server_time_ms, load_id, open_ms, close_ms, trades, decimals, [])
+
+
+def _parse_slow(rows: Any, symbol: str, interval: str, server_time_ms: int, load_id: str) -> ParsedPage:
+    good: list[list] = []
+    rejected: list[Rejected] = []
+    for row in rows if isinstance(rows, list) else []:
+        reason = _row_shape_problem(row)
+        if reason:
+            rejected.append(Rejected(_key(symbol, row), row, reason))
+        else:
+            good.append(row)
+    if not good:
+        return ParsedPage(KLINES_SCHEMA.empty_table(), rejected)
+    cols = list(zip(*good, strict=True))
+    decimals = {
+        name: pc.cast(pa.array(cols[_FIELD_INDEX[name]], pa.string()), DECIMAL_TYPE)
+        for name in DECIMAL_FIELDS
+    }
+    return _finish(
+        good,
+        symbol,
+        interval,
+        server_time_ms,
+        load_id,
+        pa.array(cols[0], pa.int64()),
+        pa.array(cols[6], pa.int64()),
+        pa.array(cols[8], pa.int64()),
+        decimals,
+        rejected,
+    )
+
+
+def _row_shape_problem(row: Any) -> str | None:
+    if not isinstance(row, list) or len(row) != 12:
+        return f"malformed row: expected a list of 12 fields, got {type(row).__name__} of {len(row) if isinstance(row, list) else '?'}"
+    for name in ("open_time", "close_time", "trades"):
+        value = row[_FIELD_INDEX[name]]
+        if type(value) is not int:
+            return f"non-integer {name}: {value!r}"
+    for name in DECIMAL_FIELDS:
+        value = row[_FIELD_INDEX[name]]
+        if not isinstance(value, str) or not _NUMERIC.match(value):
+            return f"non-numeric {name}: {value!r}"
+    return None
+
+
+def _finish(
+    rows: list,
+    symbol: str,
+    interval: str,
+    server_time_ms: int,
+    load_id: str,
+    open_ms: pa.Array,
+    close_ms: pa.Array,
+    trades: pa.Array,
+    dec: dict[str, pa.Array],
+    rejected: list[Rejected],
+) -> ParsedPage:
+    step = INTERVAL_MS[interval]
+    zero = pa.scalar(0, DECIMAL_TYPE)
+    # Rules in order of precedence: the first that fails names the reason.
+    open_np = open_ms.to_numpy()
+    close_np = close_ms.to_numpy()
+    rules = [
+        ("open_time off the interval grid", pa.array(open_np % step != 0)),
+        ("close_time does not match open_time + interval", pa.array(close_np != open_np + step - 1)),
+        *((f"non-positive {name}", pc.less_equal(dec[name], zero)) for name in PRICE_FIELDS),
+        *(
+            (f"negative {name}", pc.less(dec[name], zero))
+            for name in ("volume", "quote_volume", "taker_buy_base_volume", "taker_buy_quote_volume")
+        ),
+        ("negative trades", pc.less(trades, 0)),
+        ("high < low", pc.less(dec["high"], dec["low"])),
+        (
+            "open outside [low, high]",
+            pc.or_(pc.less(dec["open"], dec["low"]), pc.greater(dec["open"], dec["high"])),
+        ),
+        (
+            "close outside [low, high]",
+            pc.or_(pc.less(dec["close"], dec["low"]), pc.greater(dec["close"], dec["high"])),
+        ),
+    ]
+    bad = np.zeros(len(rows), dtype=bool)
+    for reason, mask in rules:
+        hits = mask.to_numpy(zero_copy_only=False) & ~bad
+        for i in np.flatnonzero(hits):
+            rejected.append(Rejected(_key(symbol, rows[i]), rows[i], reason))
+        bad |= hits
+    is_open = close_np >= server_time_ms
+    keep = ~bad & ~is_open
+    open_skipped = int((~bad & is_open).sum())
+    n = int(keep.sum())
+    mask = pa.array(keep)
+    table = pa.Table.from_arrays(
+        [
+            pa.array(np.full(n, symbol, dtype=object), pa.string()),
+            pa.array(np.full(n, interval, dtype=object), pa.string()),
+            pc.filter(open_ms, mask).cast(pa.timestamp("ms")).cast(KLINES_SCHEMA.field("open_time").type),
+            pc.filter(close_ms, mask).cast(pa.timestamp("ms")).cast(KLINES_SCHEMA.field("close_time").type),
+            *(pc.filter(dec[name], mask) for name in DECIMAL_FIELDS[:6]),
+            pc.filter(trades, mask),
+            *(pc.filter(dec[name], mask) for name in DECIMAL_FIELDS[6:]),
+            pa.array(np.full(n, load_id, dtype=object), pa.string()),
+        ],
+        schema=KLINES_SCHEMA,
+    )
+    return ParsedPage(table, rejected, open_skipped)
+
+
+def dedupe_candles(table: pa.Table) -> tuple[pa.Table, int]:
+    """For one symbol's candles, keep one row per open_time - the last received - sorted by open_time."""
+    if table.num_rows == 0:
+        return table, 0
+    open_ms = pc.cast(table["open_time"], pa.int64()).to_numpy()
+    reversed_ms = open_ms[::-1]
+    _, first_from_end = np.unique(reversed_ms, return_index=True)  # sorted by open_time
+    keep = len(open_ms) - 1 - first_from_end
+    dropped = table.num_rows - len(keep)
+    if not dropped and np.all(keep[1:] > keep[:-1]):
+        return table, 0
+    return table.take(pa.array(keep)), dropped

@@ -1,0 +1,37 @@
+"""What every source shares: rejected records and the extract sink."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+
+@dataclass
+class Rejected:
+    """A record that failed validation: goes to raw.dead_letter exactly as the API sent it."""
+
+    natural_key: str
+    payload: Any
+    reason: str
+
+
+@dataclass
+class ExtractSink:
+    """What a resource saw besides the rows it yielded: rejects and counters, plus the yielded tables
+    themselves so the same records can be delivered to bronze (extract once, deliver twice)."""
+
+    tables: list[pa.Table] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+    pages: int = 0
+    fetched_rows: int = 0
+    open_skipped: int = 0
+    duplicates_dropped: int = 0
+
+    def keep(self, table: pa.Table) -> pa.Table:
+        self.tables.append(table)
+        return table
+
+    def rows(self) -> int:
+        return sum(t.num_rows for t in self.tables)
