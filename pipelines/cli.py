@@ -30,7 +30,10 @@ def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     # SUPPRESS: `cryptoflow --config F db start` and `cryptoflow db start --config F` both work.
     common.add_argument(
-        "--config", metavar="FILE", default=argparse.SUPPRESS, help="configuration file (default: ./config.yaml)"
+        "--config",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help="configuration file (default: ./config.yaml)",
     )
     sandboxed = argparse.ArgumentParser(add_help=False)
     sandboxed.add_argument(

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -86,29 +87,35 @@ def _pipeline(settings: Settings, source: str) -> dlt.Pipeline:
 
 def _deliver(
     settings: Settings, source: str, dlt_source: Any, sink: ExtractSink, spec: TableSpec, load_id: str
-) -> tuple[int, int]:
-    """Extract once, write bronze, load raw, store dead letters. Returns (rows_bronze, rows_raw)."""
+) -> tuple[int, int, int]:
+    """Extract once, write bronze, load raw, queue dead letters. Returns (rows_bronze, rows_raw, queued)."""
     pipeline = _pipeline(settings, source)
-    pipeline.drop_pending_packages()  # a killed run's half-made package must never load later
+    pipeline.abort_packages()  # a killed run's half-made package must never load later
+    clock = time.perf_counter()
     try:
-        pipeline.extract(dlt_source)
+        pipeline.extract(dlt_source, loader_file_format="parquet")
     except Exception as exc:
-        pipeline.drop_pending_packages()
+        pipeline.abort_packages()
         raise root_cause(exc) from None
+    sink.timings["extract_s"] = time.perf_counter() - clock
     lake = open_lake(settings)
     rows = pa.concat_tables(sink.tables) if sink.tables else None
+    clock = time.perf_counter()
     rows_bronze = write_bronze(lake, spec.name, rows, spec.time_column, spec.key, load_id) if rows else 0
+    sink.timings["bronze_s"] = time.perf_counter() - clock
+    clock = time.perf_counter()
     try:
         if rows is not None:
-            pipeline.normalize(loader_file_format="parquet")
+            pipeline.normalize()
             pipeline.load()
+        sink.timings["raw_s"] = time.perf_counter() - clock
     except BaseException:
-        pipeline.drop_pending_packages()
+        pipeline.abort_packages()
         delete_load(lake, spec.name, load_id)
         raise
-    store_dead_letters(settings, source, spec.name, sink.rejected, load_id)
+    queued = store_dead_letters(settings, source, spec.name, sink.rejected, load_id)
     rows_raw = count_rows(settings, spec.name, load_id) if rows is not None else 0
-    return rows_bronze, rows_raw
+    return rows_bronze, rows_raw, queued
 
 
 def count_rows(settings: Settings, table: str, load_id: str | None = None) -> int:
@@ -125,16 +132,26 @@ def count_rows(settings: Settings, table: str, load_id: str | None = None) -> in
 
 def store_dead_letters(
     settings: Settings, source: str, table: str, rejected: list[Rejected], load_id: str
-) -> None:
+) -> int:
+    """Queue rejected records; returns how many were newly queued."""
     if not rejected:
-        return
+        return 0
+    queued = 0
     with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO raw.dead_letter (source, table_name, natural_key, payload, reason, load_id) "
-            "VALUES (%s, %s, %s, %s, %s, %s)",
-            [(source, table, r.natural_key, json.dumps(r.payload), r.reason, load_id) for r in rejected],
-        )
-    log.warning("records sent to the dead letter queue", extra={"source": source, "count": len(rejected)})
+        for r in rejected:
+            # A record already waiting for the same reason (say, seen again by the gap re-fetch) is not
+            # queued twice.
+            cur.execute(
+                "INSERT INTO raw.dead_letter (source, table_name, natural_key, payload, reason, load_id) "
+                "SELECT %(source)s, %(table)s, %(key)s, %(payload)s, %(reason)s, %(load_id)s "
+                "WHERE NOT EXISTS (SELECT 1 FROM raw.dead_letter WHERE table_name = %(table)s "
+                "AND natural_key = %(key)s AND reason = %(reason)s AND replayed_at IS NULL)",
+                {"source": source, "table": table, "key": r.natural_key, "payload": json.dumps(r.payload),
+                 "reason": r.reason, "load_id": load_id},
+            )  # fmt: skip
+            queued += cur.rowcount
+    log.warning("records sent to the dead letter queue", extra={"source": source, "count": queued})
+    return queued
 
 
 def _mark_abandoned(settings: Settings, source: str) -> None:
@@ -171,9 +188,9 @@ def _record_http(run: RunRecord, client: ApiClient) -> None:
     )
 
 
-def _record_extract(run: RunRecord, sink: ExtractSink, rows_bronze: int, rows_raw: int) -> None:
+def _record_extract(run: RunRecord, sink: ExtractSink, rows_bronze: int, rows_raw: int, queued: int) -> None:
     run.rows_extracted += sink.fetched_rows
-    run.dead_letters += len(sink.rejected)
+    run.dead_letters += queued
     run.rows_bronze += rows_bronze
     run.rows_raw += rows_raw
 
@@ -330,14 +347,19 @@ def _deliver_klines(
         on_page,
     )
     try:
-        rows_bronze, rows_raw = _deliver(settings, "binance", source, sink, KLINES, load_id)
+        rows_bronze, rows_raw, queued = _deliver(settings, "binance", source, sink, KLINES, load_id)
     finally:
         _record_http(run, client)
-    _record_extract(run, sink, rows_bronze, rows_raw)
+    _record_extract(run, sink, rows_bronze, rows_raw, queued)
     return {
         "rows_raw": rows_raw,
         "open_candles_skipped": sink.open_skipped,
         "duplicates_dropped": sink.duplicates_dropped,
+        "timings": {
+            **{k: round(v, 3) for k, v in sink.timings.items()},
+            "fetch_thread_s": round(sink.fetch_s, 3),
+            "parse_thread_s": round(sink.parse_s, 3),
+        },
     }
 
 

@@ -146,7 +146,11 @@ class ApiClient:
             self.stats.add(waited_s=self.limiter.acquire(), requests=1)
             try:
                 resp = self._session().get(url, params=params, timeout=self.timeout_s)
-            except (requests.ConnectionError, requests.Timeout) as exc:
+            except (
+                requests.ConnectionError,
+                requests.Timeout,
+                requests.exceptions.ChunkedEncodingError,
+            ) as exc:
                 last_problem = f"{type(exc).__name__}: {exc}"
                 self._sleep_before_retry(attempt, last_problem)
                 continue

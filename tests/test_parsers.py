@@ -101,7 +101,8 @@ def test_exchange_info_real(fixtures_dir, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "name", ["markets_top100_2023-03-20.json", "markets_top100_2024-06-01.json", "markets_top100_2026-04-30.json"]
+    "name",
+    ["markets_top100_2023-03-20.json", "markets_top100_2024-06-01.json", "markets_top100_2026-04-30.json"],
 )
 def test_coingecko_markets_real(fixtures_dir, name):
     coins = load(fixtures_dir, f"coingecko/{name}")

@@ -28,15 +28,30 @@ def test_repo_config_is_valid():
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("universe: {mode: pinned, symbols: [btcusdt]}", "universe.symbols = ['btcusdt']: invalid symbol 'btcusdt'"),
+        (
+            "universe: {mode: pinned, symbols: [btcusdt]}",
+            "universe.symbols = ['btcusdt']: invalid symbol 'btcusdt'",
+        ),
         ("universe: {mode: pinned, symbols: [BTC-USDT]}", "invalid symbol 'BTC-USDT'"),
         ("universe: {mode: pinned, symbols: []}", "mode 'pinned' needs a non-empty symbols list"),
         ("universe: {mode: best}", "universe.mode = 'best': allowed: 'pinned' or 'top_n'"),
-        ("sources: {binance: {timeout_s: -1}}", "sources.binance.timeout_s = -1: Input should be greater than 0"),
+        (
+            "sources: {binance: {timeout_s: -1}}",
+            "sources.binance.timeout_s = -1: Input should be greater than 0",
+        ),
         ("sources: {binance: {timeout_s: abc}}", "sources.binance.timeout_s = 'abc'"),
-        ("sources: {coingecko: {base_url: ftp://x}}", "sources.coingecko.base_url = 'ftp://x': must be an http(s) URL"),
-        ("database: {url: mysql://x}", "database.url = 'mysql://x': must be empty (embedded Postgres) or a postgresql"),
-        ("storage: {bronze_url: 'gs://bucket'}", "storage.bronze_url = 'gs://bucket': must be a local folder or s3://"),
+        (
+            "sources: {coingecko: {base_url: ftp://x}}",
+            "sources.coingecko.base_url = 'ftp://x': must be an http(s) URL",
+        ),
+        (
+            "database: {url: mysql://x}",
+            "database.url = 'mysql://x': must be empty (embedded Postgres) or a postgresql",
+        ),
+        (
+            "storage: {bronze_url: 'gs://bucket'}",
+            "storage.bronze_url = 'gs://bucket': must be a local folder or s3://",
+        ),
         ("backfill: {days: 0}", "backfill.days = 0: Input should be greater than or equal to 1"),
         ("interval: 5m", "interval = '5m': allowed: '1h'"),
         ("sourcse: {}", "sourcse: unknown key"),

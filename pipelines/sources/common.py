@@ -28,6 +28,9 @@ class ExtractSink:
     fetched_rows: int = 0
     open_skipped: int = 0
     duplicates_dropped: int = 0
+    fetch_s: float = 0.0  # summed over worker threads
+    parse_s: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)  # wall seconds per delivery stage
 
     def keep(self, table: pa.Table) -> pa.Table:
         self.tables.append(table)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -10,7 +12,13 @@ import dlt
 import pyarrow as pa
 
 from pipelines.http import ApiClient
-from pipelines.sources.binance.helpers import dedupe_candles, fetch_klines_page, parse_klines, plan_pages
+from pipelines.sources.binance.helpers import (
+    ParsedPage,
+    dedupe_candles,
+    fetch_klines_page,
+    parse_klines,
+    plan_pages,
+)
 from pipelines.sources.binance.settings import PRIMARY_KEY, TABLE
 from pipelines.sources.common import ExtractSink
 
@@ -51,22 +59,26 @@ def klines(
 ) -> Iterator[pa.Table]:
     """Closed, valid candles, one Arrow table per symbol; rejects and counters go to `sink`."""
 
-    def fetch(symbol: str, start_ms: int, end_ms: int):
+    def fetch(symbol: str, start_ms: int, end_ms: int) -> tuple[str, int, ParsedPage, float, float]:
+        t0 = time.perf_counter()
         rows = fetch_klines_page(client, symbol, interval, start_ms, end_ms)
-        return symbol, len(rows), parse_klines(rows, symbol, interval, server_time_ms, load_id)
+        t1 = time.perf_counter()
+        parsed = parse_klines(rows, symbol, interval, server_time_ms, load_id)
+        return symbol, len(rows), parsed, t1 - t0, time.perf_counter() - t1
 
-    pending = {w.symbol: len(plan_pages(w.start_ms, w.end_ms, interval)) for w in windows}
-    pages: dict[str, list[pa.Table]] = {w.symbol: [] for w in windows}
+    jobs = [
+        (w.symbol, start, end) for w in windows for start, end in plan_pages(w.start_ms, w.end_ms, interval)
+    ]
+    pending = Counter(symbol for symbol, _, _ in jobs)  # a symbol can have several windows (gap re-fetch)
+    pages: dict[str, list[pa.Table]] = {symbol: [] for symbol in pending}
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        futures = [
-            pool.submit(fetch, w.symbol, start, end)
-            for w in windows
-            for start, end in plan_pages(w.start_ms, w.end_ms, interval)
-        ]
+        futures = [pool.submit(fetch, *job) for job in jobs]
         try:
             for future in as_completed(futures):
-                symbol, fetched, parsed = future.result()
+                symbol, fetched, parsed, fetch_s, parse_s = future.result()
                 sink.pages += 1
+                sink.fetch_s += fetch_s
+                sink.parse_s += parse_s
                 sink.fetched_rows += fetched
                 sink.open_skipped += parsed.open_skipped
                 sink.rejected.extend(parsed.rejected)

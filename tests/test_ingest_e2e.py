@@ -1,0 +1,281 @@
+"""End to end on the embedded Postgres + the sandbox over real HTTP: exact rows, idempotence, faults."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import re
+from decimal import Decimal
+
+import pyarrow.compute as pc
+import pytest
+
+from pipelines import db, delivery
+from pipelines.bronze import open_lake, read_bronze
+from pipelines.cli import sandboxed
+from pipelines.http import ApiBanned
+from pipelines.sandbox import SandboxServer
+from pipelines.sandbox.markets import klines_rows
+
+HOUR = 3_600_000
+# A fixed sandbox clock, 30 minutes into an hour: the newest bar is open and must not be stored.
+NOW = dt.datetime(2026, 3, 10, 12, 30, tzinfo=dt.UTC)
+NOW_MS = int(NOW.timestamp() * 1000)
+LAST_CLOSED = NOW_MS // HOUR * HOUR - HOUR
+
+
+@pytest.fixture
+def sandbox():
+    with SandboxServer(seed=42, now_ms=NOW_MS) as server:
+        yield server
+
+
+@pytest.fixture
+def settings(make_settings, sandbox):
+    fast_retries = {"max_retries": 4, "backoff_base_s": 0.01, "backoff_max_s": 0.05, "timeout_s": 2}
+    return sandboxed(make_settings(sources={"binance": fast_retries}), sandbox)
+
+
+def query(settings, sql, params=()):
+    with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
+        cur.execute(sql, params)
+        return cur.fetchall()
+
+
+def klines_count(settings, symbol=None):
+    if symbol:
+        return query(settings, "SELECT count(*) FROM raw.binance_klines WHERE symbol = %s", (symbol,))[0][0]
+    return query(settings, "SELECT count(*) FROM raw.binance_klines")[0][0]
+
+
+def bronze_keys(settings):
+    table = read_bronze(open_lake(settings), "binance_klines")
+    ms = pc.cast(pc.cast(table["open_time"], "timestamp[ms]"), "int64").to_pylist()
+    return list(zip(table["symbol"].to_pylist(), ms, table["load_id"].to_pylist(), strict=True))
+
+
+def test_backfill_exact_rows_in_raw_and_bronze(settings):
+    summary = delivery.ingest_ohlcv(settings, days=3)
+    assert summary.rows_raw == 2 * 3 * 24 == 144
+    assert klines_count(settings) == 144
+    first = LAST_CLOSED - (3 * 24 - 1) * HOUR
+    hours = query(
+        settings,
+        "SELECT symbol, min(open_time), max(open_time), count(DISTINCT open_time) FROM raw.binance_klines "
+        "GROUP BY symbol ORDER BY symbol",
+    )
+    for symbol, lo, hi, n in hours:
+        assert (int(lo.timestamp() * 1000), int(hi.timestamp() * 1000), n) == (first, LAST_CLOSED, 72), symbol
+
+    # values equal the sandbox's own series, computed without HTTP
+    expected = klines_rows("ETHUSDT", "1h", first, LAST_CLOSED, NOW_MS, seed=42)
+    got = query(
+        settings,
+        "SELECT open, high, low, close, volume, quote_volume, trades FROM raw.binance_klines "
+        "WHERE symbol = 'ETHUSDT' ORDER BY open_time",
+    )
+    assert got == [
+        (Decimal(r[1]), Decimal(r[2]), Decimal(r[3]), Decimal(r[4]), Decimal(r[5]), Decimal(r[7]), r[8])
+        for r in expected
+    ]
+
+    # bronze: the same keys, the same load id, partitioned by the candle's own UTC date
+    keys = bronze_keys(settings)
+    raw_keys = query(
+        settings,
+        "SELECT symbol, (extract(epoch FROM open_time) * 1000)::bigint, load_id FROM raw.binance_klines",
+    )
+    assert sorted(keys) == sorted(raw_keys)
+    assert {k[2] for k in keys} == {summary.run_id}
+    lake = open_lake(settings)
+    files = sorted(p.relative_to(lake.root).as_posix() for p in _files(lake.root))
+    assert files[0] == f"crypto/binance_klines/year=2026/month=03/day=07/{summary.run_id}.parquet"
+    assert all(
+        re.fullmatch(r"crypto/binance_klines/year=\d{4}/month=\d\d/day=\d\d/[\w-]+\.parquet", f)
+        for f in files
+    )
+    assert len(files) == 4  # 72 hours ending 11:00 on the 10th span the 7th..10th
+
+    run = query(
+        settings,
+        "SELECT status, rows_raw, rows_bronze, dead_letters, window_start, window_end FROM ops.pipeline_runs "
+        "WHERE run_id = %s",
+        (summary.run_id,),
+    )[0]
+    assert run[:4] == ("success", 144, 144, 0)
+    assert int(run[5].timestamp() * 1000) == LAST_CLOSED
+
+
+def _files(root):
+    from pathlib import Path
+
+    return [p for p in Path(root).rglob("*.parquet")]
+
+
+def test_rerun_adds_nothing_and_incremental_adds_exactly_the_new_hours(settings, sandbox):
+    delivery.ingest_ohlcv(settings, days=2)
+    again = delivery.ingest_ohlcv(settings, days=2)
+    assert klines_count(settings) == 96
+    assert len(bronze_keys(settings)) == 96  # bronze replaced the older copies, no duplicates
+    assert query(settings, "SELECT count(DISTINCT load_id) FROM raw.binance_klines")[0][0] == 1
+    assert {k[2] for k in bronze_keys(settings)} == {again.run_id}
+
+    nothing = delivery.ingest_ohlcv(settings)
+    assert nothing.rows_raw == 0
+
+    sandbox.set_now(NOW_MS + 3 * HOUR)
+    later = delivery.ingest_ohlcv(settings)
+    assert later.rows_raw == 2 * 3
+    assert klines_count(settings) == 96 + 6
+    assert len(bronze_keys(settings)) == 102
+    newest = query(settings, "SELECT max(open_time) FROM raw.binance_klines")[0][0]
+    assert int(newest.timestamp() * 1000) == LAST_CLOSED + 3 * HOUR
+
+
+def test_lagging_symbol_catches_up_without_gaps(settings, sandbox):
+    delivery.ingest_ohlcv(settings, days=1, symbols=["BTCUSDT", "ETHUSDT"])
+    sandbox.set_now(NOW_MS + 5 * HOUR)
+    delivery.ingest_ohlcv(settings, symbols=["BTCUSDT"])  # ETH falls 5 hours behind
+    assert klines_count(settings, "BTCUSDT") == 29 and klines_count(settings, "ETHUSDT") == 24
+    sandbox.set_now(NOW_MS + 6 * HOUR)
+    summary = delivery.ingest_ohlcv(settings)
+    assert summary.rows_raw == 1 + 6
+    assert klines_count(settings, "BTCUSDT") == klines_count(settings, "ETHUSDT") == 30
+    assert query(settings, "SELECT count(*) FROM ops.gaps")[0][0] == 0
+
+
+def test_bad_rows_land_in_dead_letter_with_reasons(settings, sandbox):
+    sandbox.set_fault("klines", "invalid_rows", symbol="ETHUSDT", every=7)
+    first = LAST_CLOSED - 47 * HOUR
+    corrupted = [ms for ms in range(first, LAST_CLOSED + 1, HOUR) if (ms // HOUR) % 7 == 0]
+    summary = delivery.ingest_ohlcv(settings, days=2)
+    kinds = {0: "non-positive open", 1: "high < low", 2: "non-numeric close: 'abc'"}
+    expected = sorted((f"ETHUSDT@{ms}", kinds[(ms // HOUR) % 3]) for ms in corrupted)
+    letters = query(
+        settings,
+        "SELECT natural_key, reason, source, table_name, load_id FROM raw.dead_letter ORDER BY natural_key",
+    )
+    assert [(k, r) for k, r, *_ in letters] == expected
+    assert len(expected) == 7
+    assert {(s, t, lid) for _, _, s, t, lid in letters} == {("binance", "binance_klines", summary.run_id)}
+    assert klines_count(settings) == 96 - len(expected)
+    assert summary.dead_letters == len(expected)
+    # the rejected hours are gaps the exchange does have: re-fetched once (still bad) and kept as known gaps
+    assert query(settings, "SELECT count(*) FROM ops.gaps WHERE status = 'known_gap'")[0][0] == len(expected)
+
+
+def test_rate_limit_429_waits_and_succeeds(settings, sandbox):
+    sandbox.set_fault("klines", "429", times=2, retry_after=1)
+    summary = delivery.ingest_ohlcv(settings, days=1)
+    assert summary.rows_raw == 48
+    run = query(
+        settings, "SELECT rate_limited, retries FROM ops.pipeline_runs WHERE run_id = %s", (summary.run_id,)
+    )
+    assert run[0][0] == 2 and run[0][1] >= 2
+
+
+def test_ban_418_fails_clearly_and_writes_nothing(settings, sandbox):
+    delivery.ingest_ohlcv(settings, days=1)
+    before_raw, before_bronze = klines_count(settings), sorted(bronze_keys(settings))
+    sandbox.set_now(NOW_MS + 2 * HOUR)
+    sandbox.set_fault("klines", "418", symbol="ETHUSDT")
+    with pytest.raises(ApiBanned, match=r"IP banned by the API \(HTTP 418\); stopping without retry"):
+        delivery.ingest_ohlcv(settings)
+    assert klines_count(settings) == before_raw  # BTC's new hours were not half-written either
+    assert sorted(bronze_keys(settings)) == before_bronze
+    assert delivery.klines_cursors(settings) == {
+        "BTCUSDT": LAST_CLOSED,
+        "ETHUSDT": LAST_CLOSED,
+    }
+    failed = query(settings, "SELECT status, error FROM ops.pipeline_runs ORDER BY started_at DESC LIMIT 1")[
+        0
+    ]
+    assert failed[0] == "failed" and "HTTP 418" in failed[1]
+    sandbox.clear_faults()
+    assert delivery.ingest_ohlcv(settings).rows_raw == 4
+
+
+def test_5xx_storm_is_retried_and_succeeds(settings, sandbox):
+    sandbox.set_fault("klines", "500", times=1)
+    sandbox.set_fault("klines", "502", times=1)
+    sandbox.set_fault("klines", "503", times=1)
+    summary = delivery.ingest_ohlcv(settings, days=1)
+    assert summary.rows_raw == 48
+    retries = query(settings, "SELECT retries FROM ops.pipeline_runs WHERE run_id = %s", (summary.run_id,))[
+        0
+    ][0]
+    assert retries == 3
+
+
+def test_truncated_json_is_retried(settings, sandbox):
+    sandbox.set_fault("klines", "truncated", times=1)
+    assert delivery.ingest_ohlcv(settings, days=1).rows_raw == 48
+
+
+def test_missing_hours_become_known_gaps_after_one_refetch(settings, sandbox):
+    outage_start = LAST_CLOSED - 10 * HOUR
+    sandbox.set_fault(
+        "klines", "missing_hours", symbol="BTCUSDT", start_ms=outage_start, end_ms=outage_start + 2 * HOUR
+    )
+    summary = delivery.ingest_ohlcv(settings, days=1)
+    assert klines_count(settings, "BTCUSDT") == 21 and klines_count(settings, "ETHUSDT") == 24
+    gaps = query(settings, "SELECT symbol, open_time, status FROM ops.gaps ORDER BY open_time")
+    assert [(s, int(t.timestamp() * 1000), st) for s, t, st in gaps] == [
+        ("BTCUSDT", outage_start + i * HOUR, "known_gap") for i in range(3)
+    ]
+    assert summary.details["known_gaps"] == 3
+    # the exchange later serves the hours: an explicit backfill fills them
+    sandbox.clear_faults()
+    delivery.ingest_ohlcv(settings, days=1)
+    assert klines_count(settings, "BTCUSDT") == 24
+
+
+def test_duplicate_rows_from_the_api_are_stored_once(settings, sandbox):
+    sandbox.set_fault("klines", "duplicate_rows")
+    summary = delivery.ingest_ohlcv(settings, days=1)
+    assert klines_count(settings) == 48
+    assert summary.details["duplicates_dropped"] == 48
+
+
+def test_unknown_symbol_is_a_clear_error(settings):
+    with pytest.raises(delivery.UniverseError, match="not TRADING on Binance: NOPEUSDT"):
+        delivery.ingest_ohlcv(settings, days=1, symbols=["BTCUSDT", "NOPEUSDT"])
+    with pytest.raises(ValueError, match="invalid symbol 'btc'"):
+        delivery.ingest_ohlcv(settings, days=1, symbols=["btc"])
+
+
+def test_concurrent_run_exits_with_a_clear_message(settings):
+    db.ensure_database(settings)
+    with (
+        db.advisory_lock(settings, "ingest:binance"),
+        pytest.raises(db.LockBusy, match="another 'ingest:binance' run is in progress"),
+    ):
+        delivery.ingest_ohlcv(settings, days=1)
+    assert delivery.ingest_ohlcv(settings, days=1).rows_raw == 48
+
+
+def test_markets_and_fear_greed(settings):
+    markets = delivery.ingest_markets(settings)
+    assert markets.rows_raw == markets.rows_bronze > 0
+    again = delivery.ingest_markets(settings)
+    assert query(settings, "SELECT count(*) FROM raw.coingecko_markets")[0][0] == again.rows_raw
+
+    full = delivery.ingest_fear_greed(settings)
+    assert full.details["limit"] == 0
+    start = dt.date(2018, 2, 1)
+    all_days = (NOW.date() - start).days + 1
+    missing = 4  # 2018-04-14..16 and 2024-10-26 are missing in the API's history too
+    assert full.rows_raw == all_days - missing
+    labels = query(settings, "SELECT DISTINCT value_classification FROM raw.fear_greed ORDER BY 1")
+    assert [x[0] for x in labels] == ["Extreme Fear", "Extreme Greed", "Fear", "Greed", "Neutral"]
+    incremental = delivery.ingest_fear_greed(settings)
+    assert incremental.details["limit"] > 0 and incremental.rows_raw > 0
+    assert query(settings, "SELECT count(*) FROM raw.fear_greed")[0][0] == all_days - missing
+
+
+def test_database_down_is_a_clear_error(make_settings):
+    bad = make_settings(database={"url": "postgresql://u:pw@127.0.0.1:1/x"})
+    with pytest.raises(db.DatabaseUnavailable) as info:
+        delivery.ingest_ohlcv(bad, days=1)
+    assert "cannot connect to Postgres at postgresql://u:***@127.0.0.1:1/x" in str(info.value)
+    assert "pw@" not in str(info.value)
