@@ -1,6 +1,6 @@
 """The bronze lake: Parquet, Hive-partitioned by the record's own UTC date, on a local folder or S3.
 
-Layout: <bronze_url>/crypto/<table>/year=YYYY/month=MM/day=DD/<load_id>.parquet
+Layout: <bronze_url>/crypto/<table>/year=YYYY/month=MM/day=DD/<load_id>-<n>.parquet
 
 Writes are idempotent per natural key: before a load's file lands in a day partition, rows with the same
 keys in that partition's older files are removed (those files are rewritten, or deleted when fully
@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
@@ -22,8 +21,6 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from pipelines.settings import Settings
-
-MS_PER_DAY = 86_400_000
 
 
 @dataclass(frozen=True)
@@ -34,10 +31,6 @@ class BronzeLake:
 
     def table_dir(self, table: str) -> str:
         return f"{self.root}/crypto/{table}"
-
-    def partition_dir(self, table: str, day_ms: int) -> str:
-        d = np.datetime64(day_ms, "ms").astype("datetime64[D]").astype(object)
-        return f"{self.table_dir(table)}/year={d.year:04d}/month={d.month:02d}/day={d.day:02d}"
 
 
 def open_lake(settings: Settings) -> BronzeLake:
@@ -57,34 +50,47 @@ def open_lake(settings: Settings) -> BronzeLake:
     return BronzeLake(pafs.LocalFileSystem(), str(root), str(root))
 
 
-def _keys(table: pa.Table, key_columns: Sequence[str]) -> np.ndarray:
+def _keys(table: pa.Table, key_columns: Sequence[str]) -> pa.Array:
+    """One string per row identifying its natural key (vectorised, no Python loop)."""
     parts = [
-        pc.cast(table[c], pa.string()) if table[c].type != pa.string() else table[c] for c in key_columns
+        pc.cast(pc.cast(table[c], pa.int64()), pa.string())
+        if pa.types.is_timestamp(table[c].type)
+        else pc.cast(table[c], pa.string())
+        for c in key_columns
     ]
     joined = parts[0] if len(parts) == 1 else pc.binary_join_element_wise(*parts, "\x1f")
-    return np.asarray(joined.to_numpy(zero_copy_only=False), dtype=object)
+    return joined.combine_chunks() if isinstance(joined, pa.ChunkedArray) else joined
 
 
-def _write_partition(
-    lake: BronzeLake, table: str, day_ms: int, rows: pa.Table, key_columns: Sequence[str], load_id: str
-) -> int:
-    directory = lake.partition_dir(table, day_ms)
-    lake.fs.create_dir(directory, recursive=True)
-    new_keys = set(_keys(rows, key_columns))
-    target = f"{directory}/{load_id}.parquet"
-    for info in lake.fs.get_file_info(pafs.FileSelector(directory, allow_not_found=True)):
-        if info.type != pafs.FileType.File or not info.path.endswith(".parquet") or info.path == target:
-            continue
-        old = pq.read_table(info.path, filesystem=lake.fs)
-        overlap = np.fromiter(
-            (k in new_keys for k in _keys(old, key_columns)), dtype=bool, count=old.num_rows
-        )
-        if overlap.all():
-            lake.fs.delete_file(info.path)
-        elif overlap.any():
-            pq.write_table(old.filter(pa.array(~overlap)), info.path, filesystem=lake.fs)
-    pq.write_table(rows, target, filesystem=lake.fs, compression="zstd")
-    return rows.num_rows
+def _with_partitions(rows: pa.Table, time_column: str) -> pa.Table:
+    ts = pc.cast(rows[time_column], pa.timestamp("ms", tz="UTC"))
+    for name, fmt in (("year", "%Y"), ("month", "%m"), ("day", "%d")):
+        rows = rows.append_column(name, pc.strftime(ts, format=fmt))
+    return rows.sort_by(time_column)  # each partition contiguous: one file per partition per load
+
+
+def _existing_files(lake: BronzeLake, table: str) -> dict[str, list[str]]:
+    """Partition directory -> parquet files already there (one recursive listing)."""
+    found: dict[str, list[str]] = {}
+    selector = pafs.FileSelector(lake.table_dir(table), recursive=True, allow_not_found=True)
+    for info in lake.fs.get_file_info(selector):
+        if info.type == pafs.FileType.File and info.path.endswith(".parquet"):
+            found.setdefault(info.path.rsplit("/", 1)[0], []).append(info.path)
+    return found
+
+
+def _remove_overlap(
+    lake: BronzeLake, paths: list[str], new_keys: pa.Array, key_columns: Sequence[str]
+) -> None:
+    """Drop rows the new load re-delivers from older files of one partition."""
+    for path in paths:
+        old = pq.read_table(path, filesystem=lake.fs, partitioning=None)
+        overlap = pc.is_in(_keys(old, key_columns), value_set=new_keys)
+        hits = pc.sum(overlap).as_py() or 0
+        if hits == old.num_rows:
+            lake.fs.delete_file(path)
+        elif hits:
+            pq.write_table(old.filter(pc.invert(overlap)), path, filesystem=lake.fs, compression="zstd")
 
 
 def write_bronze(
@@ -99,30 +105,45 @@ def write_bronze(
     """Write one load's records into their day partitions; returns rows written."""
     if rows.num_rows == 0:
         return 0
-    ms = pc.cast(pc.cast(rows[time_column], pa.timestamp("ms")), pa.int64()).to_numpy()
-    days = ms // MS_PER_DAY
-    order = np.argsort(days, kind="stable")
-    sorted_days = days[order]
-    bounds = np.flatnonzero(np.diff(sorted_days)) + 1
-    groups = np.split(order, bounds)
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        written = pool.map(
-            lambda idx: _write_partition(
-                lake, table, int(days[idx[0]]) * MS_PER_DAY, rows.take(pa.array(idx)), key_columns, load_id
-            ),
-            groups,
-        )
-        return sum(written)
+    rows = _with_partitions(rows, time_column)
+    existing = _existing_files(lake, table)
+    if existing:
+        where = pc.binary_join_element_wise(rows["year"], rows["month"], rows["day"], "/")
+        base = lake.table_dir(table)
+
+        def settle(part: str) -> None:
+            y, m, d = part.split("/")
+            directory = f"{base}/year={y}/month={m}/day={d}"
+            if directory in existing:
+                new_keys = _keys(rows.filter(pc.equal(where, part)), key_columns)
+                _remove_overlap(lake, existing[directory], new_keys, key_columns)
+
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            list(pool.map(settle, pc.unique(where).to_pylist()))
+    ds.write_dataset(
+        rows,
+        lake.table_dir(table),
+        filesystem=lake.fs,
+        format="parquet",
+        partitioning=ds.partitioning(
+            pa.schema([("year", pa.string()), ("month", pa.string()), ("day", pa.string())]), flavor="hive"
+        ),
+        basename_template=f"{load_id}-{{i}}.parquet",
+        existing_data_behavior="overwrite_or_ignore",
+        file_options=ds.ParquetFileFormat().make_write_options(compression="zstd"),
+        max_partitions=100_000,
+    )
+    return rows.num_rows
 
 
 def delete_load(lake: BronzeLake, table: str, load_id: str) -> int:
     """Remove a failed load's files (used when the raw load fails after bronze was written)."""
     removed = 0
-    selector = pafs.FileSelector(lake.table_dir(table), recursive=True, allow_not_found=True)
-    for info in lake.fs.get_file_info(selector):
-        if info.type == pafs.FileType.File and info.base_name == f"{load_id}.parquet":
-            lake.fs.delete_file(info.path)
-            removed += 1
+    for paths in _existing_files(lake, table).values():
+        for path in paths:
+            if path.rsplit("/", 1)[1].startswith(f"{load_id}-"):
+                lake.fs.delete_file(path)
+                removed += 1
     return removed
 
 

@@ -113,9 +113,19 @@ def _deliver(
         pipeline.abort_packages()
         delete_load(lake, spec.name, load_id)
         raise
+    if rows is not None:
+        ensure_unique_key(settings, spec)
     queued = store_dead_letters(settings, source, spec.name, sink.rejected, load_id)
     rows_raw = count_rows(settings, spec.name, load_id) if rows is not None else 0
     return rows_bronze, rows_raw, queued
+
+
+def ensure_unique_key(settings: Settings, spec: TableSpec) -> None:
+    """A unique index on the natural key: the database itself refuses a duplicate."""
+    with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
+        cur.execute(
+            f"CREATE UNIQUE INDEX IF NOT EXISTS {spec.name}_natural_key ON raw.{spec.name} ({', '.join(spec.key)})"
+        )
 
 
 def count_rows(settings: Settings, table: str, load_id: str | None = None) -> int:
@@ -277,15 +287,29 @@ def ingest_ohlcv(
         end_ms = last_closed_open_ms(info.server_time_ms, settings.interval)
         if until is not None:
             end_ms = min(end_ms, int(until.timestamp() * 1000) // HOUR_MS * HOUR_MS)
-        windows = _windows(settings, universe, end_ms, since, days)
+        cursors = klines_cursors(settings)
+        windows = _windows(settings, universe, end_ms, since, days, cursors)
+        # Rows after every symbol's cursor cannot exist yet: append them in one transaction (COPY speed),
+        # the unique index on (symbol, open_time) stands guard; anything else merges on the natural key.
+        fresh = all(w.start_ms > cursors.get(w.symbol, -1) for w in windows)
         run.window_start = _ts(min((w.start_ms for w in windows), default=end_ms))
         run.window_end = _ts(end_ms)
         total_pages = sum(len(plan_pages(w.start_ms, w.end_ms, settings.interval)) for w in windows)
-        summary = _deliver_klines(settings, run, client, windows, info, run.run_id, progress, total_pages)
+        summary = _deliver_klines(
+            settings,
+            run,
+            client,
+            windows,
+            info,
+            run.run_id,
+            progress,
+            total_pages,
+            "append" if fresh else "merge",
+        )
         gap_windows = detect_gaps(settings, run.run_id, windows)
         if gap_windows:
             refill = _deliver_klines(
-                settings, run, client, gap_windows, info, f"{run.run_id}-refetch", None, 0
+                settings, run, client, gap_windows, info, f"{run.run_id}-refetch", None, 0, "merge"
             )
             summary["refetched_rows"] = refill["rows_raw"]
             summary["known_gaps"] = settle_gaps(settings, run.run_id, gap_windows)
@@ -298,7 +322,12 @@ def _ts(ms: int) -> dt.datetime:
 
 
 def _windows(
-    settings: Settings, universe: list[str], end_ms: int, since: dt.datetime | None, days: int | None
+    settings: Settings,
+    universe: list[str],
+    end_ms: int,
+    since: dt.datetime | None,
+    days: int | None,
+    cursors: dict[str, int],
 ) -> list[SymbolWindow]:
     if since is not None:
         start = -(-int(since.timestamp() * 1000) // HOUR_MS) * HOUR_MS
@@ -307,7 +336,6 @@ def _windows(
     first = end_ms - (horizon * 24 - 1) * HOUR_MS
     if days is not None:
         return [SymbolWindow(s, first, end_ms) for s in universe]
-    cursors = klines_cursors(settings)
     windows = []
     for symbol in universe:
         start = cursors[symbol] + HOUR_MS if symbol in cursors else first
@@ -325,6 +353,7 @@ def _deliver_klines(
     load_id: str,
     progress: Progress | None,
     total_pages: int,
+    write_disposition: str,
 ) -> dict[str, Any]:
     sink = ExtractSink()
     done = [0]
@@ -345,6 +374,7 @@ def _deliver_klines(
         sink,
         settings.sources.binance.concurrency,
         on_page,
+        write_disposition,
     )
     try:
         rows_bronze, rows_raw, queued = _deliver(settings, "binance", source, sink, KLINES, load_id)
@@ -355,6 +385,7 @@ def _deliver_klines(
         "rows_raw": rows_raw,
         "open_candles_skipped": sink.open_skipped,
         "duplicates_dropped": sink.duplicates_dropped,
+        "write_disposition": write_disposition,
         "timings": {
             **{k: round(v, 3) for k, v in sink.timings.items()},
             "fetch_thread_s": round(sink.fetch_s, 3),

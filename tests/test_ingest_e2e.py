@@ -89,7 +89,7 @@ def test_backfill_exact_rows_in_raw_and_bronze(settings):
     assert {k[2] for k in keys} == {summary.run_id}
     lake = open_lake(settings)
     files = sorted(p.relative_to(lake.root).as_posix() for p in _files(lake.root))
-    assert files[0] == f"crypto/binance_klines/year=2026/month=03/day=07/{summary.run_id}.parquet"
+    assert re.fullmatch(rf"crypto/binance_klines/year=2026/month=03/day=07/{summary.run_id}-\d+\.parquet", files[0])
     assert all(
         re.fullmatch(r"crypto/binance_klines/year=\d{4}/month=\d\d/day=\d\d/[\w-]+\.parquet", f)
         for f in files
@@ -113,8 +113,10 @@ def _files(root):
 
 
 def test_rerun_adds_nothing_and_incremental_adds_exactly_the_new_hours(settings, sandbox):
-    delivery.ingest_ohlcv(settings, days=2)
+    first = delivery.ingest_ohlcv(settings, days=2)
     again = delivery.ingest_ohlcv(settings, days=2)
+    # new rows are appended in one transaction; a window overlapping stored rows merges on the key
+    assert (first.details["write_disposition"], again.details["write_disposition"]) == ("append", "merge")
     assert klines_count(settings) == 96
     assert len(bronze_keys(settings)) == 96  # bronze replaced the older copies, no duplicates
     assert query(settings, "SELECT count(DISTINCT load_id) FROM raw.binance_klines")[0][0] == 1
@@ -125,7 +127,7 @@ def test_rerun_adds_nothing_and_incremental_adds_exactly_the_new_hours(settings,
 
     sandbox.set_now(NOW_MS + 3 * HOUR)
     later = delivery.ingest_ohlcv(settings)
-    assert later.rows_raw == 2 * 3
+    assert later.rows_raw == 2 * 3 and later.details["write_disposition"] == "append"
     assert klines_count(settings) == 96 + 6
     assert len(bronze_keys(settings)) == 102
     newest = query(settings, "SELECT max(open_time) FROM raw.binance_klines")[0][0]

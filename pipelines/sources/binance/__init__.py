@@ -42,8 +42,12 @@ def binance_source(
     sink: ExtractSink,
     concurrency: int = 4,
     on_page: Callable[[int], None] | None = None,
+    write_disposition: str = "merge",
 ) -> dlt.sources.DltResource:
-    return klines(client, windows, interval, server_time_ms, load_id, sink, concurrency, on_page)
+    """`write_disposition="append"` is only for windows that lie wholly after every symbol's cursor."""
+    resource = klines(client, windows, interval, server_time_ms, load_id, sink, concurrency, on_page)
+    resource.apply_hints(write_disposition=write_disposition)
+    return resource
 
 
 @dlt.resource(name=TABLE, primary_key=list(PRIMARY_KEY), write_disposition="merge")
