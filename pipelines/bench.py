@@ -149,6 +149,7 @@ def run(settings: Settings, *, symbols: int = 50, days: int = 1095) -> dict[str,
         "incremental_s": round(incremental_s, 2),
         "incremental_rows": incremental.rows_raw,
         "peak_rss_mb": round(peak_rss_mb),
+        "rss_after_stage_mb": {k: round(v) for k, v in timings.items() if k.startswith("rss_")},
         "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores, Python {platform.python_version()}",
         "measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }

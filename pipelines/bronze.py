@@ -10,7 +10,7 @@ run that last delivered it - the same load id raw has.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -21,6 +21,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from pipelines.settings import Settings
+
+MS_PER_DAY = 86_400_000
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,19 @@ def _with_partitions(rows: pa.Table, time_column: str) -> pa.Table:
     return rows.sort_by(time_column)  # each partition contiguous: one file per partition per load
 
 
+def _day_chunks(rows: pa.Table, time_column: str, days: int = 64) -> Iterator[pa.Table]:
+    """Slices of at most `days` UTC days each, so a large load is partitioned piece by piece in bounded memory."""
+    day = pc.cast(
+        pc.divide(pc.cast(pc.cast(rows[time_column], pa.timestamp("ms")), pa.int64()), MS_PER_DAY), pa.int64()
+    )
+    first, last = pc.min(day).as_py(), pc.max(day).as_py()
+    if last - first < days:
+        yield rows
+        return
+    for lo in range(first, last + 1, days):
+        yield rows.filter(pc.and_(pc.greater_equal(day, lo), pc.less(day, lo + days)))
+
+
 def _existing_files(lake: BronzeLake, table: str) -> dict[str, list[str]]:
     """Partition directory -> parquet files already there (one recursive listing)."""
     found: dict[str, list[str]] = {}
@@ -105,8 +120,23 @@ def write_bronze(
     """Write one load's records into their day partitions; returns rows written."""
     if rows.num_rows == 0:
         return 0
-    rows = _with_partitions(rows, time_column)
     existing = _existing_files(lake, table)
+    for chunk in _day_chunks(rows, time_column):
+        _write_chunk(
+            lake, table, _with_partitions(chunk, time_column), key_columns, load_id, existing, threads
+        )
+    return rows.num_rows
+
+
+def _write_chunk(
+    lake: BronzeLake,
+    table: str,
+    rows: pa.Table,
+    key_columns: Sequence[str],
+    load_id: str,
+    existing: dict[str, list[str]],
+    threads: int,
+) -> None:
     if existing:
         where = pc.binary_join_element_wise(rows["year"], rows["month"], rows["day"], "/")
         base = lake.table_dir(table)
@@ -133,7 +163,6 @@ def write_bronze(
         file_options=ds.ParquetFileFormat().make_write_options(compression="zstd"),
         max_partitions=100_000,
     )
-    return rows.num_rows
 
 
 def delete_load(lake: BronzeLake, table: str, load_id: str) -> int:

@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import logging
 import os
+import resource
 import threading
 import time
 from collections.abc import Callable
@@ -98,17 +99,20 @@ def _deliver(
         pipeline.abort_packages()
         raise root_cause(exc) from None
     sink.timings["extract_s"] = time.perf_counter() - clock
+    sink.timings["rss_after_extract_mb"] = _peak_rss_mb()
     lake = open_lake(settings)
     rows = pa.concat_tables(sink.tables) if sink.tables else None
     clock = time.perf_counter()
     rows_bronze = write_bronze(lake, spec.name, rows, spec.time_column, spec.key, load_id) if rows else 0
     sink.timings["bronze_s"] = time.perf_counter() - clock
+    sink.timings["rss_after_bronze_mb"] = _peak_rss_mb()
     clock = time.perf_counter()
     try:
         if rows is not None:
             pipeline.normalize()
             pipeline.load()
         sink.timings["raw_s"] = time.perf_counter() - clock
+        sink.timings["rss_after_raw_mb"] = _peak_rss_mb()
     except BaseException:
         pipeline.abort_packages()
         delete_load(lake, spec.name, load_id)
@@ -118,6 +122,10 @@ def _deliver(
     queued = store_dead_letters(settings, source, spec.name, sink.rejected, load_id)
     rows_raw = count_rows(settings, spec.name, load_id) if rows is not None else 0
     return rows_bronze, rows_raw, queued
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def ensure_unique_key(settings: Settings, spec: TableSpec) -> None:

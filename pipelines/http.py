@@ -12,13 +12,15 @@ import random
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 RETRYABLE_STATUS = {500, 502, 503, 504}
 BAN_STATUS = {418: "IP banned by the API (HTTP 418)", 451: "region blocked by the API (HTTP 451)"}
 
@@ -193,14 +195,14 @@ class ApiClient:
         )
         time.sleep(wait)
 
-    def get_json(self, path: str, params: dict[str, Any] | None = None) -> Any:
-        """GET JSON; a body that does not parse raises MalformedResponse (retried once, then fatal)."""
+    def get_parsed(self, path: str, params: dict[str, Any] | None, parse: Callable[[bytes], T]) -> T:
+        """GET and parse the body; a body `parse` rejects with ValueError is fetched once more, then fatal."""
         for attempt in range(2):
             body = self.get_raw(path, params)
             try:
-                return json.loads(body)
+                return parse(body)
             except ValueError as exc:
-                problem = f"{self.name}: malformed JSON from {path} ({exc}); first bytes: {body[:80]!r}"
+                problem = f"{self.name}: malformed response from {path} ({exc}); first bytes: {body[:80]!r}"
                 if attempt == 0:
                     self.stats.add(retries=1)
                     log.warning(
@@ -209,6 +211,9 @@ class ApiClient:
                     continue
                 raise MalformedResponse(problem, 200, body[:500].decode("utf-8", "replace")) from None
         raise AssertionError("unreachable")
+
+    def get_json(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        return self.get_parsed(path, params, json.loads)
 
 
 def _retry_after(value: str | None, default: float) -> float:

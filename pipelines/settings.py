@@ -92,6 +92,8 @@ class HttpSource(_Strict):
 
 class BinanceSource(HttpSource):
     base_url: str = "https://api.binance.com"
+    # Binance meters request weight, not calls; this only caps raw requests (its RAW_REQUESTS limit is 61000/5m).
+    calls_per_minute: int = Field(10000, ge=1, le=100000)
     weight_limit_per_minute: int = Field(6000, ge=10)
     weight_budget: float = Field(0.8, gt=0, le=1.0)
     page_limit: int = Field(1000, ge=1, le=1000)

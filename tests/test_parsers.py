@@ -189,3 +189,38 @@ def test_fear_greed_bad_items(fixtures_dir):
         "value out of [0, 100]: '101'",
         "timestamp not at 00:00 UTC: '1783468801'",
     ]
+
+
+def test_body_fast_path_equals_row_path(fixtures_dir):
+    from pipelines.sources.binance.helpers import parse_klines_body
+
+    raw = (fixtures_dir / "binance/klines_1d_BTCUSDT_2019-09-01_2026-06-06.json").read_bytes()
+    rows = json.loads(raw)
+    compact = json.dumps(rows, separators=(",", ":")).encode()
+    now = rows[-1][0] + 3_600_000
+    by_rows = parse_klines(rows, "BTCUSDT", "1d", now, "L")
+    for body in (compact, raw):  # the compact wire form takes the CSV path, the pretty one the JSON path
+        count, page = parse_klines_body(body, "BTCUSDT", "1d", now, "L")
+        assert count == 2471 and page.open_skipped == 1
+        assert page.table.equals(by_rows.table)
+
+
+def test_body_with_a_bad_row_still_names_it(fixtures_dir):
+    from pipelines.sources.binance.helpers import parse_klines_body
+
+    rows = load(fixtures_dir, "binance/klines_1h_BTCUSDT_24rows_pretty.json")
+    rows[5][4] = "-1.00000000"
+    body = json.dumps(rows, separators=(",", ":")).encode()
+    count, page = parse_klines_body(body, "BTCUSDT", "1h", rows[-1][6] + 1, "L")
+    assert count == 24 and page.table.num_rows == 23
+    assert [(r.natural_key, r.reason) for r in page.rejected] == [(f"BTCUSDT@{rows[5][0]}", "non-positive close")]
+
+
+@pytest.mark.parametrize("body", [b'[[1,"2"', b"<html>502</html>", b'{"code": -1121}'])
+def test_body_that_is_not_a_kline_list_is_malformed(body):
+    from pipelines.sources.binance.helpers import parse_klines_body
+
+    from pipelines.http import MalformedResponse
+
+    with pytest.raises((ValueError, MalformedResponse)):
+        parse_klines_body(body, "BTCUSDT", "1h", 0, "L")

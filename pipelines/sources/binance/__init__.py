@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 import dlt
@@ -16,7 +16,6 @@ from pipelines.sources.binance.helpers import (
     ParsedPage,
     dedupe_candles,
     fetch_klines_page,
-    parse_klines,
     plan_pages,
 )
 from pipelines.sources.binance.settings import PRIMARY_KEY, TABLE
@@ -63,12 +62,12 @@ def klines(
 ) -> Iterator[pa.Table]:
     """Closed, valid candles, one Arrow table per symbol; rejects and counters go to `sink`."""
 
-    def fetch(symbol: str, start_ms: int, end_ms: int) -> tuple[str, int, ParsedPage, float, float]:
+    def fetch(symbol: str, start_ms: int, end_ms: int) -> tuple[str, int, ParsedPage, float]:
         t0 = time.perf_counter()
-        rows = fetch_klines_page(client, symbol, interval, start_ms, end_ms)
-        t1 = time.perf_counter()
-        parsed = parse_klines(rows, symbol, interval, server_time_ms, load_id)
-        return symbol, len(rows), parsed, t1 - t0, time.perf_counter() - t1
+        fetched, parsed = fetch_klines_page(
+            client, symbol, interval, start_ms, end_ms, server_time_ms, load_id
+        )
+        return symbol, fetched, parsed, time.perf_counter() - t0
 
     jobs = [
         (w.symbol, start, end) for w in windows for start, end in plan_pages(w.start_ms, w.end_ms, interval)
@@ -76,25 +75,35 @@ def klines(
     pending = Counter(symbol for symbol, _, _ in jobs)  # a symbol can have several windows (gap re-fetch)
     pages: dict[str, list[pa.Table]] = {symbol: [] for symbol in pending}
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        futures = [pool.submit(fetch, *job) for job in jobs]
+        # A set, not a list: a finished page's future is dropped once consumed, so its table is not kept
+        # alive twice (once in the future, once in the symbol's concatenated table).
+        running = {pool.submit(fetch, *job) for job in jobs}
         try:
-            for future in as_completed(futures):
-                symbol, fetched, parsed, fetch_s, parse_s = future.result()
-                sink.pages += 1
-                sink.fetch_s += fetch_s
-                sink.parse_s += parse_s
-                sink.fetched_rows += fetched
-                sink.open_skipped += parsed.open_skipped
-                sink.rejected.extend(parsed.rejected)
-                pages[symbol].append(parsed.table)
-                pending[symbol] -= 1
-                if on_page:
-                    on_page(fetched)
-                if pending[symbol] == 0:
-                    table, dropped = dedupe_candles(pa.concat_tables(pages.pop(symbol)))
-                    sink.duplicates_dropped += dropped
-                    if table.num_rows:
-                        yield sink.keep(table)
+            while running:
+                done, running = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    symbol, fetched, parsed, fetch_s = future.result()
+                    sink.pages += 1
+                    sink.fetch_s += fetch_s
+                    sink.parse_s += parsed.parse_s
+                    sink.fetched_rows += fetched
+                    sink.open_skipped += parsed.open_skipped
+                    sink.rejected.extend(parsed.rejected)
+                    pages[symbol].append(parsed.table)
+                    pending[symbol] -= 1
+                    if on_page:
+                        on_page(fetched)
+                    if pending[symbol] == 0:
+                        chunks = sorted(pages.pop(symbol), key=_first_open_time)  # usually no re-sort needed
+                        table, dropped = dedupe_candles(pa.concat_tables(chunks))
+                        sink.duplicates_dropped += dropped
+                        if table.num_rows:
+                            yield sink.keep(table)
+                del done
         finally:
-            for future in futures:
+            for future in running:
                 future.cancel()
+
+
+def _first_open_time(table: pa.Table) -> int:
+    return table["open_time"][0].value if table.num_rows else 0

@@ -1,0 +1,221 @@
+"""Bronze on a real S3 endpoint (moto's server over HTTP on 127.0.0.1): the local layout, the rows and load
+ids raw has, and re-runs that replace objects instead of duplicating rows."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import io
+import re
+import uuid
+from pathlib import Path
+
+import boto3
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+from moto.server import ThreadedMotoServer
+
+from pipelines import db, delivery
+from pipelines.bronze import open_lake, read_bronze
+from pipelines.cli import sandboxed
+from pipelines.sandbox import SandboxServer
+from pipelines.settings import load_settings
+
+HOUR = 3_600_000
+NOW = dt.datetime(2026, 3, 10, 12, 30, tzinfo=dt.UTC)  # the newest closed bar opens at 11:00 on the 10th
+NOW_MS = int(NOW.timestamp() * 1000)
+LAST_CLOSED = NOW_MS // HOUR * HOUR - HOUR
+SYMBOLS = ["BTCUSDT", "ETHUSDT"]
+KEY_ID, SECRET = "cryptoflow-test-key", "cryptoflow-test-secret"
+TABLE_PREFIX = "lake/crypto/binance_klines"
+FILE_INDEX = re.compile(r"-\d+\.parquet$")
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3(s3_endpoint):
+    return boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint,
+        aws_access_key_id=KEY_ID,
+        aws_secret_access_key=SECRET,
+        region_name="us-east-1",
+    )
+
+
+@pytest.fixture
+def bucket(s3) -> str:
+    name = f"bronze-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def sandbox():
+    with SandboxServer(seed=42, now_ms=NOW_MS) as server:
+        yield server
+
+
+def _settings(pg_dir: Path, project_dir: Path, sandbox: SandboxServer, storage: dict):
+    """Secrets come from the environ handed to load_settings, exactly as in production."""
+    environ = {"AWS_ACCESS_KEY_ID": KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET}
+    overrides = {
+        "database": {"embedded_dir": str(pg_dir), "name": f"t_{uuid.uuid4().hex[:10]}"},
+        "storage": storage,
+        "universe": {"mode": "pinned", "symbols": SYMBOLS},
+        "sources": {"binance": {"max_retries": 2, "backoff_base_s": 0.01, "timeout_s": 5}},
+    }
+    settings = load_settings(environ=environ, overrides=overrides)
+    return sandboxed(settings.model_copy(update={"project_dir": project_dir}), sandbox)
+
+
+@pytest.fixture
+def settings(pg_dir, tmp_path, sandbox, s3_endpoint, bucket):
+    s = _settings(
+        pg_dir, tmp_path, sandbox, {"bronze_url": f"s3://{bucket}/lake", "s3_endpoint_url": s3_endpoint}
+    )
+    assert s.storage.is_s3 and s.secrets.aws_access_key_id == KEY_ID
+    return s
+
+
+def query(settings, sql, params=()):
+    with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
+        cur.execute(sql, params)
+        return cur.fetchall()
+
+
+def raw_keys(settings) -> list[tuple[str, int, str]]:
+    return sorted(
+        query(
+            settings,
+            "SELECT symbol, (extract(epoch FROM open_time) * 1000)::bigint, load_id FROM raw.binance_klines",
+        )
+    )
+
+
+def bronze_keys(settings) -> list[tuple[str, int, str]]:
+    table = read_bronze(open_lake(settings), "binance_klines")
+    ms = pc.cast(pc.cast(table["open_time"], "timestamp[ms]"), "int64").to_pylist()
+    return sorted(zip(table["symbol"].to_pylist(), ms, table["load_id"].to_pylist(), strict=True))
+
+
+def objects(s3, bucket: str) -> dict[str, int]:
+    """Every object in the bucket: key -> size."""
+    out: dict[str, int] = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        out.update({o["Key"]: o["Size"] for o in page.get("Contents", [])})
+    return out
+
+
+def parquet_objects(s3, bucket: str) -> dict[str, str]:
+    """Parquet objects as {<partition>/<load id>.parquet: actual key}; the writer may add a -<n> file index
+    to the load id, and a load must have exactly one file per partition."""
+    listed = objects(s3, bucket)
+    files = sorted(k for k in listed if k.endswith(".parquet"))
+    # anything else is one of pyarrow's zero-byte "directory" markers on the way to a file
+    others = {k: size for k, size in listed.items() if not k.endswith(".parquet")}
+    assert all(k.endswith("/") and size == 0 for k, size in others.items()), others
+    assert all(any(f.startswith(k) for f in files) for k in others), others
+    by_load = {FILE_INDEX.sub(".parquet", k): k for k in files}
+    assert len(by_load) == len(files), files  # one file per load and partition
+    return by_load
+
+
+def day_key(day: int, load_id: str) -> str:
+    return f"{TABLE_PREFIX}/year=2026/month=03/day={day:02d}/{load_id}.parquet"
+
+
+def read_object(s3, bucket: str, key: str):
+    """Read one load's object of a partition, key as day_key() names it."""
+    actual = parquet_objects(s3, bucket)[key]
+    return pq.read_table(io.BytesIO(s3.get_object(Bucket=bucket, Key=actual)["Body"].read()))
+
+
+def expected_hours(first_ms: int, last_ms: int) -> list[tuple[str, int]]:
+    return [(s, ms) for s in sorted(SYMBOLS) for ms in range(first_ms, last_ms + 1, HOUR)]
+
+
+def test_s3_bronze_has_the_local_layout_and_the_rows_of_raw(settings, s3, bucket, pg_dir, tmp_path, sandbox):
+    summary = delivery.ingest_ohlcv(settings, days=2)
+    run_id = summary.run_id
+    assert (summary.rows_raw, summary.rows_bronze) == (96, 96)
+
+    # 48 hours ending 11:00 on the 10th start at 12:00 on the 8th: three day partitions, one object each
+    assert set(parquet_objects(s3, bucket)) == {day_key(d, run_id) for d in (8, 9, 10)}
+    per_day = {d: read_object(s3, bucket, day_key(d, run_id)).num_rows for d in (8, 9, 10)}
+    assert per_day == {8: 2 * 12, 9: 2 * 24, 10: 2 * 12}
+
+    # read back through the lake: the same keys and load ids as raw, each key once
+    first = LAST_CLOSED - 47 * HOUR
+    bronze = bronze_keys(settings)
+    assert bronze == raw_keys(settings)
+    assert [(s, ms) for s, ms, _ in bronze] == expected_hours(first, LAST_CLOSED)
+    assert {lid for *_, lid in bronze} == {run_id}
+    run = query(
+        settings, "SELECT status, rows_raw, rows_bronze FROM ops.pipeline_runs WHERE run_id = %s", (run_id,)
+    )
+    assert run == [("success", 96, 96)]
+
+    # the same ingest into a local folder writes the same relative paths and the same records
+    local_dir = tmp_path / "local"  # its own database and dlt state too
+    local = _settings(pg_dir, local_dir, sandbox, {"bronze_url": str(local_dir / "bronze")})
+    local_run = delivery.ingest_ohlcv(local, days=2).run_id
+    local_root = local_dir / "bronze"
+    local_files = sorted(
+        p.relative_to(local_root).as_posix().replace(local_run, "<run>")
+        for p in local_root.rglob("*.parquet")
+    )
+    s3_files = sorted(
+        k.removeprefix("lake/").replace(run_id, "<run>") for k in parquet_objects(s3, bucket).values()
+    )
+    assert s3_files == local_files
+    for d in (8, 9, 10):
+        from_s3 = read_object(s3, bucket, day_key(d, run_id)).drop_columns(["load_id"])
+        (path,) = (local_root / f"crypto/binance_klines/year=2026/month=03/day={d:02d}").glob(f"{local_run}*")
+        assert from_s3.equals(pq.read_table(path, partitioning=None).drop_columns(["load_id"])), d
+
+
+def test_s3_rerun_replaces_objects_and_never_duplicates_rows(settings, s3, bucket, sandbox):
+    first = delivery.ingest_ohlcv(settings, days=2)
+    assert set(parquet_objects(s3, bucket)) == {day_key(d, first.run_id) for d in (8, 9, 10)}
+
+    second = delivery.ingest_ohlcv(settings, days=2)
+    assert (second.rows_raw, second.rows_bronze) == (96, 96)
+    # every older object was fully covered by the new load: deleted, not kept beside it
+    assert set(parquet_objects(s3, bucket)) == {day_key(d, second.run_id) for d in (8, 9, 10)}
+    bronze = bronze_keys(settings)
+    assert len(bronze) == 96 and len({(s, ms) for s, ms, _ in bronze}) == 96
+    assert bronze == raw_keys(settings)
+    assert {lid for *_, lid in bronze} == {second.run_id}
+
+    # three hours later the same 2-day backfill overlaps the 8th only in part: that object is rewritten
+    # with the three hours the new window no longer covers, and those keep their load id in raw too
+    sandbox.set_now(NOW_MS + 3 * HOUR)
+    third = delivery.ingest_ohlcv(settings, days=2)
+    assert third.rows_raw == 96
+    assert set(parquet_objects(s3, bucket)) == {
+        day_key(8, second.run_id),
+        *(day_key(d, third.run_id) for d in (8, 9, 10)),
+    }
+    kept = read_object(s3, bucket, day_key(8, second.run_id))
+    kept_ms = pc.cast(pc.cast(kept["open_time"], "timestamp[ms]"), "int64").to_pylist()
+    old_first = LAST_CLOSED - 47 * HOUR
+    assert sorted(zip(kept["symbol"].to_pylist(), kept_ms, strict=True)) == expected_hours(
+        old_first, old_first + 2 * HOUR
+    )
+    assert set(kept["load_id"].to_pylist()) == {second.run_id}
+
+    bronze = bronze_keys(settings)
+    assert [(s, ms) for s, ms, _ in bronze] == expected_hours(old_first, LAST_CLOSED + 3 * HOUR)
+    assert len(bronze) == 2 * (48 + 3) == 102
+    assert bronze == raw_keys(settings)
+    assert sum(1 for *_, lid in bronze if lid == second.run_id) == 6

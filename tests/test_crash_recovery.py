@@ -1,0 +1,390 @@
+"""kill -9 in the middle of a backfill (a real `cryptoflow backfill` process), then a re-run: exact rows in
+raw and bronze, no duplicates, one load id per key in both, and the killed run closed as abandoned. Plus the
+CLI's answer to a concurrent run of the same source."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pyarrow.compute as pc
+import pytest
+import yaml
+
+from pipelines import db, delivery
+from pipelines.bronze import open_lake, read_bronze
+from pipelines.sandbox import SandboxServer
+from pipelines.settings import load_settings
+
+HOUR = 3_600_000
+NOW = dt.datetime(2026, 3, 10, 12, 30, tzinfo=dt.UTC)
+NOW_MS = int(NOW.timestamp() * 1000)
+LAST_CLOSED = NOW_MS // HOUR * HOUR - HOUR
+SYMBOLS = ["BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT"]
+DAYS = 120  # 2880 hours: 3 pages of <= 1000 candles per symbol, 12 pages in all
+FIRST = LAST_CLOSED - (DAYS * 24 - 1) * HOUR
+EXPECTED_ROWS = len(SYMBOLS) * DAYS * 24
+PARTITIONS = 121  # 12:00 on the first day .. 11:00 on the 10th of March
+WAIT_S = 30
+
+
+class KlinesGate:
+    """Wraps the sandbox's request dispatch: records every klines request (symbol, startTime, endTime) and
+    holds those `hold` selects until `release` is set, so a test knows exactly where a backfill is."""
+
+    def __init__(self, server: SandboxServer, hold: Callable[[int, str, int, int], bool]) -> None:
+        self.requests: list[tuple[str, int, int]] = []
+        self.holding = threading.Event()
+        self.release = threading.Event()
+        self._hold = hold
+        self._lock = threading.Lock()
+        self._dispatch = server.dispatch
+        server.dispatch = self.dispatch
+
+    def dispatch(self, method: str, raw_path: str, body: bytes):
+        parts = urlsplit(raw_path)
+        if parts.path == "/binance/api/v3/klines":
+            q = {k: v[0] for k, v in parse_qs(parts.query).items()}
+            request = (q["symbol"], int(q["startTime"]), int(q["endTime"]))
+            with self._lock:
+                self.requests.append(request)
+                n = len(self.requests)
+            if self._hold(n, *request):
+                self.holding.set()
+                self.release.wait(WAIT_S)
+        return self._dispatch(method, raw_path, body)
+
+
+@pytest.fixture
+def sandbox():
+    with SandboxServer(seed=42, now_ms=NOW_MS) as server:
+        yield server
+
+
+@pytest.fixture
+def gate(sandbox):
+    gates: list[KlinesGate] = []
+
+    def make(hold: Callable[[int, str, int, int], bool]) -> KlinesGate:
+        g = KlinesGate(sandbox, hold)
+        gates.append(g)
+        return g
+
+    yield make
+    for g in gates:
+        g.release.set()  # let held handler threads finish (their client is gone)
+
+
+@pytest.fixture
+def config(tmp_path: Path, pg_dir: Path, sandbox: SandboxServer) -> Path:
+    """The config file both the killed process and the re-run use (same database, lake and dlt state)."""
+    data = {
+        "universe": {"mode": "pinned", "symbols": SYMBOLS},
+        "backfill": {"days": DAYS},
+        "sources": {
+            "binance": {
+                "base_url": sandbox.binance_url,
+                "concurrency": 1,
+                "max_retries": 2,
+                "backoff_base_s": 0.01,
+                "timeout_s": 60,
+            },
+            "coingecko": {"base_url": sandbox.coingecko_url},
+            "fear_greed": {"base_url": sandbox.fear_greed_url},
+        },
+        "database": {"embedded_dir": str(pg_dir), "name": f"crash_{uuid.uuid4().hex[:10]}", "lock_wait_s": 0},
+        "storage": {"bronze_url": str(tmp_path / "bronze")},
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture
+def settings(config: Path):
+    s = load_settings(config, environ={})
+    db.ensure_database(s)
+    return s
+
+
+def start_backfill(config: Path, name: str, days: int = DAYS) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CRYPTOFLOW", "AWS_"))}
+    env["RUNTIME__DLTHUB_TELEMETRY"] = "false"
+    with open(config.parent / f"{name}.out", "w") as out, open(config.parent / f"{name}.err", "w") as err:
+        return subprocess.Popen(
+            [sys.executable, "-m", "pipelines.cli", "--config", str(config), "backfill", "--days", str(days)],
+            stdout=out,
+            stderr=err,
+            cwd=config.parent,
+            env=env,
+        )
+
+
+def output(config: Path, name: str) -> tuple[str, str]:
+    return (config.parent / f"{name}.out").read_text(), (config.parent / f"{name}.err").read_text()
+
+
+def wait_for(
+    condition: Callable[[], bool], proc: subprocess.Popen, what: str, timeout: float = WAIT_S
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, f"the backfill ended (exit {proc.returncode}) before {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def kill9(proc: subprocess.Popen) -> None:
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait(timeout=10) == -signal.SIGKILL
+
+
+def query(settings, sql, params=()):
+    with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
+        cur.execute(sql, params)
+        return cur.fetchall()
+
+
+def execute(settings, sql: str) -> None:
+    with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
+        cur.execute(sql)
+
+
+def waiting_on_klines(settings) -> list[int]:
+    """Backends waiting for a lock on raw.binance_klines."""
+    sql = "SELECT pid FROM pg_locks WHERE relation = 'raw.binance_klines'::regclass AND NOT granted"
+    return [pid for (pid,) in query(settings, sql)]
+
+
+def advisory_lock_holders(settings) -> list[int]:
+    return [
+        pid
+        for (pid,) in query(
+            settings,
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
+    ]
+
+
+def raw_rows(settings) -> list[tuple[str, int, str]]:
+    if query(settings, "SELECT to_regclass('raw.binance_klines')")[0][0] is None:
+        return []
+    return sorted(
+        query(
+            settings,
+            "SELECT symbol, (extract(epoch FROM open_time) * 1000)::bigint, load_id FROM raw.binance_klines",
+        )
+    )
+
+
+def bronze_rows(settings) -> list[tuple[str, int, str]]:
+    table = read_bronze(open_lake(settings), "binance_klines")
+    if table.num_rows == 0:
+        return []
+    ms = pc.cast(pc.cast(table["open_time"], "timestamp[ms]"), "int64").to_pylist()
+    return sorted(zip(table["symbol"].to_pylist(), ms, table["load_id"].to_pylist(), strict=True))
+
+
+def bronze_files(settings) -> list[Path]:
+    return sorted(Path(open_lake(settings).root).rglob("*.parquet"))
+
+
+def load_of(path: Path) -> str:
+    """The load id a bronze file belongs to (the writer may add a -<n> file index)."""
+    return re.sub(r"-\d+$", "", path.stem)
+
+
+def runs(settings) -> dict[str, tuple[str, str | None, bool]]:
+    rows = query(settings, "SELECT run_id, status, error, finished_at IS NOT NULL FROM ops.pipeline_runs")
+    return {run_id: (status, error, finished) for run_id, status, error, finished in rows}
+
+
+def the_running_run(settings) -> str:
+    running = [run_id for run_id, (status, *_) in runs(settings).items() if status == "running"]
+    assert len(running) == 1, running
+    return running[0]
+
+
+def rerun(settings) -> str:
+    """The same backfill again, in-process, once the killed process's lock is gone."""
+    with db.advisory_lock(settings, "ingest:binance", wait_s=10):
+        pass  # the killed session's backend released it
+    summary = delivery.ingest_ohlcv(settings, days=DAYS, command="backfill")
+    assert (summary.rows_raw, summary.rows_bronze) == (EXPECTED_ROWS, EXPECTED_ROWS)
+    return summary.run_id
+
+
+def assert_exactly_once(settings, load_id: str) -> None:
+    """Every expected hour of every symbol once in raw and once in bronze, both carrying load_id."""
+    expected = [(s, ms, load_id) for s in sorted(SYMBOLS) for ms in range(FIRST, LAST_CLOSED + 1, HOUR)]
+    assert len(expected) == EXPECTED_ROWS == 11_520
+    raw = raw_rows(settings)
+    assert len(raw) == EXPECTED_ROWS
+    assert raw == expected
+    assert query(settings, "SELECT count(DISTINCT (symbol, open_time)) FROM raw.binance_klines") == [
+        (EXPECTED_ROWS,)
+    ]
+    assert bronze_rows(settings) == raw  # same keys, each once, same load id per key
+    files = bronze_files(settings)
+    assert {load_of(p) for p in files} == {load_id}  # nothing left of the killed run
+    assert len(files) == len({p.parent for p in files}) == PARTITIONS
+
+
+def assert_abandoned(settings, killed: str, rerun_id: str, previous: dict | None = None) -> None:
+    assert runs(settings) == {
+        **(previous or {}),
+        killed: ("failed", "abandoned: the process ended without recording an outcome", True),
+        rerun_id: ("success", None, True),
+    }
+
+
+def test_kill_while_fetching_then_rerun_is_exact_and_a_concurrent_run_is_refused(config, settings, gate):
+    g = gate(lambda n, *_: n == 4)  # pages 1-3 answered, page 4 in flight
+    proc = start_backfill(config, "killed")
+    wait_for(g.holding.is_set, proc, "the 4th klines page")
+    killed = the_running_run(settings)
+
+    # a second backfill while this one holds the source's lock: one clear line, exit 1, nothing touched
+    second = start_backfill(config, "second")
+    assert second.wait(timeout=WAIT_S) == 1
+    out, err = output(config, "second")
+    (holder_pid,) = advisory_lock_holders(settings)
+    # the holder's backend pid is part of the message when it can be found (see the xfail test below)
+    assert re.fullmatch(
+        rf"error: another 'ingest:binance' run is in progress( \(Postgres backend pid {holder_pid}\))?; "
+        r"it was left alone\. Wait for it to finish, or set database\.lock_wait_s to wait\.",
+        err.strip().splitlines()[-1],
+    )
+    assert "Traceback" not in err + out
+    assert proc.poll() is None and list(runs(settings)) == [killed]
+    assert len(g.requests) == 4  # the refused process sent no request
+
+    kill9(proc)
+    assert g.requests == [
+        ("BTCUSDT", FIRST, FIRST + 999 * HOUR),
+        ("BTCUSDT", FIRST + 1000 * HOUR, FIRST + 1999 * HOUR),
+        ("BTCUSDT", FIRST + 2000 * HOUR, LAST_CLOSED),
+        ("ETHUSDT", FIRST, FIRST + 999 * HOUR),
+    ]
+    assert raw_rows(settings) == [] and bronze_files(settings) == []
+    assert runs(settings)[killed] == ("running", None, False)
+
+    rerun_id = rerun(settings)
+    assert_exactly_once(settings, rerun_id)
+    assert_abandoned(settings, killed, rerun_id)
+
+
+def test_kill_after_bronze_before_the_raw_commit_then_rerun_is_exact(config, settings):
+    first = delivery.ingest_ohlcv(settings, days=DAYS, command="backfill")
+    assert_exactly_once(settings, first.run_id)
+    previous = runs(settings)
+
+    # hold the raw load of the next run on a table lock (reads such as the cursors pass, writes wait):
+    # by the time it waits, its bronze files are written
+    blocker = db.connect(settings)
+    try:
+        with blocker.cursor() as cur:
+            cur.execute("LOCK TABLE raw.binance_klines IN EXCLUSIVE MODE")
+        proc = start_backfill(config, "killed")
+        wait_for(lambda: waiting_on_klines(settings), proc, "the raw load to wait on the lock")
+        killed = the_running_run(settings)
+        on_disk = {load_of(p) for p in bronze_files(settings)}
+        sessions = [*waiting_on_klines(settings), *advisory_lock_holders(settings)]
+        kill9(proc)
+    finally:
+        blocker.rollback()
+        blocker.close()
+    # the dead client's sessions end: the waiting load gets the table, then finds no one to commit it
+    deadline = time.monotonic() + WAIT_S
+    while query(settings, "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", (sessions,))[0][0]:
+        assert time.monotonic() < deadline, "the killed process's sessions did not end"
+        time.sleep(0.01)
+    assert on_disk == {killed}  # the killed run had already replaced every bronze file of the first run
+    assert {lid for *_, lid in raw_rows(settings)} == {first.run_id}  # its raw load never committed
+    assert len(raw_rows(settings)) == EXPECTED_ROWS
+
+    rerun_id = rerun(settings)
+    assert_exactly_once(settings, rerun_id)
+    assert_abandoned(settings, killed, rerun_id, previous)
+
+
+def test_kill_after_the_raw_commit_during_the_gap_refetch_then_rerun_is_exact(
+    config, settings, sandbox, gate
+):
+    outage = (LAST_CLOSED - 100 * HOUR, LAST_CLOSED - 98 * HOUR)  # not a page boundary
+    sandbox.set_fault("klines", "missing_hours", symbol="SOLUSDT", start_ms=outage[0], end_ms=outage[1])
+    g = gate(lambda n, symbol, start, end: (symbol, start, end) == ("SOLUSDT", *outage))
+    proc = start_backfill(config, "killed")
+    wait_for(g.holding.is_set, proc, "the gap re-fetch")
+    kill9(proc)
+    killed = the_running_run(settings)
+    assert len(g.requests) == 13  # 12 pages, then the re-fetch of the 3 missing hours
+
+    # raw and bronze had committed the first delivery, without the outage
+    raw = raw_rows(settings)
+    assert len(raw) == EXPECTED_ROWS - 3 and {lid for *_, lid in raw} == {killed}
+    assert bronze_rows(settings) == raw
+    gaps = query(settings, "SELECT symbol, status, detected_run_id FROM ops.gaps")
+    assert sorted(gaps) == [("SOLUSDT", "missing", killed)] * 3
+
+    sandbox.clear_faults()
+    rerun_id = rerun(settings)
+    assert_exactly_once(settings, rerun_id)
+    assert_abandoned(settings, killed, rerun_id)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="bug in pipelines/db.py advisory_lock: the holder lookup compares pg_locks' signed "
+    "(classid << 32 | objid) with `key & 0xFFFFFFFFFFFFFFFF`, so for a lock name whose key is negative "
+    "(ingest:binance, ingest:coingecko) the pid is never found and left out of the message",
+)
+def test_the_refusal_names_the_backend_holding_the_lock(settings):
+    with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
+        cur.execute("SELECT pg_backend_pid()")
+        (mine,) = cur.fetchone()
+        cur.execute("SELECT pg_advisory_lock(%s)", (db._lock_key("ingest:binance"),))
+        with pytest.raises(db.LockBusy) as refused:
+            delivery.ingest_ohlcv(settings, days=1)
+    assert str(refused.value) == (
+        f"another 'ingest:binance' run is in progress (Postgres backend pid {mine}); it was left alone. "
+        "Wait for it to finish, or set database.lock_wait_s to wait."
+    )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="bug in pipelines/bronze.py write_bronze + delivery._deliver: the older bronze copies of "
+    "re-delivered keys are deleted (or rewritten without them) before the raw load commits; when the raw "
+    "load then fails, delete_load removes the new files as well, and those keys are gone from bronze while "
+    "raw still has them",
+)
+def test_a_failed_raw_load_leaves_bronze_as_it_was(settings):
+    first = delivery.ingest_ohlcv(settings, days=2)
+    before = raw_rows(settings)
+    assert len(before) == len(SYMBOLS) * 48 and bronze_rows(settings) == before
+    # any database-side failure of the raw load will do: here a constraint only the stored rows satisfy
+    execute(
+        settings,
+        "ALTER TABLE raw.binance_klines ADD CONSTRAINT refuse_new_loads "
+        f"CHECK (load_id = '{first.run_id}') NOT VALID",
+    )
+    with pytest.raises(Exception, match="refuse_new_loads"):
+        delivery.ingest_ohlcv(settings, days=2)
+    assert raw_rows(settings) == before  # raw is as it was
+    assert [p.name for p in bronze_files(settings)] != []
+    assert bronze_rows(settings) == before
