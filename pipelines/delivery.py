@@ -117,10 +117,14 @@ def _deliver(
         pipeline.abort_packages()
         delete_load(lake, spec.name, load_id)
         raise
+    clock = time.perf_counter()
     if rows is not None:
         ensure_unique_key(settings, spec)
+    sink.timings["unique_index_s"] = time.perf_counter() - clock
     queued = store_dead_letters(settings, source, spec.name, sink.rejected, load_id)
+    clock = time.perf_counter()
     rows_raw = count_rows(settings, spec.name, load_id) if rows is not None else 0
+    sink.timings["count_s"] = time.perf_counter() - clock
     return rows_bronze, rows_raw, queued
 
 
@@ -314,7 +318,9 @@ def ingest_ohlcv(
             total_pages,
             "append" if fresh else "merge",
         )
+        clock = time.perf_counter()
         gap_windows = detect_gaps(settings, run.run_id, windows)
+        summary["timings"]["gap_check_s"] = round(time.perf_counter() - clock, 3)
         if gap_windows:
             refill = _deliver_klines(
                 settings, run, client, gap_windows, info, f"{run.run_id}-refetch", None, 0, "merge"
@@ -404,6 +410,7 @@ def _deliver_klines(
 
 def detect_gaps(settings: Settings, run_id: str, windows: list[SymbolWindow]) -> list[SymbolWindow]:
     """Missing hours inside each symbol's window (not already known gaps): recorded, returned as ranges."""
+    windows = _short_windows(settings, windows)  # a cheap count first: complete windows need no search
     if not windows:
         return []
     with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
@@ -450,6 +457,29 @@ def detect_gaps(settings: Settings, run_id: str, windows: list[SymbolWindow]) ->
     if missing:
         log.warning("missing hours detected", extra={"run_id": run_id, "hours": len(missing)})
     return _ranges(missing)
+
+
+def _short_windows(settings: Settings, windows: list[SymbolWindow]) -> list[SymbolWindow]:
+    """The windows holding fewer candles than their hours (an index-only count per window)."""
+    if not windows:
+        return []
+    with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
+        cur.execute(
+            """
+            SELECT w.i FROM unnest(%s::text[], %s::bigint[], %s::bigint[]) WITH ORDINALITY AS w(symbol, lo, hi, i)
+            WHERE (SELECT count(*) FROM raw.binance_klines k WHERE k.symbol = w.symbol
+                   AND k.open_time BETWEEN to_timestamp(w.lo / 1000.0) AND to_timestamp(w.hi / 1000.0))
+                  < (w.hi - w.lo) / %s + 1
+            """,
+            (
+                [w.symbol for w in windows],
+                [w.start_ms for w in windows],
+                [w.end_ms for w in windows],
+                HOUR_MS,
+            ),
+        )
+        short = {i for (i,) in cur.fetchall()}
+    return [w for i, w in enumerate(windows, start=1) if i in short]
 
 
 def _ranges(points: list[tuple[str, int]]) -> list[SymbolWindow]:
