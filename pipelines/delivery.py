@@ -22,6 +22,7 @@ from typing import Any
 
 import dlt
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipelines import db
 from pipelines.bronze import delete_load, open_lake, write_bronze
@@ -106,9 +107,14 @@ def _deliver(
     rows_bronze = write_bronze(lake, spec.name, rows, spec.time_column, spec.key, load_id) if rows else 0
     sink.timings["bronze_s"] = time.perf_counter() - clock
     sink.timings["rss_after_bronze_mb"] = _peak_rss_mb()
+    has_rows = rows is not None
+    if has_rows:
+        sink.time_range = (pc.min(rows[spec.time_column]).as_py(), pc.max(rows[spec.time_column]).as_py())
+    del rows
+    sink.tables.clear()  # dlt loads from its own files: free the extracted tables before the raw load
     clock = time.perf_counter()
     try:
-        if rows is not None:
+        if has_rows:
             pipeline.normalize()
             pipeline.load()
         sink.timings["raw_s"] = time.perf_counter() - clock
@@ -118,12 +124,12 @@ def _deliver(
         delete_load(lake, spec.name, load_id)
         raise
     clock = time.perf_counter()
-    if rows is not None:
+    if has_rows:
         ensure_unique_key(settings, spec)
     sink.timings["unique_index_s"] = time.perf_counter() - clock
     queued = store_dead_letters(settings, source, spec.name, sink.rejected, load_id)
     clock = time.perf_counter()
-    rows_raw = count_rows(settings, spec.name, load_id) if rows is not None else 0
+    rows_raw = count_rows(settings, spec.name, load_id) if has_rows else 0
     sink.timings["count_s"] = time.perf_counter() - clock
     return rows_bronze, rows_raw, queued
 
@@ -559,9 +565,8 @@ def ingest_fear_greed(settings: Settings, *, command: str = "ingest") -> RunSumm
             _record_http(run, client)
         _record_extract(run, sink, *rows)
         run.details["limit"] = limit
-        if sink.tables:
-            ts = pa.concat_tables(sink.tables)["ts"]
-            run.window_start, run.window_end = ts[0].as_py(), ts[-1].as_py()
+        if sink.time_range:
+            run.window_start, run.window_end = sink.time_range
         return RunSummary(
             run.run_id, "fear_greed", run.rows_raw, run.rows_bronze, run.dead_letters, run.details
         )

@@ -30,11 +30,11 @@ class ExtractSink:
     duplicates_dropped: int = 0
     fetch_s: float = 0.0  # summed over worker threads
     parse_s: float = 0.0
-    timings: dict[str, float] = field(default_factory=dict)  # wall seconds per delivery stage
+    timings: dict[str, float] = field(default_factory=dict)
+    time_range: tuple[Any, Any] | None = (
+        None  # min and max of the delivered rows' time column  # wall seconds per delivery stage
+    )
 
     def keep(self, table: pa.Table) -> pa.Table:
         self.tables.append(table)
         return table
-
-    def rows(self) -> int:
-        return sum(t.num_rows for t in self.tables)
