@@ -10,6 +10,7 @@ run that last delivered it - the same load id raw has.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ import pyarrow.parquet as pq
 from pipelines.settings import Settings
 
 MS_PER_DAY = 86_400_000
+_FILE_NAME = re.compile(r"^(.+)-\d+\.parquet$")
 
 
 @dataclass(frozen=True)
@@ -84,93 +86,99 @@ def _day_chunks(rows: pa.Table, time_column: str, days: int = 64) -> Iterator[pa
         yield rows.filter(pc.and_(pc.greater_equal(day, lo), pc.less(day, lo + days)))
 
 
+def _load_of(path: str) -> str | None:
+    """The load id a bronze file belongs to (file names are <load_id>-<n>.parquet)."""
+    match = _FILE_NAME.match(path.rsplit("/", 1)[-1])
+    return match.group(1) if match else None
+
+
 def _existing_files(lake: BronzeLake, table: str) -> dict[str, list[str]]:
-    """Partition directory -> parquet files already there (one recursive listing)."""
+    """Partition directory -> the parquet files in it (one recursive listing; temporary files skipped)."""
     found: dict[str, list[str]] = {}
     selector = pafs.FileSelector(lake.table_dir(table), recursive=True, allow_not_found=True)
     for info in lake.fs.get_file_info(selector):
-        if info.type == pafs.FileType.File and info.path.endswith(".parquet"):
+        if info.type == pafs.FileType.File and _load_of(info.path):
             found.setdefault(info.path.rsplit("/", 1)[0], []).append(info.path)
     return found
 
 
-def _remove_overlap(
-    lake: BronzeLake, paths: list[str], new_keys: pa.Array, key_columns: Sequence[str]
-) -> None:
-    """Drop rows the new load re-delivers from older files of one partition."""
-    for path in paths:
-        old = pq.read_table(path, filesystem=lake.fs, partitioning=None)
-        overlap = pc.is_in(_keys(old, key_columns), value_set=new_keys)
-        hits = pc.sum(overlap).as_py() or 0
-        if hits == old.num_rows:
-            lake.fs.delete_file(path)
-        elif hits:
-            pq.write_table(old.filter(pc.invert(overlap)), path, filesystem=lake.fs, compression="zstd")
+def _rewrite(lake: BronzeLake, path: str, rows: pa.Table) -> None:
+    """Replace a file's content without ever leaving a half-written file under its name."""
+    if isinstance(lake.fs, pafs.LocalFileSystem):
+        directory, name = path.rsplit("/", 1)
+        scratch = f"{directory}/_tmp-{name}"  # '_' prefix: invisible to dataset readers
+        pq.write_table(rows, scratch, filesystem=lake.fs, compression="zstd")
+        lake.fs.move(scratch, path)  # atomic rename
+    else:
+        pq.write_table(rows, path, filesystem=lake.fs, compression="zstd")  # an S3 PUT is all or nothing
 
 
-def write_bronze(
-    lake: BronzeLake,
-    table: str,
-    rows: pa.Table,
-    time_column: str,
-    key_columns: Sequence[str],
-    load_id: str,
-    threads: int = 4,
-) -> int:
-    """Write one load's records into their day partitions; returns rows written."""
+def write_bronze(lake: BronzeLake, table: str, rows: pa.Table, time_column: str, load_id: str) -> int:
+    """Write one load's records as new files in their day partitions; returns rows written.
+
+    Older copies of the same keys stay until `settle_bronze` runs after the raw load commits, so a failed
+    raw load (whose new files `delete_load` removes) leaves bronze exactly as it was.
+    """
     if rows.num_rows == 0:
         return 0
-    existing = _existing_files(lake, table)
     for chunk in _day_chunks(rows, time_column):
-        _write_chunk(
-            lake, table, _with_partitions(chunk, time_column), key_columns, load_id, existing, threads
+        ds.write_dataset(
+            _with_partitions(chunk, time_column),
+            lake.table_dir(table),
+            filesystem=lake.fs,
+            format="parquet",
+            partitioning=ds.partitioning(
+                pa.schema([("year", pa.string()), ("month", pa.string()), ("day", pa.string())]),
+                flavor="hive",
+            ),
+            basename_template=f"{load_id}-{{i}}.parquet",
+            existing_data_behavior="overwrite_or_ignore",
+            file_options=ds.ParquetFileFormat().make_write_options(compression="zstd"),
+            max_partitions=100_000,
         )
     return rows.num_rows
 
 
-def _write_chunk(
-    lake: BronzeLake,
-    table: str,
-    rows: pa.Table,
-    key_columns: Sequence[str],
-    load_id: str,
-    existing: dict[str, list[str]],
-    threads: int,
-) -> None:
-    if existing:
-        where = pc.binary_join_element_wise(rows["year"], rows["month"], rows["day"], "/")
-        base = lake.table_dir(table)
+def settle_bronze(
+    lake: BronzeLake, table: str, load_ids: Sequence[str], key_columns: Sequence[str], threads: int = 4
+) -> int:
+    """After raw committed these loads: drop older copies of their keys from the other files of each
+    partition they wrote (deleting files left empty). Returns how many older files changed."""
+    wanted = set(load_ids)
 
-        def settle(part: str) -> None:
-            y, m, d = part.split("/")
-            directory = f"{base}/year={y}/month={m}/day={d}"
-            if directory in existing:
-                new_keys = _keys(rows.filter(pc.equal(where, part)), key_columns)
-                _remove_overlap(lake, existing[directory], new_keys, key_columns)
+    def settle(paths: list[str]) -> int:
+        ours = [p for p in paths if _load_of(p) in wanted]
+        others = [p for p in paths if _load_of(p) not in wanted]
+        if not ours or not others:
+            return 0
+        new_keys = pa.concat_arrays(
+            [
+                _keys(pq.read_table(p, filesystem=lake.fs, columns=list(key_columns)), key_columns)
+                for p in ours
+            ]
+        )
+        changed = 0
+        for path in others:
+            old = pq.read_table(path, filesystem=lake.fs, partitioning=None)
+            overlap = pc.is_in(_keys(old, key_columns), value_set=new_keys)
+            hits = pc.sum(overlap).as_py() or 0
+            if hits == old.num_rows:
+                lake.fs.delete_file(path)
+            elif hits:
+                _rewrite(lake, path, old.filter(pc.invert(overlap)))
+            changed += bool(hits)
+        return changed
 
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            list(pool.map(settle, pc.unique(where).to_pylist()))
-    ds.write_dataset(
-        rows,
-        lake.table_dir(table),
-        filesystem=lake.fs,
-        format="parquet",
-        partitioning=ds.partitioning(
-            pa.schema([("year", pa.string()), ("month", pa.string()), ("day", pa.string())]), flavor="hive"
-        ),
-        basename_template=f"{load_id}-{{i}}.parquet",
-        existing_data_behavior="overwrite_or_ignore",
-        file_options=ds.ParquetFileFormat().make_write_options(compression="zstd"),
-        max_partitions=100_000,
-    )
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        return sum(pool.map(settle, _existing_files(lake, table).values()))
 
 
 def delete_load(lake: BronzeLake, table: str, load_id: str) -> int:
-    """Remove a failed load's files (used when the raw load fails after bronze was written)."""
+    """Remove one load's files (its raw load failed, or its run was killed before raw committed)."""
     removed = 0
     for paths in _existing_files(lake, table).values():
         for path in paths:
-            if path.rsplit("/", 1)[1].startswith(f"{load_id}-"):
+            if _load_of(path) == load_id:
                 lake.fs.delete_file(path)
                 removed += 1
     return removed

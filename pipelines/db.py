@@ -101,24 +101,30 @@ def stop_embedded(settings: Settings) -> bool:
 
 
 def _bootstrap(admin_uri: str, settings: Settings) -> None:
-    """Create the database, the writer and the read-only reader role (idempotent)."""
+    """Create the database, the writer and the read-only reader role (idempotent; serialised across
+    processes, since concurrent DDL on roles fails with 'tuple concurrently updated')."""
     db = settings.database
     passwords = _role_passwords(settings)
     conn = psycopg2.connect(admin_uri)
     conn.autocommit = True
-    with conn.cursor() as cur:
-        for role, extra in ((db.writer_role, "CREATEDB"), (db.reader_role, "")):
-            cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
-            verb = "ALTER" if cur.fetchone() else "CREATE"
-            cur.execute(f'{verb} ROLE "{role}" LOGIN {extra} PASSWORD %s', (passwords[role],))
-        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db.name,))
-        if not cur.fetchone():
-            cur.execute(f'CREATE DATABASE "{db.name}" OWNER "{db.writer_role}"')
-    conn.close()
-    with psycopg2.connect(_with_database(admin_uri, db.name)) as conn2, conn2.cursor() as cur:
-        cur.execute(f'GRANT ALL ON SCHEMA public TO "{db.writer_role}"')
-    conn2.close()
-    ensure_schema(settings)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_lock(%s)", (_lock_key("cryptoflow:bootstrap"),))
+            for role, extra in ((db.writer_role, "CREATEDB"), (db.reader_role, "")):
+                cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
+                if not cur.fetchone():
+                    cur.execute(f'CREATE ROLE "{role}" LOGIN {extra} PASSWORD %s', (passwords[role],))
+                elif role == db.writer_role and settings.secrets.database_password:
+                    cur.execute(f'ALTER ROLE "{role}" PASSWORD %s', (passwords[role],))
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db.name,))
+            if not cur.fetchone():
+                cur.execute(f'CREATE DATABASE "{db.name}" OWNER "{db.writer_role}"')
+            with psycopg2.connect(_with_database(admin_uri, db.name)) as conn2, conn2.cursor() as cur2:
+                cur2.execute(f'GRANT ALL ON SCHEMA public TO "{db.writer_role}"')
+            conn2.close()
+            ensure_schema(settings)
+    finally:
+        conn.close()  # releases the session lock
 
 
 def _with_database(uri: str, name: str) -> str:
@@ -191,6 +197,7 @@ def ensure_database(settings: Settings) -> None:
 
 def ensure_schema(settings: Settings) -> None:
     with contextlib.closing(connect(settings)) as conn, conn, conn.cursor() as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key("cryptoflow:schema"),))
         cur.execute(SCHEMAS_SQL.read_text())
         reader = settings.database.reader_role
         cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (reader,))
@@ -225,7 +232,7 @@ def advisory_lock(settings: Settings, name: str, wait_s: float | None = None) ->
                     cur.execute(
                         "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
                         "AND (classid::bigint << 32 | objid::bigint) = %s",
-                        (key & 0xFFFFFFFFFFFFFFFF,),
+                        (key,),
                     )
                     holder = cur.fetchone()
                     raise LockBusy(

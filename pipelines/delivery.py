@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines import db
-from pipelines.bronze import delete_load, open_lake, write_bronze
+from pipelines.bronze import delete_load, open_lake, settle_bronze, write_bronze
 from pipelines.errors import root_cause
 from pipelines.http import ApiClient, client_for
 from pipelines.observability import RunRecord
@@ -65,6 +65,7 @@ class TableSpec:
 KLINES = TableSpec(bn.TABLE, "open_time", bn.PRIMARY_KEY)
 MARKETS = TableSpec(cg.TABLE, "snapshot_ts", cg.PRIMARY_KEY)
 FEAR_GREED = TableSpec(fg.TABLE, "ts", fg.PRIMARY_KEY)
+SPECS = {"binance": KLINES, "coingecko": MARKETS, "fear_greed": FEAR_GREED}
 
 
 @dataclass
@@ -104,7 +105,7 @@ def _deliver(
     lake = open_lake(settings)
     rows = pa.concat_tables(sink.tables) if sink.tables else None
     clock = time.perf_counter()
-    rows_bronze = write_bronze(lake, spec.name, rows, spec.time_column, spec.key, load_id) if rows else 0
+    rows_bronze = write_bronze(lake, spec.name, rows, spec.time_column, load_id) if rows else 0
     sink.timings["bronze_s"] = time.perf_counter() - clock
     sink.timings["rss_after_bronze_mb"] = _peak_rss_mb()
     has_rows = rows is not None
@@ -121,8 +122,12 @@ def _deliver(
         sink.timings["rss_after_raw_mb"] = _peak_rss_mb()
     except BaseException:
         pipeline.abort_packages()
-        delete_load(lake, spec.name, load_id)
+        delete_load(lake, spec.name, load_id)  # older copies were not touched yet: bronze is as it was
         raise
+    if has_rows:
+        clock = time.perf_counter()
+        settle_bronze(lake, spec.name, [load_id], spec.key)
+        sink.timings["bronze_settle_s"] = time.perf_counter() - clock
     clock = time.perf_counter()
     if has_rows:
         ensure_unique_key(settings, spec)
@@ -182,15 +187,28 @@ def store_dead_letters(
     return queued
 
 
-def _mark_abandoned(settings: Settings, source: str) -> None:
-    """Runs still 'running' while we hold the lock were killed: say so instead of leaving them open."""
+def _recover_abandoned(settings: Settings, source: str) -> None:
+    """Runs still 'running' while we hold the lock were killed. Record that, and make bronze agree with raw:
+    a killed load that reached raw keeps its bronze files (older copies settled), one that did not loses them."""
     with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
         cur.execute(
             "UPDATE ops.pipeline_runs SET status = 'failed', finished_at = now(), "
             "error = 'abandoned: the process ended without recording an outcome' "
-            "WHERE source = %s AND status = 'running'",
+            "WHERE source = %s AND status = 'running' RETURNING run_id",
             (source,),
         )
+        abandoned = [run_id for (run_id,) in cur.fetchall()]
+    if not abandoned:
+        return
+    spec = SPECS[source]
+    lake = open_lake(settings)
+    for run_id in abandoned:
+        for load_id in (run_id, f"{run_id}-refetch"):
+            if count_rows(settings, spec.name, load_id):
+                settle_bronze(lake, spec.name, [load_id], spec.key)
+            else:
+                delete_load(lake, spec.name, load_id)
+    log.warning("recovered abandoned runs", extra={"source": source, "runs": abandoned})
 
 
 @contextlib.contextmanager
@@ -198,7 +216,7 @@ def _run(settings: Settings, source: str, command: str):
     """Lock, ledger, outcome: the frame every ingest shares."""
     db.ensure_database(settings)
     with db.advisory_lock(settings, f"ingest:{source}"):
-        _mark_abandoned(settings, source)
+        _recover_abandoned(settings, source)
         run = RunRecord(settings, source, command).start()
         try:
             yield run
@@ -500,19 +518,22 @@ def _ranges(points: list[tuple[str, int]]) -> list[SymbolWindow]:
 
 
 def settle_gaps(settings: Settings, run_id: str, windows: list[SymbolWindow]) -> int:
-    """After the one re-fetch: hours now present are 'refilled', the rest are known exchange gaps."""
+    """After the one re-fetch: hours now present are 'refilled', this run's others are known exchange gaps.
+    Hours an earlier (killed) run left 'missing' are settled too once raw has them."""
     with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
         cur.execute(
             """
             UPDATE ops.gaps g
-            SET refetched_at = now(),
+            SET refetched_at = CASE WHEN g.detected_run_id = %(run)s THEN now() ELSE g.refetched_at END,
                 status = CASE WHEN EXISTS (SELECT 1 FROM raw.binance_klines k
                                            WHERE k.symbol = g.symbol AND k.open_time = g.open_time)
                               THEN 'refilled' ELSE 'known_gap' END
-            WHERE g.detected_run_id = %s AND g.status = 'missing'
+            WHERE g.status = 'missing'
+              AND (g.detected_run_id = %(run)s OR EXISTS (SELECT 1 FROM raw.binance_klines k
+                                                        WHERE k.symbol = g.symbol AND k.open_time = g.open_time))
             RETURNING status
             """,
-            (run_id,),
+            {"run": run_id},
         )
         return sum(1 for (status,) in cur.fetchall() if status == "known_gap")
 

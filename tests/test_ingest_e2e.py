@@ -89,7 +89,9 @@ def test_backfill_exact_rows_in_raw_and_bronze(settings):
     assert {k[2] for k in keys} == {summary.run_id}
     lake = open_lake(settings)
     files = sorted(p.relative_to(lake.root).as_posix() for p in _files(lake.root))
-    assert re.fullmatch(rf"crypto/binance_klines/year=2026/month=03/day=07/{summary.run_id}-\d+\.parquet", files[0])
+    assert re.fullmatch(
+        rf"crypto/binance_klines/year=2026/month=03/day=07/{summary.run_id}-\d+\.parquet", files[0]
+    )
     assert all(
         re.fullmatch(r"crypto/binance_klines/year=\d{4}/month=\d\d/day=\d\d/[\w-]+\.parquet", f)
         for f in files

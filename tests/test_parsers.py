@@ -213,7 +213,9 @@ def test_body_with_a_bad_row_still_names_it(fixtures_dir):
     body = json.dumps(rows, separators=(",", ":")).encode()
     count, page = parse_klines_body(body, "BTCUSDT", "1h", rows[-1][6] + 1, "L")
     assert count == 24 and page.table.num_rows == 23
-    assert [(r.natural_key, r.reason) for r in page.rejected] == [(f"BTCUSDT@{rows[5][0]}", "non-positive close")]
+    assert [(r.natural_key, r.reason) for r in page.rejected] == [
+        (f"BTCUSDT@{rows[5][0]}", "non-positive close")
+    ]
 
 
 @pytest.mark.parametrize("body", [b'[[1,"2"', b"<html>502</html>", b'{"code": -1121}'])

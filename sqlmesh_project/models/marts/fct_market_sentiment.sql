@@ -1,0 +1,85 @@
+MODEL (
+  name gold.fct_market_sentiment,
+  kind INCREMENTAL_BY_TIME_RANGE (
+    time_column day,
+    lookback 2
+  ),
+  cron '@daily',
+  owner analytics,
+  grain day,
+  audits (
+    not_null(columns := (day)),
+    unique_combination_of_columns(columns := (day)),
+    accepted_range(column := fng_value, min_v := 0, max_v := 100),
+    accepted_range(column := btc_dominance, min_v := 0, max_v := 1)
+  )
+);
+
+/* Market sentiment: one row per UTC day - the Fear & Greed value and label, total market cap and 24 h volume and BTC dominance from the day's last CoinGecko snapshot, and advancers vs decliners among the tracked pairs (daily change > 0 vs < 0). */
+WITH days AS (
+  SELECT
+    date_day AS day
+  FROM gold.dim_date
+  WHERE
+    date_day BETWEEN @start_ds AND @end_ds
+), fng AS (
+  SELECT
+    day,
+    fng_value,
+    fng_label
+  FROM silver.stg_alternative_me__fear_greed
+  WHERE
+    day BETWEEN @start_ds AND @end_ds
+), last_snapshot AS (
+  SELECT DISTINCT ON (coin_id, (snapshot_ts AT TIME ZONE 'UTC')::DATE)
+    coin_id,
+    (snapshot_ts AT TIME ZONE 'UTC')::DATE AS day,
+    market_cap_usd,
+    volume_24h_usd
+  FROM silver.stg_coingecko__markets
+  WHERE
+    snapshot_ts BETWEEN @start_ts AND @end_ts
+  ORDER BY
+    coin_id,
+    (snapshot_ts AT TIME ZONE 'UTC')::DATE,
+    snapshot_ts DESC
+), market AS (
+  SELECT
+    day,
+    SUM(market_cap_usd) AS total_market_cap_usd,
+    SUM(volume_24h_usd) AS total_volume_24h_usd,
+    SUM(market_cap_usd) FILTER (WHERE coin_id = 'bitcoin') / NULLIF(SUM(market_cap_usd), 0) AS btc_dominance,
+    COUNT(*) AS coins
+  FROM last_snapshot
+  GROUP BY
+    day
+), breadth AS (
+  SELECT
+    day,
+    COUNT(*) FILTER (WHERE change_1d > 0) AS advancers,
+    COUNT(*) FILTER (WHERE change_1d < 0) AS decliners
+  FROM gold.fct_daily_summary
+  WHERE
+    day BETWEEN @start_ds AND @end_ds
+  GROUP BY
+    day
+)
+SELECT
+  days.day::DATE AS day, /* UTC day */
+  fng.fng_value::INT AS fng_value, /* Fear & Greed value, 0-100 */
+  fng.fng_label::TEXT AS fng_label, /* the API's label */
+  market.total_market_cap_usd::DOUBLE PRECISION AS total_market_cap_usd, /* sum of market caps of the snapshot's coins */
+  market.total_volume_24h_usd::DOUBLE PRECISION AS total_volume_24h_usd, /* sum of their 24 h volumes */
+  market.btc_dominance::DOUBLE PRECISION AS btc_dominance, /* bitcoin market cap / total (fraction) */
+  market.coins::INT AS coins_in_snapshot, /* coins in the day's snapshot */
+  breadth.advancers::INT AS advancers, /* tracked pairs that closed the day higher */
+  breadth.decliners::INT AS decliners /* tracked pairs that closed the day lower */
+FROM days
+LEFT JOIN fng
+  USING (day)
+LEFT JOIN market
+  USING (day)
+LEFT JOIN breadth
+  USING (day)
+WHERE
+  NOT fng.fng_value IS NULL OR NOT market.coins IS NULL OR NOT breadth.day IS NULL

@@ -1,0 +1,57 @@
+MODEL (
+  name gold.mart_market_overview,
+  kind VIEW,
+  owner analytics,
+  grain coin_id,
+  audits (
+    unique_combination_of_columns(columns := (coin_id))
+  )
+);
+
+/* Dashboard Overview: the latest market snapshot's top 10 coins by market cap, with their 24 h change from CoinGecko and, for tracked pairs, the latest hourly close and 24 h change from fct_prices. */
+WITH latest AS (
+  SELECT
+    *
+  FROM silver.stg_coingecko__markets
+  WHERE
+    snapshot_ts = (
+      SELECT
+        MAX(snapshot_ts)
+      FROM silver.stg_coingecko__markets
+    )
+), top10 AS (
+  SELECT
+    *
+  FROM latest
+  ORDER BY
+    market_cap_usd DESC NULLS LAST
+  LIMIT 10
+), last_price AS (
+  SELECT DISTINCT ON (symbol)
+    symbol,
+    open_time,
+    close,
+    change_24h
+  FROM gold.fct_prices
+  WHERE
+    open_time >= NOW() - INTERVAL '7 days'
+  ORDER BY
+    symbol,
+    open_time DESC
+)
+SELECT
+  ROW_NUMBER() OVER (ORDER BY t.market_cap_usd DESC NULLS LAST)::INT AS position, /* 1-10 by market cap */
+  t.coin_id::TEXT AS coin_id, /* CoinGecko id */
+  t.coin_name::TEXT AS coin_name, /* display name */
+  t.symbol::TEXT AS symbol, /* Binance pair it maps to */
+  t.price_usd::DOUBLE PRECISION AS price_usd, /* CoinGecko price */
+  t.market_cap_usd::DOUBLE PRECISION AS market_cap_usd, /* market cap, USD */
+  t.volume_24h_usd::DOUBLE PRECISION AS volume_24h_usd, /* 24 h volume, USD */
+  (t.change_24h_pct / 100)::DOUBLE PRECISION AS change_24h, /* CoinGecko 24 h change (fraction) */
+  p.close::NUMERIC(36, 8) AS last_close, /* newest hourly close on Binance (NULL if not tracked) */
+  p.change_24h::DOUBLE PRECISION AS last_change_24h, /* Binance close / close 24 h earlier - 1 */
+  p.open_time::TIMESTAMPTZ AS last_candle_open_time, /* open time of that candle */
+  t.snapshot_ts::TIMESTAMPTZ AS snapshot_ts /* when the snapshot was taken */
+FROM top10 AS t
+LEFT JOIN last_price AS p
+  USING (symbol)

@@ -1,0 +1,56 @@
+MODEL (
+  name silver.stg_binance__ohlcv,
+  kind INCREMENTAL_BY_TIME_RANGE (
+    time_column open_time,
+    lookback 48
+  ),
+  cron '@hourly',
+  owner data_eng,
+  grain (symbol, open_time),
+  audits (
+    not_null(columns := (symbol, open_time, open, high, low, close, volume, quote_volume)),
+    unique_combination_of_columns(columns := (symbol, open_time)),
+    accepted_range(column := volume, min_v := 0),
+    accepted_range(column := quote_volume, min_v := 0),
+    assert_ohlc_consistent
+  )
+);
+
+/* Binance hourly candles: one row per symbol per hour, typed, deduplicated on (symbol, open_time) keeping the latest load, valid rows only. A 48-hour lookback lets late corrections in raw flow through. */
+WITH source AS (
+  SELECT
+    *
+  FROM raw.binance_klines
+  WHERE
+    open_time BETWEEN @start_ts AND @end_ts AND interval = '1h'
+), latest AS (
+  SELECT DISTINCT ON (symbol, open_time)
+    *
+  FROM source
+  ORDER BY
+    symbol,
+    open_time,
+    load_id DESC
+)
+SELECT
+  /* ids */
+  symbol::TEXT AS symbol, /* Binance spot pair, e.g. BTCUSDT */
+  LEFT(symbol, LENGTH(symbol) - 4)::TEXT AS base_asset, /* the coin, e.g. BTC (pairs are quoted in USDT) */
+  /* timestamps */
+  open_time::TIMESTAMPTZ AS open_time, /* candle open, UTC, on the hourly grid */
+  close_time::TIMESTAMPTZ AS close_time, /* candle close, UTC (open + 1 h - 1 ms) */
+  /* prices, USDT, exact */
+  open::NUMERIC(36, 8) AS open, /* first trade price of the hour */
+  high::NUMERIC(36, 8) AS high, /* highest trade price of the hour */
+  low::NUMERIC(36, 8) AS low, /* lowest trade price of the hour */
+  close::NUMERIC(36, 8) AS close, /* last trade price of the hour */
+  /* volumes */
+  volume::NUMERIC(36, 8) AS volume, /* traded quantity of the base asset */
+  quote_volume::NUMERIC(36, 8) AS quote_volume, /* traded value in USDT */
+  trades::BIGINT AS trades, /* number of trades */
+  taker_buy_base_volume::NUMERIC(36, 8) AS taker_buy_base_volume, /* base quantity bought by takers */
+  taker_buy_quote_volume::NUMERIC(36, 8) AS taker_buy_quote_volume, /* USDT value bought by takers */
+  load_id::TEXT AS load_id /* ingestion run that delivered this version of the row */
+FROM latest
+WHERE
+  low > 0 AND high >= low AND open BETWEEN low AND high AND close BETWEEN low AND high AND volume >= 0
