@@ -220,9 +220,8 @@ def test_body_with_a_bad_row_still_names_it(fixtures_dir):
 
 @pytest.mark.parametrize("body", [b'[[1,"2"', b"<html>502</html>", b'{"code": -1121}'])
 def test_body_that_is_not_a_kline_list_is_malformed(body):
-    from pipelines.sources.binance.helpers import parse_klines_body
-
     from pipelines.http import MalformedResponse
+    from pipelines.sources.binance.helpers import parse_klines_body
 
     with pytest.raises((ValueError, MalformedResponse)):
         parse_klines_body(body, "BTCUSDT", "1h", 0, "L")
