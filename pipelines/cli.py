@@ -62,7 +62,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--until", type=_date, help="up to this UTC time (default: the last closed hour)")
     p.add_argument("--symbols", nargs="+", metavar="S", help="only these symbols (default: the universe)")
 
-    sub.add_parser("run", parents=[common, sandboxed], help="ingest all sources")
+    sub.add_parser("run", parents=[common, sandboxed], help="ingest all sources, then transform")
+
+    p = sub.add_parser("transform", parents=[common], help="SQLMesh plan (auto-applied) and run")
+    p.add_argument("--env", default="prod", help="SQLMesh environment (default: prod; e.g. dev)")
 
     p = sub.add_parser("dlq", parents=[common], help="the dead letter queue")
     p.add_argument("action", choices=["list", "replay"])
@@ -193,7 +196,21 @@ def cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     args.what = "all"
-    return cmd_ingest(settings, args)
+    cmd_ingest(settings, args)
+    args.env = "prod"
+    return cmd_transform(settings, args)
+
+
+def cmd_transform(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines.transform import transform
+
+    summary = transform(settings, args.env)
+    changed = ", ".join(summary.changed_models) or "none"
+    print(
+        f"transform '{summary.environment}': plan {summary.plan_s:.1f} s (changed models: {changed}), "
+        f"run {summary.run_s:.1f} s"
+    )
+    return 0
 
 
 def cmd_sandbox(settings: Settings, args: argparse.Namespace) -> int:
@@ -234,7 +251,12 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
         fng = delivery.ingest_fear_greed(active, command="demo")
     for summary in (klines, markets, fng):
         _print_summary(summary)
+    from pipelines.transform import describe_gold, transform
+
+    built = transform(settings)
+    print(f"transform: silver and gold built in {built.plan_s + built.run_s:.1f} s")
     print(delivery.describe_data(settings, time.perf_counter() - started))
+    print(describe_gold(settings))
     return 0
 
 
@@ -255,6 +277,7 @@ COMMANDS = {
     "ingest": cmd_ingest,
     "backfill": cmd_backfill,
     "run": cmd_run,
+    "transform": cmd_transform,
     "dlq": cmd_dlq,
     "demo": cmd_demo,
     "bench": cmd_bench,

@@ -23,9 +23,12 @@ def root_cause(exc: BaseException) -> BaseException:
 
 def user_facing(exc: BaseException) -> str | None:
     from pipelines.delivery import UniverseError
+    from pipelines.transform import TransformError
 
     cause = root_cause(exc)
-    if isinstance(cause, (*USER_ERRORS, UniverseError)) and type(cause).__module__.startswith("pipelines"):
+    if isinstance(cause, (*USER_ERRORS, UniverseError, TransformError)) and type(cause).__module__.startswith(
+        "pipelines"
+    ):
         return str(cause)
     if isinstance(cause, ValueError) and "invalid symbol" in str(cause):
         return str(cause)

@@ -1,0 +1,137 @@
+"""Runs SQLMesh (plan/run, environments) against the same Postgres as the pipeline, one run at a time."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from pipelines import db
+from pipelines.settings import Settings
+
+os.environ.setdefault("SQLMESH__DISABLE_ANONYMIZED_ANALYTICS", "true")  # no usage reporting from SQLMesh
+log = logging.getLogger(__name__)
+PROJECT_DIR = Path(__file__).resolve().parent.parent / "sqlmesh_project"
+LOCK = "transform"
+
+
+class TransformError(Exception):
+    """A SQLMesh plan or run failed (a model error or a blocking audit); SQLMesh printed the details."""
+
+
+@dataclass(frozen=True)
+class TransformSummary:
+    environment: str
+    plan_s: float
+    run_s: float
+    changed_models: list[str]
+
+
+def sqlmesh_config(settings: Settings) -> Any:
+    """The SQLMesh Config whose gateway is this deployment's Postgres (embedded or configured)."""
+    from sqlmesh.core.config import Config, GatewayConfig, ModelDefaultsConfig
+    from sqlmesh.core.config.connection import PostgresConnectionConfig
+
+    url = urlsplit(db.writer_url(settings))
+    connection = PostgresConnectionConfig(
+        host=parse_qs(url.query).get("host", [url.hostname or "localhost"])[0],
+        port=url.port or 5432,
+        user=unquote(url.username or ""),
+        password=unquote(url.password or ""),
+        database=url.path.lstrip("/"),
+        concurrent_tasks=2,
+        application_name="cryptoflow-sqlmesh",
+    )
+    return Config(
+        # unit tests run on the same engine as the models (a Postgres dialect test on DuckDB proves little)
+        gateways={"cryptoflow": GatewayConfig(connection=connection, test_connection=connection)},
+        default_gateway="cryptoflow",
+        model_defaults=ModelDefaultsConfig(dialect="postgres", start="2019-01-01", cron="@hourly"),
+        physical_table_naming_convention="hash_md5",  # Postgres truncates identifiers at 63 characters
+        disable_anonymized_analytics=True,
+    )
+
+
+def context(settings: Settings) -> Any:
+    from sqlmesh import Context
+
+    db.ensure_database(settings)
+    return Context(paths=str(PROJECT_DIR), config=sqlmesh_config(settings))
+
+
+def transform(
+    settings: Settings,
+    environment: str = "prod",
+    *,
+    execution_time: dt.datetime | None = None,
+    wait_s: float = 600,
+) -> TransformSummary:
+    """Apply model changes (plan, auto-applied) and process every interval due (run), serialised.
+
+    Two SQLMesh runs at once can duplicate rows upstream, so runs wait for each other on an advisory lock.
+    """
+    with db.advisory_lock(settings, LOCK, wait_s=wait_s):
+        ctx = context(settings)
+        started = time.perf_counter()
+        plan = ctx.plan(
+            environment,
+            auto_apply=True,
+            no_prompts=True,
+            execution_time=execution_time,
+            include_unmodified=False,
+        )
+        changed = sorted(s.name for s in plan.new_snapshots)
+        plan_s = time.perf_counter() - started
+        started = time.perf_counter()
+        status = ctx.run(environment, execution_time=execution_time)
+        run_s = time.perf_counter() - started
+        if getattr(status, "is_failure", False):
+            raise TransformError(
+                f"sqlmesh run on '{environment}' failed; the model and audit are named above"
+            )
+    log.info(
+        "transform done",
+        extra={
+            "environment": environment,
+            "plan_s": round(plan_s, 2),
+            "run_s": round(run_s, 2),
+            "changed": changed,
+        },
+    )
+    return TransformSummary(environment, plan_s, run_s, changed)
+
+
+def describe_gold(settings: Settings, symbol: str = "BTCUSDT", rows: int = 5) -> str:
+    """Row counts of the gold tables and the newest rows of one symbol from fct_prices."""
+    import contextlib
+
+    lines = ["gold tables (synthetic sandbox data):"]
+    with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
+        for table in ("fct_prices", "fct_daily_summary", "fct_market_sentiment", "dim_crypto", "dim_date"):
+            cur.execute(f"SELECT count(*) FROM gold.{table}")
+            lines.append(f"  gold.{table:<22} {cur.fetchone()[0]:>12,} rows")
+        cur.execute(
+            "SELECT open_time, close, change_24h, ma_7d, vwap_24h, volatility_30d, fng_label FROM gold.fct_prices "
+            "WHERE symbol = %s ORDER BY open_time DESC LIMIT %s",
+            (symbol, rows),
+        )
+        sample = cur.fetchall()
+    lines += ["", f"newest {symbol} rows of gold.fct_prices:"]
+    lines.append(
+        f"  {'open_time (UTC)':<17} {'close':>14} {'chg 24h':>8} {'MA 7d':>12} {'VWAP 24h':>12} {'vol 30d':>8}  F&G"
+    )
+    for open_time, close, change, ma, vwap, vol, label in sample:
+        lines.append(
+            f"  {open_time:%Y-%m-%d %H:%M} {close:>14.4f} {_pct(change):>8} {ma:>12.4f} {vwap:>12.4f} "
+            f"{_pct(vol):>8}  {label or ''}"
+        )
+    return "\n".join(lines)
+
+
+def _pct(value: float | None) -> str:
+    return "" if value is None else f"{value * 100:+.2f}%"
