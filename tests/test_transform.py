@@ -1,0 +1,249 @@
+"""SQLMesh on the embedded Postgres with sandbox data: indicators checked independently with pandas/numpy,
+and the analyst workflow (dev environment, promotion by virtual update, breaking-change classification)."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import math
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipelines import db, delivery, transform
+from pipelines.cli import sandboxed
+from pipelines.sandbox import SandboxServer
+
+HOUR = 3_600_000
+# the sandbox clock: mid-hour, well in the past so every interval SQLMesh processes is complete
+NOW = dt.datetime(2026, 3, 10, 12, 30, tzinfo=dt.UTC)
+NOW_MS = int(NOW.timestamp() * 1000)
+LAST_CLOSED = NOW_MS // HOUR * HOUR - HOUR
+SYMBOLS = ["BTCUSDT", "ETHUSDT", "DOGEUSDT"]
+DAYS = 40
+ANNUAL = math.sqrt(24 * 365)
+RTOL = 1e-9
+
+
+def query_df(settings, sql: str) -> pd.DataFrame:
+    with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
+        cur.execute(sql)
+        return pd.DataFrame(cur.fetchall(), columns=[d.name for d in cur.description])
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, pg_dir):
+    """Ingest 3 symbols x 40 days (ETH with a 5-hour exchange outage), then build silver and gold."""
+    import uuid
+
+    from pipelines.settings import load_settings
+
+    root = tmp_path_factory.mktemp("transform")
+    overrides = {
+        "database": {"embedded_dir": str(pg_dir), "name": f"t_{uuid.uuid4().hex[:10]}"},
+        "storage": {"bronze_url": str(root / "bronze")},
+        "universe": {"mode": "pinned", "symbols": SYMBOLS},
+    }
+    settings = load_settings(environ={}, overrides=overrides).model_copy(update={"project_dir": root})
+    outage = LAST_CLOSED - 100 * HOUR
+    with SandboxServer(seed=7, now_ms=NOW_MS) as sandbox:
+        sandbox.set_fault(
+            "klines", "missing_hours", symbol="ETHUSDT", start_ms=outage, end_ms=outage + 4 * HOUR
+        )
+        active = sandboxed(settings, sandbox)
+        delivery.ingest_ohlcv(active, days=DAYS)
+        delivery.ingest_markets(active)
+        delivery.ingest_fear_greed(active)
+    summary = transform.transform(settings, execution_time=NOW)
+    return settings, summary
+
+
+def raw_frame(settings) -> pd.DataFrame:
+    raw = query_df(
+        settings,
+        "SELECT symbol, open_time, close, volume, quote_volume, high, low, open FROM raw.binance_klines",
+    )
+    for col in ("close", "volume", "quote_volume", "high", "low", "open"):
+        raw[col] = raw[col].astype(float)
+    return raw.sort_values(["symbol", "open_time"]).reset_index(drop=True)
+
+
+def assert_close(actual: pd.Series, expected: pd.Series, name: str) -> None:
+    a, e = actual.to_numpy(dtype=float), expected.to_numpy(dtype=float)
+    assert np.array_equal(np.isnan(a), np.isnan(e)), f"{name}: NULLs differ"
+    ok = ~np.isnan(e)
+    assert ok.sum() > 0, name
+    rel = np.abs(a[ok] - e[ok]) / np.maximum(np.abs(e[ok]), 1e-300)
+    assert rel.max() <= RTOL, f"{name}: max relative error {rel.max():.3e}"
+
+
+def expected_hourly(raw: pd.DataFrame) -> pd.DataFrame:
+    """The indicators from their written definitions, with pandas time-based windows."""
+    frames = []
+    for symbol, g in raw.groupby("symbol"):
+        g = g.set_index("open_time").sort_index()
+        prev = g["close"].reindex(g.index - pd.Timedelta(hours=1)).to_numpy()
+        prev24 = g["close"].reindex(g.index - pd.Timedelta(hours=24)).to_numpy()
+        out = pd.DataFrame(index=g.index)
+        out["symbol"] = symbol
+        out["change_24h"] = g["close"].to_numpy() / prev24 - 1
+        out["log_return_1h"] = np.log(g["close"].to_numpy() / prev)
+        out["ma_7d"] = g["close"].rolling("168h").mean()
+        out["ma_30d"] = g["close"].rolling("720h").mean()
+        out["vwap_24h"] = g["quote_volume"].rolling("24h").sum() / g["volume"].rolling("24h").sum()
+        lr = out["log_return_1h"]
+        out["volatility_7d"] = lr.rolling("168h", min_periods=2).std(ddof=1) * ANNUAL
+        out["volatility_30d"] = lr.rolling("720h", min_periods=2).std(ddof=1) * ANNUAL
+        frames.append(out.reset_index())
+    return pd.concat(frames).sort_values(["symbol", "open_time"]).reset_index(drop=True)
+
+
+def test_fct_prices_indicators_match_an_independent_computation(built):
+    settings, _ = built
+    raw = raw_frame(settings)
+    assert len(raw) == len(SYMBOLS) * DAYS * 24 - 5  # the outage is missing from raw, not invented
+    gold = query_df(
+        settings,
+        "SELECT symbol, open_time, change_24h, log_return_1h, ma_7d, ma_30d, vwap_24h, volatility_7d, "
+        "volatility_30d FROM gold.fct_prices ORDER BY symbol, open_time",
+    )
+    expected = expected_hourly(raw)
+    assert list(zip(gold.symbol, gold.open_time, strict=True)) == list(
+        zip(expected.symbol, expected.open_time, strict=True)
+    )
+    for column in (
+        "change_24h",
+        "log_return_1h",
+        "ma_7d",
+        "ma_30d",
+        "vwap_24h",
+        "volatility_7d",
+        "volatility_30d",
+    ):
+        assert_close(gold[column], expected[column], column)
+
+
+def test_windows_do_not_stretch_across_the_outage(built):
+    settings, _ = built
+    gold = query_df(
+        settings,
+        "SELECT open_time, change_1h, change_24h FROM gold.fct_prices WHERE symbol = 'ETHUSDT' ORDER BY open_time",
+    )
+    after_gap = gold[gold.open_time == pd.Timestamp(LAST_CLOSED - 95 * HOUR, unit="ms", tz="UTC")]
+    assert len(after_gap) == 1
+    assert pd.isna(after_gap.change_1h.iloc[0])  # the hour before is missing: no 1h change, not a 6h one
+    counts = query_df(
+        settings, "SELECT candles_in_7d FROM silver.int_moving_averages WHERE symbol = 'ETHUSDT'"
+    )
+    assert counts.candles_in_7d.max() == 168 and counts.candles_in_7d.min() >= 1
+    assert (counts.candles_in_7d == 163).any()  # a 7-day window holding the outage has 168 - 5 candles
+
+
+def test_fct_daily_summary_matches_an_independent_computation(built):
+    settings, _ = built
+    raw = raw_frame(settings)
+    raw["day"] = raw.open_time.dt.tz_convert("UTC").dt.date
+    hourly = expected_hourly(raw.drop(columns="day"))
+    raw["log_return_1h"] = hourly["log_return_1h"].to_numpy()
+    rows = []
+    for (symbol, day), g in raw.groupby(["symbol", "day"]):
+        g = g.sort_values("open_time")
+        rows.append(
+            {
+                "symbol": symbol,
+                "day": day,
+                "open": g.open.iloc[0],
+                "high": g.high.max(),
+                "low": g.low.min(),
+                "close": g.close.iloc[-1],
+                "candles": len(g),
+                "vwap": g.quote_volume.sum() / g.volume.sum(),
+                "volatility": g.log_return_1h.std(ddof=1) * ANNUAL,
+            }
+        )
+    expected = pd.DataFrame(rows)
+    expected["change_1d"] = [
+        (c / prev - 1) if (prev := _close_on(expected, s, d - dt.timedelta(days=1))) else np.nan
+        for s, d, c in zip(expected.symbol, expected.day, expected.close, strict=True)
+    ]
+    # SQLMesh processes whole days up to the last complete one before NOW
+    expected = expected[expected.day < NOW.date()].reset_index(drop=True)
+    gold = query_df(settings, "SELECT * FROM gold.fct_daily_summary ORDER BY symbol, day")
+    assert list(zip(gold.symbol, gold.day, strict=True)) == list(
+        zip(expected.symbol, expected.day, strict=True)
+    )
+    assert gold.candles.tolist() == expected.candles.tolist()
+    for column in ("open", "high", "low", "close", "vwap", "volatility", "change_1d"):
+        assert_close(gold[column].astype(float), expected[column], column)
+
+
+def _close_on(frame: pd.DataFrame, symbol: str, day: dt.date) -> float | None:
+    match = frame[(frame.symbol == symbol) & (frame.day == day)]
+    return float(match.close.iloc[0]) if len(match) else None
+
+
+def test_gold_sentiment_and_dimensions(built):
+    settings, _ = built
+    dim = query_df(
+        settings, "SELECT symbol, is_current FROM gold.dim_crypto WHERE symbol = ANY(ARRAY['BTCUSDT'])"
+    )
+    assert dim.is_current.tolist() == [True]
+    sentiment = query_df(settings, "SELECT * FROM gold.fct_market_sentiment ORDER BY day")
+    fng = query_df(settings, "SELECT (ts AT TIME ZONE 'UTC')::date AS day, value FROM raw.fear_greed")
+    merged = sentiment.merge(fng, on="day")
+    assert len(merged) > 0 and (merged.fng_value == merged.value).all()
+    last = sentiment[sentiment.advancers.notna()].iloc[-1]
+    assert last.advancers + last.decliners <= len(SYMBOLS)
+    overview = query_df(settings, "SELECT position, coin_id FROM gold.mart_market_overview ORDER BY position")
+    assert overview.position.tolist() == list(range(1, 11))
+
+
+def test_dev_environment_workflow(built, tmp_path):
+    """A non-breaking change planned in dev builds only that model into gold__dev, leaves prod alone, and
+    promotes to prod without recomputing; a breaking change is classified as breaking."""
+    from sqlmesh import Context
+    from sqlmesh.core.snapshot import SnapshotChangeCategory
+
+    settings, _ = built
+    project = tmp_path / "sqlmesh_project"
+    shutil.copytree(transform.PROJECT_DIR, project, ignore=shutil.ignore_patterns(".cache", "logs"))
+    model = project / "models" / "marts" / "fct_daily_summary.sql"
+    model.write_text(
+        model.read_text().replace(
+            "  d.candles::INT AS candles,",
+            "  (d.high - d.low)::NUMERIC(36, 8) AS day_range, /* high - low of the day */\n  d.candles::INT AS candles,",
+        )
+    )
+    ctx = Context(paths=str(project), config=transform.sqlmesh_config(settings))
+    prod_before = query_df(settings, "SELECT count(*) AS n FROM gold.fct_daily_summary").n[0]
+
+    plan = ctx.plan("dev", auto_apply=True, no_prompts=True, execution_time=NOW, skip_tests=True)
+    changed = {s.name.split(".")[-1].strip('"'): s.change_category for s in plan.new_snapshots}
+    assert changed == {
+        "fct_daily_summary": SnapshotChangeCategory.NON_BREAKING,
+        "fct_market_sentiment": SnapshotChangeCategory.INDIRECT_NON_BREAKING,  # reuses its data
+    }
+    rebuilt = {mi.snapshot_id.name.split(".")[-1].strip('"') for mi in plan.missing_intervals}
+    assert rebuilt == {"fct_daily_summary"}  # only the changed model is built
+    dev = query_df(
+        settings, "SELECT count(*) AS n, count(day_range) AS ranged FROM gold__dev.fct_daily_summary"
+    )
+    assert dev.n[0] == dev.ranged[0] == prod_before
+    prod_cols = query_df(
+        settings,
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = 'gold' "
+        "AND table_name = 'fct_daily_summary'",
+    ).column_name.tolist()
+    assert "day_range" not in prod_cols  # prod untouched
+
+    promote = ctx.plan("prod", auto_apply=True, no_prompts=True, execution_time=NOW, skip_tests=True)
+    assert promote.missing_intervals == []  # a virtual update: nothing to recompute
+    assert query_df(settings, "SELECT count(day_range) AS n FROM gold.fct_daily_summary").n[0] == prod_before
+
+    model.write_text(model.read_text().replace("SUM(volume) AS volume,", "SUM(volume) * 2 AS volume,"))
+    ctx = Context(paths=str(project), config=transform.sqlmesh_config(settings))
+    breaking = ctx.plan("dev2", no_prompts=True, execution_time=NOW, skip_tests=True)
+    categories = {s.name.split(".")[-1].strip('"'): s.change_category for s in breaking.new_snapshots}
+    assert categories["fct_daily_summary"] == SnapshotChangeCategory.BREAKING
