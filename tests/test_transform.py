@@ -247,3 +247,11 @@ def test_dev_environment_workflow(built, tmp_path):
     breaking = ctx.plan("dev2", no_prompts=True, execution_time=NOW, skip_tests=True)
     categories = {s.name.split(".")[-1].strip('"'): s.change_category for s in breaking.new_snapshots}
     assert categories["fct_daily_summary"] == SnapshotChangeCategory.BREAKING
+
+
+def test_sqlmesh_unit_tests_pass_on_postgres(make_settings):
+    """The YAML unit tests (hand-computed expectations) run on the real engine, as `sqlmesh plan` runs them."""
+    ctx = transform.context(make_settings())
+    result = ctx.test()
+    assert result.testsRun >= 14
+    assert result.wasSuccessful(), [str(f[1]) for f in result.failures + result.errors]

@@ -13,27 +13,64 @@ MODEL (
   )
 );
 
-/* Hourly candles enriched with the coin's CoinGecko id and name (from its newest snapshot up to that hour's day) and that UTC day's Fear & Greed value. One row per symbol per hour. */
+/* Hourly candles enriched with the coin's CoinGecko id and name as of the candle's UTC day (the newest snapshot taken on or before that day; days before the first snapshot take the first one) and that UTC day's Fear & Greed value. When several coins share a ticker, the largest by market cap in that snapshot. One row per symbol per hour. */
 WITH candles AS (
   SELECT
     symbol,
     base_asset,
     open_time,
+    (open_time AT TIME ZONE 'UTC')::DATE AS day,
     close
   FROM silver.stg_binance__ohlcv
   WHERE
     open_time BETWEEN @start_ts AND @end_ts
-), coins AS (
-  /* one coin per pair: when several coins share a ticker, the largest by market cap */
-  SELECT DISTINCT ON (symbol)
+), coin_days AS (
+  /* one coin per pair and snapshot day: the day's newest snapshot, the largest coin for the ticker */
+  SELECT DISTINCT ON (symbol, (snapshot_ts AT TIME ZONE 'UTC')::DATE)
     symbol,
+    (snapshot_ts AT TIME ZONE 'UTC')::DATE AS day,
     coin_id,
     coin_name
   FROM silver.stg_coingecko__markets
   ORDER BY
     symbol,
+    (snapshot_ts AT TIME ZONE 'UTC')::DATE,
     snapshot_ts DESC,
     market_cap_usd DESC NULLS LAST
+), sequence AS (
+  /* snapshot days and candle days in one timeline per pair; a snapshot sorts before candles of its day */
+  SELECT
+    symbol,
+    day,
+    coin_id,
+    coin_name,
+    0 AS is_candle
+  FROM coin_days
+  UNION ALL
+  SELECT DISTINCT
+    symbol,
+    day,
+    NULL,
+    NULL,
+    1
+  FROM candles
+), numbered AS (
+  SELECT
+    *,
+    COUNT(coin_id) OVER (PARTITION BY symbol ORDER BY day, is_candle) AS version
+  FROM sequence
+), as_of AS (
+  /* each candle day takes the coin of the newest snapshot before it (version 0: before any, use the first) */
+  SELECT
+    n.symbol,
+    n.day,
+    v.coin_id,
+    v.coin_name
+  FROM numbered AS n
+  JOIN numbered AS v
+    ON v.symbol = n.symbol AND v.is_candle = 0 AND v.version = GREATEST(n.version, 1)
+  WHERE
+    n.is_candle = 1
 ), sentiment AS (
   SELECT
     day,
@@ -45,13 +82,13 @@ SELECT
   c.symbol::TEXT AS symbol, /* Binance pair */
   c.open_time::TIMESTAMPTZ AS open_time, /* candle open, UTC */
   c.base_asset::TEXT AS base_asset, /* the coin's ticker */
-  coins.coin_id::TEXT AS coin_id, /* CoinGecko id (NULL when CoinGecko does not list the coin) */
-  coins.coin_name::TEXT AS coin_name, /* CoinGecko display name */
+  a.coin_id::TEXT AS coin_id, /* CoinGecko id as of the candle's day (NULL when CoinGecko never listed the coin) */
+  a.coin_name::TEXT AS coin_name, /* CoinGecko display name as of that day */
   c.close::NUMERIC(36, 8) AS close, /* candle close, USDT */
   s.fng_value::INT AS fng_value, /* Fear & Greed value of the candle's UTC day */
   s.fng_label::TEXT AS fng_label /* Fear & Greed label of that day */
 FROM candles AS c
-LEFT JOIN coins
-  ON coins.symbol = c.symbol
+LEFT JOIN as_of AS a
+  ON a.symbol = c.symbol AND a.day = c.day
 LEFT JOIN sentiment AS s
-  ON s.day = (c.open_time AT TIME ZONE 'UTC')::DATE
+  ON s.day = c.day

@@ -60,6 +60,18 @@ WITH candles AS (
   GROUP BY
     symbol,
     (open_time AT TIME ZONE 'UTC')::DATE
+), coins AS (
+  /* the current dim_crypto row per pair; when coins share a ticker, the best ranked */
+  SELECT DISTINCT ON (symbol)
+    symbol,
+    coin_id
+  FROM gold.dim_crypto
+  WHERE
+    is_current
+  ORDER BY
+    symbol,
+    market_cap_rank NULLS LAST,
+    coin_id
 ), market_caps AS (
   SELECT DISTINCT ON (symbol, (snapshot_ts AT TIME ZONE 'UTC')::DATE)
     symbol,
@@ -97,7 +109,7 @@ LEFT JOIN day_returns AS r
   ON r.symbol = d.symbol AND r.day = d.day
 LEFT JOIN market_caps AS m
   ON m.symbol = d.symbol AND m.day = d.day
-LEFT JOIN gold.dim_crypto AS coins
-  ON coins.symbol = d.symbol AND coins.is_current
+LEFT JOIN coins
+  ON coins.symbol = d.symbol
 WHERE
   d.day BETWEEN @start_ds AND @end_ds

@@ -30,19 +30,25 @@ WITH days AS (
   FROM silver.stg_alternative_me__fear_greed
   WHERE
     day BETWEEN @start_ds AND @end_ds
-), last_snapshot AS (
-  SELECT DISTINCT ON (coin_id, (snapshot_ts AT TIME ZONE 'UTC')::DATE)
-    coin_id,
+), snapshot_of_day AS (
+  SELECT
     (snapshot_ts AT TIME ZONE 'UTC')::DATE AS day,
-    market_cap_usd,
-    volume_24h_usd
+    MAX(snapshot_ts) AS snapshot_ts
   FROM silver.stg_coingecko__markets
   WHERE
     snapshot_ts BETWEEN @start_ts AND @end_ts
-  ORDER BY
-    coin_id,
-    (snapshot_ts AT TIME ZONE 'UTC')::DATE,
-    snapshot_ts DESC
+  GROUP BY
+    1
+), last_snapshot AS (
+  /* every coin of the day's last snapshot (a coin that left the top list during the day is not counted) */
+  SELECT
+    m.coin_id,
+    d.day,
+    m.market_cap_usd,
+    m.volume_24h_usd
+  FROM silver.stg_coingecko__markets AS m
+  JOIN snapshot_of_day AS d
+    ON m.snapshot_ts = d.snapshot_ts
 ), market AS (
   SELECT
     day,

@@ -50,13 +50,18 @@ WITH candles AS (
   WHERE
     open_time BETWEEN @start_ts AND @end_ts
 ), coins AS (
-  SELECT
+  /* the current dim_crypto row per pair; when coins share a ticker, the best ranked */
+  SELECT DISTINCT ON (symbol)
     symbol,
     coin_id,
     coin_name
   FROM gold.dim_crypto
   WHERE
     is_current
+  ORDER BY
+    symbol,
+    market_cap_rank NULLS LAST,
+    coin_id
 ), final AS (
   SELECT
     c.symbol::TEXT AS symbol, /* Binance pair, e.g. BTCUSDT */
