@@ -7,7 +7,7 @@ VENV := .venv
 export RUNTIME__DLTHUB_TELEMETRY := false
 export SQLMESH__DISABLE_ANONYMIZED_ANALYTICS := true
 
-.PHONY: install demo test lint format bench clean
+.PHONY: install demo test lint format bench docs clean
 
 $(UV):
 	@mkdir -p $(UV_HOME)
@@ -38,6 +38,9 @@ format: install
 
 bench: install
 	$(VENV)/bin/cryptoflow bench --json bench.json
+
+docs: install
+	$(VENV)/bin/cryptoflow docs
 
 clean:
 	-$(VENV)/bin/cryptoflow db stop

@@ -26,7 +26,7 @@ import pyarrow.csv as pacsv
 
 from pipelines import db
 from pipelines.bronze import open_lake, read_bronze
-from pipelines.delivery import ingest_ohlcv
+from pipelines.delivery import ingest_fear_greed, ingest_markets, ingest_ohlcv
 from pipelines.settings import Settings
 from pipelines.sources.binance.settings import KLINES_SCHEMA
 from pipelines.sources.binance.settings import TABLE as KLINES_TABLE
@@ -130,6 +130,8 @@ def run(settings: Settings, *, symbols: int = 50, days: int = 1095) -> dict[str,
         backfill = ingest_ohlcv(active, symbols=chosen, days=days, command="bench backfill")
         backfill_s = time.perf_counter() - started
         peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        ingest_markets(active, command="bench")
+        ingest_fear_greed(active, command="bench")
         # silver + gold from scratch, as of the sandbox clock (the hour the backfill ended in)
         started = time.perf_counter()
         full = transform(active, execution_time=_dt(frozen))

@@ -81,6 +81,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     p.add_argument("--symbols", type=int, default=50)
     p.add_argument("--days", type=int, default=1095)
+
+    p = sub.add_parser("docs", parents=[common], help="write the model documentation site (offline HTML)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: docs/site)")
     return parser
 
 
@@ -271,6 +274,17 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_docs(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pipelines.docs import build_docs
+
+    started = time.perf_counter()
+    index = build_docs(settings, Path(args.out) if args.out else None)
+    print(f"model docs written in {time.perf_counter() - started:.1f} s: open {index}")
+    return 0
+
+
 COMMANDS = {
     "db": cmd_db,
     "sandbox": cmd_sandbox,
@@ -281,6 +295,7 @@ COMMANDS = {
     "dlq": cmd_dlq,
     "demo": cmd_demo,
     "bench": cmd_bench,
+    "docs": cmd_docs,
 }
 
 

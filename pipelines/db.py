@@ -22,6 +22,8 @@ from pipelines.settings import Settings
 log = logging.getLogger(__name__)
 
 SCHEMAS_SQL = Path(__file__).with_name("schema.sql")
+EMBEDDED_WORK_MEM = "64MB"
+EMBEDDED_SETTINGS = {"max_wal_size": "4GB", "checkpoint_timeout": "15min", "wal_compression": "on"}
 
 
 class DatabaseUnavailable(Exception):
@@ -110,10 +112,16 @@ def _bootstrap(admin_uri: str, settings: Settings) -> None:
     try:
         with conn.cursor() as cur:
             cur.execute("SELECT pg_advisory_lock(%s)", (_lock_key("cryptoflow:bootstrap"),))
+            # Bulk builds write GBs of WAL: fewer forced checkpoints (reloadable settings, no restart).
+            for name, value in EMBEDDED_SETTINGS.items():
+                cur.execute(f"ALTER SYSTEM SET {name} = %s", (value,))
+            cur.execute("SELECT pg_reload_conf()")
             for role, extra in ((db.writer_role, "CREATEDB"), (db.reader_role, "")):
                 cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
                 if not cur.fetchone():
                     cur.execute(f'CREATE ROLE "{role}" LOGIN {extra} PASSWORD %s', (passwords[role],))
+                    # window sorts and hash joins over millions of rows stay in memory instead of spilling
+                    cur.execute(f"ALTER ROLE \"{role}\" SET work_mem = '{EMBEDDED_WORK_MEM}'")
                 elif role == db.writer_role and settings.secrets.database_password:
                     cur.execute(f'ALTER ROLE "{role}" PASSWORD %s', (passwords[role],))
             cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db.name,))

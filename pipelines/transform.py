@@ -59,7 +59,10 @@ def sqlmesh_config(settings: Settings) -> Any:
 
 def context(settings: Settings) -> Any:
     from sqlmesh import Context
+    from sqlmesh.core.console import NoopConsole, configure_console, get_console
 
+    if isinstance(get_console(), NoopConsole):
+        configure_console()  # the Python API is silent by default; operators need the failing model and audit
     db.ensure_database(settings)
     return Context(paths=str(PROJECT_DIR), config=sqlmesh_config(settings))
 
@@ -76,6 +79,7 @@ def transform(
     Two SQLMesh runs at once can duplicate rows upstream, so runs wait for each other on an advisory lock.
     """
     with db.advisory_lock(settings, LOCK, wait_s=wait_s):
+        _require_raw_tables(settings)
         ctx = context(settings)
         started = time.perf_counter()
         plan = ctx.plan(
@@ -104,6 +108,24 @@ def transform(
         },
     )
     return TransformSummary(environment, plan_s, run_s, changed)
+
+
+RAW_TABLES = {"binance_klines": "ohlcv", "coingecko_markets": "markets", "fear_greed": "fear-greed"}
+
+
+def _require_raw_tables(settings: Settings) -> None:
+    import contextlib
+
+    with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
+        missing = []
+        for table, step in RAW_TABLES.items():
+            cur.execute("SELECT to_regclass(%s)", (f"raw.{table}",))
+            if cur.fetchone()[0] is None:
+                missing.append((table, step))
+    if missing:
+        tables = ", ".join(f"raw.{t}" for t, _ in missing)
+        steps = " and ".join(f"`cryptoflow ingest {s}`" for _, s in missing)
+        raise TransformError(f"{tables} not loaded yet: run {steps} first (or `cryptoflow run`)")
 
 
 def describe_gold(settings: Settings, symbol: str = "BTCUSDT", rows: int = 5) -> str:

@@ -244,7 +244,7 @@ def test_dev_environment_workflow(built, tmp_path):
 
     model.write_text(model.read_text().replace("SUM(volume) AS volume,", "SUM(volume) * 2 AS volume,"))
     ctx = Context(paths=str(project), config=transform.sqlmesh_config(settings))
-    breaking = ctx.plan("dev2", no_prompts=True, execution_time=NOW, skip_tests=True)
+    breaking = ctx.plan_builder("dev2", execution_time=NOW, skip_tests=True).build()  # classify, don't apply
     categories = {s.name.split(".")[-1].strip('"'): s.change_category for s in breaking.new_snapshots}
     assert categories["fct_daily_summary"] == SnapshotChangeCategory.BREAKING
 

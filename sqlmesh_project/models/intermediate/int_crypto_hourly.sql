@@ -55,22 +55,29 @@ WITH candles AS (
     1
   FROM candles
 ), numbered AS (
+  /* version = how many snapshot days up to and including this day */
   SELECT
     *,
     COUNT(coin_id) OVER (PARTITION BY symbol ORDER BY day, is_candle) AS version
   FROM sequence
 ), as_of AS (
-  /* each candle day takes the coin of the newest snapshot before it (version 0: before any, use the first) */
+  /* a candle day takes the coin of its version's snapshot day (the first row of the version);
+     days before any snapshot (version 0) take the first snapshot */
   SELECT
-    n.symbol,
-    n.day,
-    v.coin_id,
-    v.coin_name
-  FROM numbered AS n
-  JOIN numbered AS v
-    ON v.symbol = n.symbol AND v.is_candle = 0 AND v.version = GREATEST(n.version, 1)
-  WHERE
-    n.is_candle = 1
+    symbol,
+    day,
+    is_candle,
+    CASE
+      WHEN version > 0
+      THEN FIRST_VALUE(coin_id) OVER (PARTITION BY symbol, version ORDER BY is_candle, day)
+      ELSE FIRST_VALUE(coin_id) OVER (PARTITION BY symbol ORDER BY is_candle, day)
+    END AS coin_id,
+    CASE
+      WHEN version > 0
+      THEN FIRST_VALUE(coin_name) OVER (PARTITION BY symbol, version ORDER BY is_candle, day)
+      ELSE FIRST_VALUE(coin_name) OVER (PARTITION BY symbol ORDER BY is_candle, day)
+    END AS coin_name
+  FROM numbered
 ), sentiment AS (
   SELECT
     day,
@@ -89,6 +96,6 @@ SELECT
   s.fng_label::TEXT AS fng_label /* Fear & Greed label of that day */
 FROM candles AS c
 LEFT JOIN as_of AS a
-  ON a.symbol = c.symbol AND a.day = c.day
+  ON a.symbol = c.symbol AND a.day = c.day AND a.is_candle = 1
 LEFT JOIN sentiment AS s
   ON s.day = c.day

@@ -14,7 +14,7 @@ MODEL (
   )
 );
 
-/* Moving averages and VWAP per symbol per hour, over time windows ending at t: MA_7d = mean close of the candles in the 168 hours ending at t, MA_30d the same over 720 hours, VWAP_24h = sum(quote_volume) / sum(volume) over 24 hours. Computed over numeric, which Postgres slides in O(n). */
+/* Moving averages and VWAP per symbol per hour, over time windows ending at t: MA_7d = mean close of the candles in the 168 hours ending at t, MA_30d the same over 720 hours, VWAP_24h = sum(quote_volume) / sum(volume) over 24 hours. Exact (numeric) and O(n): running sums minus their values at the last candle at or before t - window. */
 WITH candles AS (
   SELECT
     symbol,
@@ -25,26 +25,37 @@ WITH candles AS (
   FROM silver.stg_binance__ohlcv
   WHERE
     open_time BETWEEN @start_ts::TIMESTAMPTZ - INTERVAL '720 hours' AND @end_ts
+), running AS (
+  SELECT
+    symbol,
+    open_time,
+    SUM(close) OVER upto AS close_sum,
+    SUM(volume) OVER upto AS volume_sum,
+    SUM(quote_volume) OVER upto AS quote_sum,
+    ROW_NUMBER() OVER upto AS n
+  FROM candles
+  WINDOW upto AS (PARTITION BY symbol ORDER BY open_time ROWS UNBOUNDED PRECEDING)
 ), windowed AS (
   SELECT
     symbol,
     open_time,
-    AVG(close) OVER w168 AS ma_7d,
-    AVG(close) OVER w720 AS ma_30d,
-    SUM(quote_volume) OVER w24 AS quote_volume_24h,
-    SUM(volume) OVER w24 AS volume_24h,
-    COUNT(*) OVER w168 AS n_7d
-  FROM candles
+    close_sum - COALESCE(LAST_VALUE(close_sum) OVER before168, 0) AS close_7d,
+    n - COALESCE(LAST_VALUE(n) OVER before168, 0) AS n_7d,
+    close_sum - COALESCE(LAST_VALUE(close_sum) OVER before720, 0) AS close_30d,
+    n - COALESCE(LAST_VALUE(n) OVER before720, 0) AS n_30d,
+    volume_sum - COALESCE(LAST_VALUE(volume_sum) OVER before24, 0) AS volume_24h,
+    quote_sum - COALESCE(LAST_VALUE(quote_sum) OVER before24, 0) AS quote_volume_24h
+  FROM running
   WINDOW
-    w24 AS (PARTITION BY symbol ORDER BY open_time RANGE BETWEEN INTERVAL '23 hours' PRECEDING AND CURRENT ROW),
-    w168 AS (PARTITION BY symbol ORDER BY open_time RANGE BETWEEN INTERVAL '167 hours' PRECEDING AND CURRENT ROW),
-    w720 AS (PARTITION BY symbol ORDER BY open_time RANGE BETWEEN INTERVAL '719 hours' PRECEDING AND CURRENT ROW)
+    before24 AS (PARTITION BY symbol ORDER BY open_time RANGE BETWEEN UNBOUNDED PRECEDING AND INTERVAL '24 hours' PRECEDING),
+    before168 AS (PARTITION BY symbol ORDER BY open_time RANGE BETWEEN UNBOUNDED PRECEDING AND INTERVAL '168 hours' PRECEDING),
+    before720 AS (PARTITION BY symbol ORDER BY open_time RANGE BETWEEN UNBOUNDED PRECEDING AND INTERVAL '720 hours' PRECEDING)
 )
 SELECT
   symbol::TEXT AS symbol, /* Binance pair */
   open_time::TIMESTAMPTZ AS open_time, /* candle open, UTC */
-  ma_7d::DOUBLE PRECISION AS ma_7d, /* mean close over the 168 hours ending at t */
-  ma_30d::DOUBLE PRECISION AS ma_30d, /* mean close over the 720 hours ending at t */
+  (close_7d / n_7d)::DOUBLE PRECISION AS ma_7d, /* mean close over the 168 hours ending at t */
+  (close_30d / n_30d)::DOUBLE PRECISION AS ma_30d, /* mean close over the 720 hours ending at t */
   (quote_volume_24h / NULLIF(volume_24h, 0))::DOUBLE PRECISION AS vwap_24h, /* sum(quote_volume) / sum(volume) over 24 h */
   volume_24h::NUMERIC(36, 8) AS volume_24h, /* base volume over 24 h */
   quote_volume_24h::NUMERIC(36, 8) AS quote_volume_24h, /* USDT volume over 24 h */

@@ -14,35 +14,49 @@ MODEL (
   )
 );
 
-/* Rolling volatility per symbol per hour: volatility_Xd = sample standard deviation of the hourly log returns whose candles lie in the X x 24 hours ending at t (RANGE windows over time, so missing hours shrink the sample instead of stretching the window), annualised by sqrt(24 x 365). NULL with fewer than two returns. Sums run over numeric so Postgres slides the windows in O(n). */
+/* Rolling volatility per symbol per hour: volatility_Xd = sample standard deviation of the hourly log returns whose candles lie in the X x 24 hours ending at t (time windows, so missing hours shrink the sample instead of stretching the window), annualised by sqrt(24 x 365). NULL with fewer than two returns. Computed in O(n): running sums of r and r^2, minus their values at the last candle at or before t - window. */
 WITH returns AS (
   SELECT
     symbol,
     open_time,
-    log_return_1h::NUMERIC AS r
+    log_return_1h AS r
   FROM silver.int_returns
   WHERE
     open_time BETWEEN @start_ts::TIMESTAMPTZ - INTERVAL '720 hours' AND @end_ts
+), running AS (
+  SELECT
+    symbol,
+    open_time,
+    COALESCE(SUM(r) OVER upto, 0) AS s1,
+    COALESCE(SUM(r * r) OVER upto, 0) AS s2,
+    COUNT(r) OVER upto AS n
+  FROM returns
+  WINDOW upto AS (PARTITION BY symbol ORDER BY open_time ROWS UNBOUNDED PRECEDING)
 ), windowed AS (
   SELECT
     symbol,
     open_time,
-    STDDEV_SAMP(r) OVER w24 AS sd_24h,
-    STDDEV_SAMP(r) OVER w168 AS sd_7d,
-    STDDEV_SAMP(r) OVER w720 AS sd_30d,
-    COUNT(r) OVER w720 AS n_30d
-  FROM returns
+    s1 - COALESCE(LAST_VALUE(s1) OVER before24, 0) AS s1_24h,
+    s2 - COALESCE(LAST_VALUE(s2) OVER before24, 0) AS s2_24h,
+    n - COALESCE(LAST_VALUE(n) OVER before24, 0) AS n_24h,
+    s1 - COALESCE(LAST_VALUE(s1) OVER before168, 0) AS s1_7d,
+    s2 - COALESCE(LAST_VALUE(s2) OVER before168, 0) AS s2_7d,
+    n - COALESCE(LAST_VALUE(n) OVER before168, 0) AS n_7d,
+    s1 - COALESCE(LAST_VALUE(s1) OVER before720, 0) AS s1_30d,
+    s2 - COALESCE(LAST_VALUE(s2) OVER before720, 0) AS s2_30d,
+    n - COALESCE(LAST_VALUE(n) OVER before720, 0) AS n_30d
+  FROM running
   WINDOW
-    w24 AS (PARTITION BY symbol ORDER BY open_time RANGE BETWEEN INTERVAL '23 hours' PRECEDING AND CURRENT ROW),
-    w168 AS (PARTITION BY symbol ORDER BY open_time RANGE BETWEEN INTERVAL '167 hours' PRECEDING AND CURRENT ROW),
-    w720 AS (PARTITION BY symbol ORDER BY open_time RANGE BETWEEN INTERVAL '719 hours' PRECEDING AND CURRENT ROW)
+    before24 AS (PARTITION BY symbol ORDER BY open_time RANGE BETWEEN UNBOUNDED PRECEDING AND INTERVAL '24 hours' PRECEDING),
+    before168 AS (PARTITION BY symbol ORDER BY open_time RANGE BETWEEN UNBOUNDED PRECEDING AND INTERVAL '168 hours' PRECEDING),
+    before720 AS (PARTITION BY symbol ORDER BY open_time RANGE BETWEEN UNBOUNDED PRECEDING AND INTERVAL '720 hours' PRECEDING)
 )
 SELECT
   symbol::TEXT AS symbol, /* Binance pair */
   open_time::TIMESTAMPTZ AS open_time, /* candle open, UTC */
-  (sd_24h * SQRT(24 * 365))::DOUBLE PRECISION AS volatility_24h, /* annualised std of hourly log returns over 24 h */
-  (sd_7d * SQRT(24 * 365))::DOUBLE PRECISION AS volatility_7d, /* annualised std over 168 h */
-  (sd_30d * SQRT(24 * 365))::DOUBLE PRECISION AS volatility_30d, /* annualised std over 720 h */
+  @annualised_std(s1_24h, s2_24h, n_24h)::DOUBLE PRECISION AS volatility_24h, /* annualised std of hourly log returns over 24 h */
+  @annualised_std(s1_7d, s2_7d, n_7d)::DOUBLE PRECISION AS volatility_7d, /* annualised std over 168 h */
+  @annualised_std(s1_30d, s2_30d, n_30d)::DOUBLE PRECISION AS volatility_30d, /* annualised std over 720 h */
   n_30d::INT AS returns_in_30d /* hourly returns in the 720-hour window (720 when complete) */
 FROM windowed
 WHERE

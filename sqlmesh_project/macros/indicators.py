@@ -1,0 +1,13 @@
+"""Macros shared by the indicator models."""
+
+from sqlmesh import macro
+
+
+@macro()
+def annualised_std(evaluator, s1, s2, n):
+    """Sample standard deviation from a window's sum, sum of squares and count, x sqrt(24 x 365).
+    NULL with fewer than two values; a tiny negative variance from rounding is clamped to 0."""
+    return (
+        f"CASE WHEN {n.sql('postgres')} >= 2 THEN SQRT(GREATEST(({s2.sql('postgres')} - {s1.sql('postgres')} * "
+        f"{s1.sql('postgres')} / {n.sql('postgres')}) / ({n.sql('postgres')} - 1), 0) * 24 * 365) END"
+    )
