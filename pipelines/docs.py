@@ -55,7 +55,7 @@ def build_docs(settings: Settings, out_dir: Path | None = None, *, context: Any 
         for fqn, m in sorted(models.items(), key=lambda kv: _name(kv[1]))
         if not m.kind.is_external
         for col in m.columns_to_types or {}
-        if not columns[fqn][0].get(col)
+        if not columns[fqn].get(col)
     ]
     if missing:
         raise UndocumentedColumns(
@@ -95,36 +95,11 @@ def _layer_rank(model: Any) -> int:
 
 
 def _description(model: Any) -> str:
-    """model.description, else the comment leading the query (where `/* ... */` after MODEL(...) lands)."""
-    if model.description:
-        return model.description.strip()
-    query = None if model.kind.is_external else model.query
-    for node in (query, query and query.args.get("with_")):
-        if node is not None and node.comments:
-            return " ".join(c.strip() for c in node.comments)
-    return ""
+    return (model.description or "").strip()
 
 
-def _column_descriptions(model: Any) -> tuple[dict[str, str], str | None]:
-    """Column -> description, and the CTE they were read from when SQLMesh has none for the model.
-
-    SQLMesh reads column comments from the outer projections only; for `SELECT * FROM cte` the
-    comments sit on the CTE's projections, so those are used (and the page says so).
-    """
-    found = {c: d.strip() for c, d in model.column_descriptions.items() if d and d.strip()}
-    if model.kind.is_external or found:
-        return found, None
-    query = model.query
-    source = query.args.get("from_")
-    if not any(s.is_star for s in query.selects) or source is None:
-        return found, None
-    for cte in query.ctes:
-        if cte.alias == source.this.name:
-            for select in cte.this.selects:
-                if select.comments and select.comments[-1].strip():
-                    found.setdefault(select.alias_or_name, select.comments[-1].strip())
-            return found, cte.alias
-    return found, None
+def _column_descriptions(model: Any) -> dict[str, str]:
+    return {c: d.strip() for c, d in model.column_descriptions.items() if d and d.strip()}
 
 
 def _page(title: str, body: str) -> str:
@@ -186,12 +161,11 @@ def _index_page(models: list[Any], settings: Settings) -> str:
 
 def _model_page(
     model: Any,
-    described: tuple[dict[str, str], str | None],
+    descriptions: dict[str, str],
     ups: list[Any],
     downs: set[str],
     models: dict[str, Any],
 ) -> str:
-    descriptions, from_cte = described
     kind, grain, cron, owner = _facts(model)
     rows = "".join(
         f"<tr><td><code>{escape(col)}</code></td><td><code>{escape(dtype.sql(dialect='postgres'))}</code></td>"
@@ -215,11 +189,6 @@ def _model_page(
         "<h2>Columns</h2>",
         f"<table><tr><th>column</th><th>type</th><th>description</th></tr>\n{rows}</table>",
     ]
-    if from_cte:
-        parts.append(
-            f'<p class="muted">Descriptions read from the comments in CTE <code>{escape(from_cte)}</code>: '
-            "SQLMesh does not carry comments through <code>SELECT *</code>, so it has none for this model.</p>"
-        )
     parts.append("<h2>Audits</h2>" + (f"<ul>{audits}</ul>" if audits else '<p class="muted">none</p>'))
     if not model.kind.is_external:
         sql = model.query.sql(pretty=True, dialect="postgres")

@@ -1,5 +1,6 @@
 MODEL (
   name silver.int_crypto_hourly,
+  description 'Hourly candles enriched with the coin''s CoinGecko id and name as of the candle''s UTC day (the newest snapshot taken on or before that day; days before the first snapshot take the first one) and that UTC day''s Fear & Greed value. When several coins share a ticker, the largest by market cap in that snapshot. One row per symbol per hour.',
   kind INCREMENTAL_BY_TIME_RANGE (
     time_column open_time,
     lookback 48
@@ -13,7 +14,6 @@ MODEL (
   )
 );
 
-/* Hourly candles enriched with the coin's CoinGecko id and name as of the candle's UTC day (the newest snapshot taken on or before that day; days before the first snapshot take the first one) and that UTC day's Fear & Greed value. When several coins share a ticker, the largest by market cap in that snapshot. One row per symbol per hour. */
 WITH candles AS (
   SELECT
     symbol,

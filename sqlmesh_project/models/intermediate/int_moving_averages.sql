@@ -1,5 +1,6 @@
 MODEL (
   name silver.int_moving_averages,
+  description 'Moving averages and VWAP per symbol per hour, over time windows ending at t: MA_7d = mean close of the candles in the 168 hours ending at t, MA_30d the same over 720 hours, VWAP_24h = sum(quote_volume) / sum(volume) over 24 hours. Exact (numeric) and O(n): running sums minus their values at the last candle at or before t - window.',
   kind INCREMENTAL_BY_TIME_RANGE (
     time_column open_time,
     lookback 48
@@ -14,7 +15,6 @@ MODEL (
   )
 );
 
-/* Moving averages and VWAP per symbol per hour, over time windows ending at t: MA_7d = mean close of the candles in the 168 hours ending at t, MA_30d the same over 720 hours, VWAP_24h = sum(quote_volume) / sum(volume) over 24 hours. Exact (numeric) and O(n): running sums minus their values at the last candle at or before t - window. */
 WITH candles AS (
   SELECT
     symbol,

@@ -1,5 +1,6 @@
 MODEL (
   name silver.int_returns,
+  description 'Returns per symbol per hour, defined over time: change_Xh = close_t / close_(t - X hours) - 1 (as a fraction: 0.05 = +5%), NULL when the candle X hours earlier is missing, so a gap never stretches a window. log_return_1h = ln(close_t / close_(t - 1 h)). One sorted pass: the last candle at or before t - X is looked up with a time frame and used only if it opened exactly X hours earlier.',
   kind INCREMENTAL_BY_TIME_RANGE (
     time_column open_time,
     lookback 48
@@ -14,7 +15,6 @@ MODEL (
   )
 );
 
-/* Returns per symbol per hour, defined over time: change_Xh = close_t / close_(t - X hours) - 1 (as a fraction: 0.05 = +5%), NULL when the candle X hours earlier is missing, so a gap never stretches a window. log_return_1h = ln(close_t / close_(t - 1 h)). One sorted pass: the last candle at or before t - X is looked up with a time frame and used only if it opened exactly X hours earlier. */
 WITH history AS (
   SELECT
     symbol,

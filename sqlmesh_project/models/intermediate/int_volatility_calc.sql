@@ -1,5 +1,6 @@
 MODEL (
   name silver.int_volatility_calc,
+  description 'Rolling volatility per symbol per hour: volatility_Xd = sample standard deviation of the hourly log returns whose candles lie in the X x 24 hours ending at t (time windows, so missing hours shrink the sample instead of stretching the window), annualised by sqrt(24 x 365). NULL with fewer than two returns. Computed in O(n): running sums of r and r^2, minus their values at the last candle at or before t - window.',
   kind INCREMENTAL_BY_TIME_RANGE (
     time_column open_time,
     lookback 48
@@ -14,7 +15,6 @@ MODEL (
   )
 );
 
-/* Rolling volatility per symbol per hour: volatility_Xd = sample standard deviation of the hourly log returns whose candles lie in the X x 24 hours ending at t (time windows, so missing hours shrink the sample instead of stretching the window), annualised by sqrt(24 x 365). NULL with fewer than two returns. Computed in O(n): running sums of r and r^2, minus their values at the last candle at or before t - window. */
 WITH returns AS (
   SELECT
     symbol,

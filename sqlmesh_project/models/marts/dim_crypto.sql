@@ -1,5 +1,6 @@
 MODEL (
   name gold.dim_crypto,
+  description 'Coins as slowly changing dimension (type 2) over CoinGecko''s attributes - name, rank, supplies: one row per coin per version, valid from the first snapshot that showed those attributes until the snapshot that changed them (valid_to NULL = current). Built from the whole snapshot history, so re-runs and backfills give the same rows.',
   kind FULL,
   cron '@hourly',
   owner analytics,
@@ -10,7 +11,6 @@ MODEL (
   )
 );
 
-/* Coins as slowly changing dimension (type 2) over CoinGecko's attributes - name, rank, supplies: one row per coin per version, valid from the first snapshot that showed those attributes until the snapshot that changed them (valid_to NULL = current). Built from the whole snapshot history, so re-runs and backfills give the same rows. */
 WITH snapshots AS (
   SELECT
     coin_id,

@@ -1,5 +1,6 @@
 MODEL (
   name gold.dim_date,
+  description 'Calendar spine: one row per UTC day from 2017-01-01 to 2030-12-31.',
   kind FULL,
   cron '@daily',
   owner analytics,
@@ -11,7 +12,6 @@ MODEL (
   )
 );
 
-/* Calendar spine: one row per UTC day from 2017-01-01 to 2030-12-31. */
 SELECT
   d::DATE AS date_day, /* the UTC day */
   EXTRACT(YEAR FROM d)::INT AS year, /* calendar year */

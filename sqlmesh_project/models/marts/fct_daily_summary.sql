@@ -1,5 +1,6 @@
 MODEL (
   name gold.fct_daily_summary,
+  description 'Daily summary: one row per symbol per UTC day - OHLC, volumes, daily VWAP = sum(quote_volume) / sum(volume) over the day, realised volatility (sample std of the day''s hourly log returns x sqrt(24 x 365)), change_1d = close / previous UTC day''s close - 1, and the coin''s market cap from the day''s last CoinGecko snapshot.',
   kind INCREMENTAL_BY_TIME_RANGE (
     time_column day,
     lookback 2
@@ -17,7 +18,6 @@ MODEL (
   )
 );
 
-/* Daily summary: one row per symbol per UTC day - OHLC, volumes, daily VWAP = sum(quote_volume) / sum(volume) over the day, realised volatility (sample std of the day's hourly log returns x sqrt(24 x 365)), change_1d = close / previous UTC day's close - 1, and the coin's market cap from the day's last CoinGecko snapshot. */
 WITH candles AS (
   SELECT
     symbol,

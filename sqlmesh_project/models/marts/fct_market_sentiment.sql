@@ -1,5 +1,6 @@
 MODEL (
   name gold.fct_market_sentiment,
+  description 'Market sentiment: one row per UTC day - the Fear & Greed value and label, total market cap and 24 h volume and BTC dominance from the day''s last CoinGecko snapshot, and advancers vs decliners among the tracked pairs (daily change > 0 vs < 0).',
   kind INCREMENTAL_BY_TIME_RANGE (
     time_column day,
     lookback 2
@@ -15,7 +16,6 @@ MODEL (
   )
 );
 
-/* Market sentiment: one row per UTC day - the Fear & Greed value and label, total market cap and 24 h volume and BTC dominance from the day's last CoinGecko snapshot, and advancers vs decliners among the tracked pairs (daily change > 0 vs < 0). */
 WITH days AS (
   SELECT
     date_day AS day

@@ -1,5 +1,6 @@
 MODEL (
   name gold.fct_prices,
+  description 'Hourly prices: one row per symbol per hour with OHLCV and every indicator (returns, moving averages, VWAP, volatility) and the day''s sentiment. The table analysts and the dashboard read.',
   kind INCREMENTAL_BY_TIME_RANGE (
     time_column open_time,
     lookback 48
@@ -18,7 +19,6 @@ MODEL (
   )
 );
 
-/* Hourly prices: one row per symbol per hour with OHLCV and every indicator (returns, moving averages, VWAP, volatility) and the day's sentiment. The table analysts and the dashboard read. */
 WITH candles AS (
   SELECT
     *
@@ -62,43 +62,39 @@ WITH candles AS (
     symbol,
     market_cap_rank NULLS LAST,
     coin_id
-), final AS (
-  SELECT
-    c.symbol::TEXT AS symbol, /* Binance pair, e.g. BTCUSDT */
-    c.open_time::TIMESTAMPTZ AS open_time, /* candle open, UTC */
-    d.coin_id::TEXT AS coin_id, /* the coin in gold.dim_crypto (its current version) */
-    d.coin_name::TEXT AS coin_name, /* CoinGecko display name */
-    c.open::NUMERIC(36, 8) AS open, /* USDT */
-    c.high::NUMERIC(36, 8) AS high, /* USDT */
-    c.low::NUMERIC(36, 8) AS low, /* USDT */
-    c.close::NUMERIC(36, 8) AS close, /* USDT */
-    c.volume::NUMERIC(36, 8) AS volume, /* base asset quantity */
-    c.quote_volume::NUMERIC(36, 8) AS quote_volume, /* USDT value traded */
-    c.trades::BIGINT AS trades, /* number of trades */
-    r.change_1h::DOUBLE PRECISION AS change_1h, /* close / close 1 h earlier - 1 (fraction) */
-    r.change_24h::DOUBLE PRECISION AS change_24h, /* close / close 24 h earlier - 1 (fraction) */
-    r.change_7d::DOUBLE PRECISION AS change_7d, /* close / close 168 h earlier - 1 (fraction) */
-    r.log_return_1h::DOUBLE PRECISION AS log_return_1h, /* ln(close / close 1 h earlier) */
-    a.ma_7d::DOUBLE PRECISION AS ma_7d, /* mean close over the 168 hours ending at t */
-    a.ma_30d::DOUBLE PRECISION AS ma_30d, /* mean close over the 720 hours ending at t */
-    a.vwap_24h::DOUBLE PRECISION AS vwap_24h, /* sum(quote_volume) / sum(volume) over 24 h */
-    v.volatility_24h::DOUBLE PRECISION AS volatility_24h, /* annualised std of hourly log returns, 24 h */
-    v.volatility_7d::DOUBLE PRECISION AS volatility_7d, /* the same over 168 h */
-    v.volatility_30d::DOUBLE PRECISION AS volatility_30d, /* the same over 720 h */
-    e.fng_value::INT AS fng_value, /* Fear & Greed value of the UTC day */
-    e.fng_label::TEXT AS fng_label /* Fear & Greed label of the UTC day */
-  FROM candles AS c
-  LEFT JOIN returns AS r
-    USING (symbol, open_time)
-  LEFT JOIN averages AS a
-    USING (symbol, open_time)
-  LEFT JOIN volatility AS v
-    USING (symbol, open_time)
-  LEFT JOIN enriched AS e
-    USING (symbol, open_time)
-  LEFT JOIN coins AS d
-    ON d.symbol = c.symbol
 )
 SELECT
-  *
-FROM final
+  c.symbol::TEXT AS symbol, /* Binance pair, e.g. BTCUSDT */
+  c.open_time::TIMESTAMPTZ AS open_time, /* candle open, UTC */
+  d.coin_id::TEXT AS coin_id, /* the coin in gold.dim_crypto (its current version) */
+  d.coin_name::TEXT AS coin_name, /* CoinGecko display name */
+  c.open::NUMERIC(36, 8) AS open, /* USDT */
+  c.high::NUMERIC(36, 8) AS high, /* USDT */
+  c.low::NUMERIC(36, 8) AS low, /* USDT */
+  c.close::NUMERIC(36, 8) AS close, /* USDT */
+  c.volume::NUMERIC(36, 8) AS volume, /* base asset quantity */
+  c.quote_volume::NUMERIC(36, 8) AS quote_volume, /* USDT value traded */
+  c.trades::BIGINT AS trades, /* number of trades */
+  r.change_1h::DOUBLE PRECISION AS change_1h, /* close / close 1 h earlier - 1 (fraction) */
+  r.change_24h::DOUBLE PRECISION AS change_24h, /* close / close 24 h earlier - 1 (fraction) */
+  r.change_7d::DOUBLE PRECISION AS change_7d, /* close / close 168 h earlier - 1 (fraction) */
+  r.log_return_1h::DOUBLE PRECISION AS log_return_1h, /* ln(close / close 1 h earlier) */
+  a.ma_7d::DOUBLE PRECISION AS ma_7d, /* mean close over the 168 hours ending at t */
+  a.ma_30d::DOUBLE PRECISION AS ma_30d, /* mean close over the 720 hours ending at t */
+  a.vwap_24h::DOUBLE PRECISION AS vwap_24h, /* sum(quote_volume) / sum(volume) over 24 h */
+  v.volatility_24h::DOUBLE PRECISION AS volatility_24h, /* annualised std of hourly log returns, 24 h */
+  v.volatility_7d::DOUBLE PRECISION AS volatility_7d, /* the same over 168 h */
+  v.volatility_30d::DOUBLE PRECISION AS volatility_30d, /* the same over 720 h */
+  e.fng_value::INT AS fng_value, /* Fear & Greed value of the UTC day */
+  e.fng_label::TEXT AS fng_label /* Fear & Greed label of the UTC day */
+FROM candles AS c
+LEFT JOIN returns AS r
+  USING (symbol, open_time)
+LEFT JOIN averages AS a
+  USING (symbol, open_time)
+LEFT JOIN volatility AS v
+  USING (symbol, open_time)
+LEFT JOIN enriched AS e
+  USING (symbol, open_time)
+LEFT JOIN coins AS d
+  ON d.symbol = c.symbol

@@ -1,5 +1,6 @@
 MODEL (
   name gold.mart_market_overview,
+  description 'Dashboard Overview: the latest market snapshot''s top 10 coins by market cap, with their 24 h change from CoinGecko and, for tracked pairs, the latest hourly close and 24 h change from fct_prices.',
   kind VIEW,
   owner analytics,
   grain coin_id,
@@ -8,7 +9,6 @@ MODEL (
   )
 );
 
-/* Dashboard Overview: the latest market snapshot's top 10 coins by market cap, with their 24 h change from CoinGecko and, for tracked pairs, the latest hourly close and 24 h change from fct_prices. */
 WITH latest AS (
   SELECT
     *

@@ -1,5 +1,6 @@
 MODEL (
   name silver.stg_alternative_me__fear_greed,
+  description 'Crypto Fear & Greed index (alternative.me): one row per UTC day, with the API''s own label. Small, so rebuilt in full.',
   kind FULL,
   cron '@hourly',
   owner data_eng,
@@ -12,7 +13,6 @@ MODEL (
   )
 );
 
-/* Crypto Fear & Greed index (alternative.me): one row per UTC day, with the API's own label. Small, so rebuilt in full. */
 SELECT
   (ts AT TIME ZONE 'UTC')::DATE AS day, /* the UTC day the value is for */
   value::INT AS fng_value, /* index value, 0 (extreme fear) to 100 (extreme greed) */

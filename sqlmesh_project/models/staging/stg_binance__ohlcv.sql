@@ -1,5 +1,6 @@
 MODEL (
   name silver.stg_binance__ohlcv,
+  description 'Binance hourly candles: one row per symbol per hour, typed, deduplicated on (symbol, open_time) keeping the latest load, valid rows only. A 48-hour lookback lets late corrections in raw flow through.',
   kind INCREMENTAL_BY_TIME_RANGE (
     time_column open_time,
     lookback 48
@@ -16,7 +17,6 @@ MODEL (
   )
 );
 
-/* Binance hourly candles: one row per symbol per hour, typed, deduplicated on (symbol, open_time) keeping the latest load, valid rows only. A 48-hour lookback lets late corrections in raw flow through. */
 WITH source AS (
   SELECT
     *

@@ -1,5 +1,6 @@
 MODEL (
   name silver.stg_coingecko__markets,
+  description 'CoinGecko market snapshots kept as history: one row per coin per snapshot hour, renamed and typed, with the Binance USDT pair the coin trades as. Rebuilt in full each run (daily snapshots are small), so a snapshot is visible as soon as it lands.',
   kind FULL,
   cron '@hourly',
   owner data_eng,
@@ -12,7 +13,6 @@ MODEL (
   )
 );
 
-/* CoinGecko market snapshots kept as history: one row per coin per snapshot hour, renamed and typed, with the Binance USDT pair the coin trades as. Rebuilt in full each run (daily snapshots are small), so a snapshot is visible as soon as it lands. */
 SELECT
   /* ids */
   id::TEXT AS coin_id, /* CoinGecko id, e.g. bitcoin */
