@@ -57,12 +57,28 @@ def sqlmesh_config(settings: Settings) -> Any:
     )
 
 
+def _recording_console() -> Any:
+    """SQLMesh's terminal console (the Python API is silent by default), also keeping the failures it shows."""
+    from sqlmesh.core.console import TerminalConsole
+
+    class RecordingConsole(TerminalConsole):
+        def __init__(self) -> None:
+            super().__init__()
+            self.failures: list[Any] = []
+
+        def log_failed_models(self, errors: list[Any]) -> None:
+            self.failures[:] = errors
+            super().log_failed_models(errors)
+
+    return RecordingConsole()
+
+
 def context(settings: Settings) -> Any:
     from sqlmesh import Context
-    from sqlmesh.core.console import NoopConsole, configure_console, get_console
+    from sqlmesh.core.console import get_console, set_console
 
-    if isinstance(get_console(), NoopConsole):
-        configure_console()  # the Python API is silent by default; operators need the failing model and audit
+    if not hasattr(get_console(), "failures"):
+        set_console(_recording_console())
     db.ensure_database(settings)
     return Context(paths=str(PROJECT_DIR), config=sqlmesh_config(settings))
 
@@ -77,27 +93,33 @@ def transform(
     """Apply model changes (plan, auto-applied) and process every interval due (run), serialised.
 
     Two SQLMesh runs at once can duplicate rows upstream, so runs wait for each other on an advisory lock.
+    A failure raises TransformError naming each failed model and audit, with sample rows.
     """
+    from sqlmesh.core.console import get_console
+    from sqlmesh.utils.errors import SQLMeshError
+
     with db.advisory_lock(settings, LOCK, wait_s=wait_s):
         _require_raw_tables(settings)
         ctx = context(settings)
-        started = time.perf_counter()
-        plan = ctx.plan(
-            environment,
-            auto_apply=True,
-            no_prompts=True,
-            execution_time=execution_time,
-            include_unmodified=False,
-        )
-        changed = sorted(s.name for s in plan.new_snapshots)
-        plan_s = time.perf_counter() - started
-        started = time.perf_counter()
-        status = ctx.run(environment, execution_time=execution_time)
-        run_s = time.perf_counter() - started
-        if getattr(status, "is_failure", False):
-            raise TransformError(
-                f"sqlmesh run on '{environment}' failed; the model and audit are named above"
+        get_console().failures.clear()
+        try:
+            started = time.perf_counter()
+            plan = ctx.plan(
+                environment,
+                auto_apply=True,
+                no_prompts=True,
+                execution_time=execution_time,
+                test_changed_only=True,  # the changed models' unit tests; `make test` runs them all
             )
+            plan_s = time.perf_counter() - started
+            started = time.perf_counter()
+            status = ctx.run(environment, execution_time=execution_time)
+            run_s = time.perf_counter() - started
+        except SQLMeshError as exc:
+            raise TransformError(_failure_message(settings, environment, str(exc))) from None
+        if status.is_failure:
+            raise TransformError(_failure_message(settings, environment, "sqlmesh run failed"))
+    changed = sorted(s.name for s in plan.new_snapshots)
     log.info(
         "transform done",
         extra={
@@ -108,6 +130,47 @@ def transform(
         },
     )
     return TransformSummary(environment, plan_s, run_s, changed)
+
+
+def _failure_message(settings: Settings, environment: str, headline: str, samples: int = 5) -> str:
+    """Name each failed model and audit, with a few of the offending rows (the audit query, re-run)."""
+
+    from sqlmesh.core.console import get_console
+    from sqlmesh.utils.errors import AuditError, NodeAuditsErrors
+
+    lines = [f"{headline} (environment '{environment}')"]
+    for failure in getattr(get_console(), "failures", []):
+        audits = [e for e in _causes(failure) if isinstance(e, AuditError)]
+        audits += [a for e in _causes(failure) if isinstance(e, NodeAuditsErrors) for a in e.errors]
+        if not audits:
+            lines.append(f"- {failure}: {failure.__cause__}")
+        for audit in audits:
+            lines.append(
+                f"- model {audit.model_name}: audit '{audit.audit_name}' failed for {audit.count} row(s)"
+            )
+            lines += _sample_rows(settings, audit.sql(dialect="postgres"), samples)
+    return "\n".join(lines)
+
+
+def _causes(error: BaseException) -> list[BaseException]:
+    chain = []
+    while error is not None and error not in chain:
+        chain.append(error)
+        error = error.__cause__
+    return chain
+
+
+def _sample_rows(settings: Settings, audit_sql: str, samples: int) -> list[str]:
+    """A few of the rows an audit query returns (a courtesy: the failure itself is already reported)."""
+    import contextlib
+
+    try:
+        with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
+            cur.execute(f"SELECT * FROM ({audit_sql}) AS failed LIMIT {samples}")
+            names = [d.name for d in cur.description]
+            return [f"    {dict(zip(names, row, strict=True))}" for row in cur.fetchall()]
+    except Exception as exc:
+        return [f"    (sample rows unavailable: {exc})"]
 
 
 RAW_TABLES = {"binance_klines": "ohlcv", "coingecko_markets": "markets", "fear_greed": "fear-greed"}

@@ -255,3 +255,24 @@ def test_sqlmesh_unit_tests_pass_on_postgres(make_settings):
     result = ctx.test()
     assert result.testsRun >= 14
     assert result.wasSuccessful(), [str(f[1]) for f in result.failures + result.errors]
+
+
+def test_a_failing_audit_stops_the_run_naming_model_audit_and_rows(built, tmp_path, monkeypatch):
+    """A blocking audit that fails stops the plan; the error names the model, the audit and sample rows."""
+    settings, _ = built
+    project = tmp_path / "sqlmesh_project"
+    shutil.copytree(transform.PROJECT_DIR, project, ignore=shutil.ignore_patterns(".cache", "logs"))
+    model = project / "models" / "marts" / "fct_daily_summary.sql"
+    model.write_text(
+        model.read_text().replace(
+            "accepted_range(column := candles, min_v := 1, max_v := 24),",
+            "accepted_range(column := candles, min_v := 1, max_v := 23),",  # a full day has 24: must fail
+        )
+    )
+    monkeypatch.setattr(transform, "PROJECT_DIR", project)
+    with pytest.raises(transform.TransformError) as failed:
+        transform.transform(settings, "audit_check", execution_time=NOW)
+    message = str(failed.value)
+    assert "model gold.fct_daily_summary: audit 'accepted_range' failed for" in message
+    assert "'candles': 24" in message  # a sample of the offending rows
+    assert query_df(settings, "SELECT to_regclass('gold__audit_check.fct_daily_summary') AS t").t[0] is None
