@@ -213,10 +213,10 @@ def describe_gold(settings: Settings, symbol: str = "BTCUSDT", rows: int = 5) ->
     for open_time, close, change, ma, vwap, vol, label in sample:
         lines.append(
             f"  {open_time:%Y-%m-%d %H:%M} {close:>14.4f} {_pct(change):>8} {ma:>12.4f} {vwap:>12.4f} "
-            f"{_pct(vol):>8}  {label or ''}"
+            f"{_pct(vol, signed=False):>8}  {label or ''}"
         )
     return "\n".join(lines)
 
 
-def _pct(value: float | None) -> str:
-    return "" if value is None else f"{value * 100:+.2f}%"
+def _pct(value: float | None, signed: bool = True) -> str:
+    return "" if value is None else f"{value * 100:{'+' if signed else ''}.2f}%"

@@ -263,12 +263,16 @@ def test_a_failing_audit_stops_the_run_naming_model_audit_and_rows(built, tmp_pa
     project = tmp_path / "sqlmesh_project"
     shutil.copytree(transform.PROJECT_DIR, project, ignore=shutil.ignore_patterns(".cache", "logs"))
     model = project / "models" / "marts" / "fct_daily_summary.sql"
-    model.write_text(
-        model.read_text().replace(
-            "accepted_range(column := candles, min_v := 1, max_v := 24),",
-            "accepted_range(column := candles, min_v := 1, max_v := 23),",  # a full day has 24: must fail
-        )
+    text = model.read_text().replace(
+        "accepted_range(column := candles, min_v := 1, max_v := 24),",
+        "accepted_range(column := candles, min_v := 1, max_v := 23),",  # a full day has 24: must fail
     )
+    # a new column too, so the model is rebuilt (an audit-only change is metadata and re-runs nothing)
+    text = text.replace(
+        "  d.candles::INT AS candles,", "  d.candles::INT AS candles,\n  1::INT AS probe, /* test */"
+    )
+    model.write_text(text)
+    (project / "tests" / "test_fct_daily_summary.yaml").unlink()  # its expected rows lack the probe column
     monkeypatch.setattr(transform, "PROJECT_DIR", project)
     with pytest.raises(transform.TransformError) as failed:
         transform.transform(settings, "audit_check", execution_time=NOW)
