@@ -44,35 +44,37 @@ class MalformedResponse(ApiError):
 
 @dataclass
 class RateLimiter:
-    """Sliding one-minute window on calls, plus an optional server-reported weight budget (Binance)."""
+    """A sliding window on calls, plus an optional server-reported weight budget (Binance)."""
 
     calls_per_minute: int
     weight_limit: int | None = None
     weight_budget: float = 0.8
+    window_s: float = 60.0
     _calls: deque[float] = field(default_factory=deque)
     _used_weight: int = 0
     _weight_minute: int = -1
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def pause_needed(self) -> float:
+        """Seconds until one more call fits the budget (0 = now). Call with the lock held or for a reading."""
+        now = time.monotonic()
+        while self._calls and now - self._calls[0] >= self.window_s:
+            self._calls.popleft()
+        if len(self._calls) >= self.calls_per_minute:
+            return self.window_s - (now - self._calls[0])
+        spent = self.weight_limit and self._used_weight >= self.weight_limit * self.weight_budget
+        if spent and self._weight_minute == int(time.time() // 60):
+            return 60 - time.time() % 60 + 0.05  # the exchange's weight window is the calendar minute
+        return 0.0
 
     def acquire(self) -> float:
         """Block until one more call fits the budget; return the seconds waited."""
         waited = 0.0
         while True:
             with self._lock:
-                now = time.monotonic()
-                while self._calls and now - self._calls[0] >= 60:
-                    self._calls.popleft()
-                pause = 0.0
-                if len(self._calls) >= self.calls_per_minute:
-                    pause = 60 - (now - self._calls[0])
-                elif (
-                    self.weight_limit
-                    and self._weight_minute == int(time.time() // 60)
-                    and self._used_weight >= self.weight_limit * self.weight_budget
-                ):
-                    pause = 60 - time.time() % 60 + 0.05
+                pause = self.pause_needed()
                 if pause <= 0:
-                    self._calls.append(now)
+                    self._calls.append(time.monotonic())
                     return waited
             time.sleep(min(pause, 1.0))
             waited += min(pause, 1.0)

@@ -1,0 +1,119 @@
+"""Operator tools: the dead letter queue (list and replay), the read-only dashboard role, the rate limiter."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg2
+import pytest
+import yaml
+
+from pipelines import db, delivery, dlq
+from pipelines.cli import sandboxed
+from pipelines.http import RateLimiter
+from pipelines.sandbox import SandboxServer
+
+HOUR = 3_600_000
+NOW_MS = int(dt.datetime(2026, 3, 10, 12, 30, tzinfo=dt.UTC).timestamp() * 1000)
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def settings(make_settings):
+    with SandboxServer(seed=42, now_ms=NOW_MS) as sandbox:
+        sandbox.set_fault("klines", "invalid_rows", symbol="ETHUSDT", every=7)
+        active = sandboxed(make_settings(), sandbox)
+        delivery.ingest_ohlcv(active, days=2)
+        yield active
+
+
+def execute(settings, sql, params=()):
+    with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
+        cur.execute(sql, params)
+        return cur.fetchall() if cur.description else None
+
+
+def test_dlq_list_and_replay(settings, tmp_path):
+    letters = dlq.list_dead_letters(settings)
+    assert len(letters) == 7 and {x.source for x in letters} == {"binance"}
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "universe": {"mode": "pinned", "symbols": ["BTCUSDT", "ETHUSDT"]},
+                "database": {"embedded_dir": str(settings.path(settings.database.embedded_dir)),
+                             "name": settings.database.name},
+                "storage": {"bronze_url": str(tmp_path / "bronze")},
+            }
+        )
+    )  # fmt: skip
+    listed = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "--config", str(config), "dlq", "list"],
+        capture_output=True, text=True, cwd=REPO, check=True,
+    )  # fmt: skip
+    assert len(listed.stdout.strip().splitlines()) == 7
+    assert all(x.natural_key in listed.stdout for x in letters)
+
+    # nothing changed: replay keeps every record queued
+    assert dlq.replay(settings) == dlq.ReplayResult(replayed=0, still_invalid=7)
+    # an operator corrects one payload (say, from the exchange's later data), then replays it
+    fixed = next(x for x in letters if x.reason == "high < low")
+    payload = list(fixed.payload)
+    payload[2], payload[3] = payload[3], payload[2]
+    execute(
+        settings, "UPDATE raw.dead_letter SET payload = %s WHERE id = %s", (json.dumps(payload), fixed.id)
+    )
+    before = execute(settings, "SELECT count(*) FROM raw.binance_klines")[0][0]
+    assert dlq.replay(settings, [fixed.id]) == dlq.ReplayResult(replayed=1, still_invalid=0)
+    assert execute(settings, "SELECT count(*) FROM raw.binance_klines")[0][0] == before + 1
+    symbol, ms = fixed.natural_key.split("@")
+    high = execute(
+        settings,
+        "SELECT high FROM raw.binance_klines WHERE symbol = %s AND open_time = to_timestamp(%s / 1000.0)",
+        (symbol, int(ms)),
+    )[0][0]
+    assert str(high) == payload[2]
+    assert len(dlq.list_dead_letters(settings)) == 6  # the replayed one is no longer pending
+    replayed = execute(
+        settings,
+        "SELECT replayed_at IS NOT NULL, replay_load_id FROM raw.dead_letter WHERE id = %s",
+        (fixed.id,),
+    )
+    assert replayed[0][0] and replayed[0][1].startswith("binance-")
+
+
+def test_reader_role_sees_gold_and_ops_only(settings):
+    execute(settings, "CREATE TABLE IF NOT EXISTS gold.probe AS SELECT 1 AS x")
+    with contextlib.closing(psycopg2.connect(db.reader_url(settings))) as conn, conn.cursor() as cur:
+        cur.execute("SELECT x FROM gold.probe")
+        assert cur.fetchall() == [(1,)]
+        cur.execute("SELECT count(*) FROM ops.pipeline_runs")
+        assert cur.fetchone()[0] >= 1
+        with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+            cur.execute("SELECT count(*) FROM raw.binance_klines")
+        conn.rollback()
+        with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+            cur.execute("INSERT INTO gold.probe VALUES (2)")
+
+
+def test_rate_limiter_keeps_under_the_call_budget():
+    limiter = RateLimiter(calls_per_minute=3, window_s=1.0)
+    started = time.monotonic()
+    waits = [limiter.acquire() for _ in range(4)]
+    elapsed = time.monotonic() - started
+    assert waits[:3] == [0.0, 0.0, 0.0]
+    assert 0.9 <= elapsed < 2.0  # the fourth call waited for the window to free a slot
+
+
+def test_rate_limiter_pauses_when_the_server_reports_the_weight_budget_spent():
+    limiter = RateLimiter(calls_per_minute=1000, weight_limit=100, weight_budget=0.8)
+    limiter.observe_weight(79)
+    assert limiter.pause_needed() == 0
+    limiter.observe_weight(80)
+    assert 0 < limiter.pause_needed() <= 60.1  # until the exchange's next minute
