@@ -171,7 +171,11 @@ def run(settings: Settings, *, symbols: int = 50, days: int = 1095) -> dict[str,
         "transform_full_build_s": round(full.plan_s + full.run_s, 2),
         "transform_incremental_s": round(transform_incremental_wall_s, 2),
         "peak_rss_mb": round(peak_rss_mb),  # the ingestion's peak (SQLMesh runs in Postgres)
-        "rss_after_stage_mb": {k: round(v) for k, v in timings.items() if k.startswith("rss_")},
+        "rss_after_stage_mb": {
+            k: round(v)
+            for k, v in timings.items()
+            if k in ("rss_after_extract_mb", "rss_after_bronze_mb", "rss_after_raw_mb")
+        },
         "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores, Python {platform.python_version()}",
         "measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }

@@ -94,53 +94,47 @@ def _deliver(
     """Extract once, write bronze, load raw, queue dead letters. Returns (rows_bronze, rows_raw, queued)."""
     pipeline = _pipeline(settings, source)
     pipeline.abort_packages()  # a killed run's half-made package must never load later
-    clock = time.perf_counter()
-    try:
-        pipeline.extract(dlt_source, loader_file_format="parquet")
-    except Exception as exc:
-        pipeline.abort_packages()
-        raise root_cause(exc) from None
-    sink.timings["extract_s"] = time.perf_counter() - clock
-    sink.timings["rss_after_extract_mb"] = _peak_rss_mb()
+    with _stage(sink, "extract"):
+        try:
+            pipeline.extract(dlt_source, loader_file_format="parquet")
+        except Exception as exc:
+            pipeline.abort_packages()
+            raise root_cause(exc) from None
     lake = open_lake(settings)
     rows = pa.concat_tables(sink.tables) if sink.tables else None
-    clock = time.perf_counter()
-    rows_bronze = write_bronze(lake, spec.name, rows, spec.time_column, load_id) if rows else 0
-    sink.timings["bronze_s"] = time.perf_counter() - clock
-    sink.timings["rss_after_bronze_mb"] = _peak_rss_mb()
-    has_rows = rows is not None
-    if has_rows:
-        sink.time_range = (pc.min(rows[spec.time_column]).as_py(), pc.max(rows[spec.time_column]).as_py())
+    if rows is None:
+        queued = store_dead_letters(settings, source, spec.name, sink.rejected, load_id)
+        return 0, 0, queued
+    with _stage(sink, "bronze"):
+        rows_bronze = write_bronze(lake, spec.name, rows, spec.time_column, load_id)
+    sink.time_range = (pc.min(rows[spec.time_column]).as_py(), pc.max(rows[spec.time_column]).as_py())
     del rows
     sink.tables.clear()  # dlt loads from its own files: free the extracted tables before the raw load
-    clock = time.perf_counter()
     try:
-        if has_rows:
+        with _stage(sink, "raw"):
             pipeline.normalize()
             pipeline.load()
-        sink.timings["raw_s"] = time.perf_counter() - clock
-        sink.timings["rss_after_raw_mb"] = _peak_rss_mb()
     except BaseException:
         pipeline.abort_packages()
         delete_load(lake, spec.name, load_id)  # older copies were not touched yet: bronze is as it was
         raise
-    if has_rows:
-        clock = time.perf_counter()
+    with _stage(sink, "bronze_settle"):
         settle_bronze(lake, spec.name, [load_id], spec.key)
-        sink.timings["bronze_settle_s"] = time.perf_counter() - clock
-    clock = time.perf_counter()
-    if has_rows:
+    with _stage(sink, "unique_index"):
         ensure_unique_key(settings, spec)
-    sink.timings["unique_index_s"] = time.perf_counter() - clock
     queued = store_dead_letters(settings, source, spec.name, sink.rejected, load_id)
-    clock = time.perf_counter()
-    rows_raw = count_rows(settings, spec.name, load_id) if has_rows else 0
-    sink.timings["count_s"] = time.perf_counter() - clock
+    with _stage(sink, "count"):
+        rows_raw = count_rows(settings, spec.name, load_id)
     return rows_bronze, rows_raw, queued
 
 
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+@contextlib.contextmanager
+def _stage(sink: ExtractSink, name: str):
+    """Time one delivery stage and note the process's peak RSS after it (for the benchmark)."""
+    started = time.perf_counter()
+    yield
+    sink.timings[f"{name}_s"] = time.perf_counter() - started
+    sink.timings[f"rss_after_{name}_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def ensure_unique_key(settings: Settings, spec: TableSpec) -> None:
