@@ -1,7 +1,7 @@
 """SQLMesh configuration: the gateway is the same Postgres as `cryptoflow` (embedded or configured).
 
-Analysts run plain `sqlmesh plan dev` / `sqlmesh plan` in this folder (with the repo on PYTHONPATH, as
-`make sqlmesh` arranges). The cryptoflow config file is ../config.yaml, or the one CRYPTOFLOW_CONFIG names.
+Analysts run plain `sqlmesh plan dev` / `sqlmesh plan` in this folder with the project's .venv active (it
+installs `pipelines`). The cryptoflow config file is ../config.yaml, or the one CRYPTOFLOW_CONFIG names.
 """
 
 import os

@@ -283,3 +283,25 @@ def test_database_down_is_a_clear_error(make_settings):
         delivery.ingest_ohlcv(bad, days=1)
     assert "cannot connect to Postgres at postgresql://u:***@127.0.0.1:1/x" in str(info.value)
     assert "pw@" not in str(info.value)
+
+
+def test_top_n_universe_maps_coingecko_to_trading_pairs_without_stablecoins(make_settings, sandbox):
+    settings = sandboxed(make_settings(universe={"mode": "top_n", "top_n": 5, "symbols": []}), sandbox)
+    client = delivery.binance_client(settings)
+    info = delivery.fetch_exchange_info(client)
+    chosen = delivery.resolve_universe(settings, info)
+    markets = delivery.fetch_markets(delivery.coingecko_client(settings), 20)
+    expected = [
+        f"{c['symbol'].upper()}USDT"
+        for c in markets
+        if c["symbol"].upper() not in {"USDT", "USDC", "DAI"} and f"{c['symbol'].upper()}USDT" in info.trading
+    ][:5]
+    assert chosen == expected and len(chosen) == 5
+    assert not {"USDTUSDT", "USDCUSDT", "DAIUSDT"} & set(chosen)
+
+
+def test_region_block_451_stops_without_retry(settings, sandbox):
+    sandbox.set_fault("klines", "451")
+    with pytest.raises(ApiBanned, match=r"region blocked by the API \(HTTP 451\)"):
+        delivery.ingest_ohlcv(settings, days=1)
+    assert delivery.klines_cursors(settings) == {}

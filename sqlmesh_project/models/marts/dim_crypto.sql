@@ -7,7 +7,8 @@ MODEL (
   grain (coin_id, valid_from),
   audits (
     not_null(columns := (coin_id, symbol, valid_from, is_current)),
-    unique_combination_of_columns(columns := (coin_id, valid_from))
+    unique_combination_of_columns(columns := (coin_id, valid_from)),
+    assert_positive_rows
   )
 );
 

@@ -9,7 +9,8 @@ MODEL (
     not_null(columns := (day, fng_value, fng_label)),
     unique_combination_of_columns(columns := (day)),
     accepted_range(column := fng_value, min_v := 0, max_v := 100),
-    accepted_values(column := fng_label, is_in := ('Extreme Fear', 'Fear', 'Neutral', 'Greed', 'Extreme Greed'))
+    accepted_values(column := fng_label, is_in := ('Extreme Fear', 'Fear', 'Neutral', 'Greed', 'Extreme Greed')),
+    assert_positive_rows
   )
 );
 

@@ -9,7 +9,8 @@ MODEL (
     not_null(columns := (coin_id, snapshot_ts, symbol)),
     unique_combination_of_columns(columns := (coin_id, snapshot_ts)),
     accepted_range(column := market_cap_usd, min_v := 0),
-    accepted_range(column := price_usd, min_v := 0)
+    accepted_range(column := price_usd, min_v := 0),
+    assert_positive_rows
   )
 );
 
