@@ -39,12 +39,12 @@ WITH candles AS (
   SELECT
     symbol,
     open_time,
-    close_sum - COALESCE(LAST_VALUE(close_sum) OVER before168, 0) AS close_7d,
-    n - COALESCE(LAST_VALUE(n) OVER before168, 0) AS n_7d,
-    close_sum - COALESCE(LAST_VALUE(close_sum) OVER before720, 0) AS close_30d,
-    n - COALESCE(LAST_VALUE(n) OVER before720, 0) AS n_30d,
-    volume_sum - COALESCE(LAST_VALUE(volume_sum) OVER before24, 0) AS volume_24h,
-    quote_sum - COALESCE(LAST_VALUE(quote_sum) OVER before24, 0) AS quote_volume_24h
+    @trailing(close_sum, before168) AS close_7d,
+    @trailing(n, before168) AS n_7d,
+    @trailing(close_sum, before720) AS close_30d,
+    @trailing(n, before720) AS n_30d,
+    @trailing(volume_sum, before24) AS volume_24h,
+    @trailing(quote_sum, before24) AS quote_volume_24h
   FROM running
   WINDOW
     before24 AS (PARTITION BY symbol ORDER BY open_time RANGE BETWEEN UNBOUNDED PRECEDING AND INTERVAL '24 hours' PRECEDING),

@@ -36,15 +36,15 @@ WITH returns AS (
   SELECT
     symbol,
     open_time,
-    s1 - COALESCE(LAST_VALUE(s1) OVER before24, 0) AS s1_24h,
-    s2 - COALESCE(LAST_VALUE(s2) OVER before24, 0) AS s2_24h,
-    n - COALESCE(LAST_VALUE(n) OVER before24, 0) AS n_24h,
-    s1 - COALESCE(LAST_VALUE(s1) OVER before168, 0) AS s1_7d,
-    s2 - COALESCE(LAST_VALUE(s2) OVER before168, 0) AS s2_7d,
-    n - COALESCE(LAST_VALUE(n) OVER before168, 0) AS n_7d,
-    s1 - COALESCE(LAST_VALUE(s1) OVER before720, 0) AS s1_30d,
-    s2 - COALESCE(LAST_VALUE(s2) OVER before720, 0) AS s2_30d,
-    n - COALESCE(LAST_VALUE(n) OVER before720, 0) AS n_30d
+    @trailing(s1, before24) AS s1_24h,
+    @trailing(s2, before24) AS s2_24h,
+    @trailing(n, before24) AS n_24h,
+    @trailing(s1, before168) AS s1_7d,
+    @trailing(s2, before168) AS s2_7d,
+    @trailing(n, before168) AS n_7d,
+    @trailing(s1, before720) AS s1_30d,
+    @trailing(s2, before720) AS s2_30d,
+    @trailing(n, before720) AS n_30d
   FROM running
   WINDOW
     before24 AS (PARTITION BY symbol ORDER BY open_time RANGE BETWEEN UNBOUNDED PRECEDING AND INTERVAL '24 hours' PRECEDING),
