@@ -62,7 +62,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--until", type=_date, help="up to this UTC time (default: the last closed hour)")
     p.add_argument("--symbols", nargs="+", metavar="S", help="only these symbols (default: the universe)")
 
-    sub.add_parser("run", parents=[common, sandboxed], help="ingest all sources, then transform")
+    sub.add_parser("run", parents=[common, sandboxed], help="ingest all sources, transform, check")
+
+    p = sub.add_parser("check", parents=[common], help="Soda data-quality scans; exits 1 on a failed check")
+    p.add_argument(
+        "--layer", choices=["raw", "silver", "gold"], action="append", help="only this layer (repeatable)"
+    )
 
     p = sub.add_parser("transform", parents=[common], help="SQLMesh plan (auto-applied) and run")
     p.add_argument("--env", default="prod", help="SQLMesh environment (default: prod; e.g. dev)")
@@ -201,7 +206,17 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     args.what = "all"
     cmd_ingest(settings, args)
     args.env = "prod"
-    return cmd_transform(settings, args)
+    cmd_transform(settings, args)
+    args.layer = None
+    return cmd_check(settings, args)
+
+
+def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines import quality
+
+    run = quality.run_checks(settings, tuple(args.layer or quality.LAYERS))
+    print(quality.render(run))
+    return 1 if run.failed else 0
 
 
 def cmd_transform(settings: Settings, args: argparse.Namespace) -> int:
@@ -292,6 +307,7 @@ COMMANDS = {
     "backfill": cmd_backfill,
     "run": cmd_run,
     "transform": cmd_transform,
+    "check": cmd_check,
     "dlq": cmd_dlq,
     "demo": cmd_demo,
     "bench": cmd_bench,

@@ -49,3 +49,17 @@ CREATE TABLE IF NOT EXISTS ops.gaps (
     refetched_at    timestamptz,
     PRIMARY KEY (symbol, interval, open_time)
 );
+
+CREATE TABLE IF NOT EXISTS ops.dq_results (
+    run_id         text        NOT NULL,  -- one `cryptoflow check` invocation
+    layer          text        NOT NULL,  -- raw | silver | gold
+    check_name     text        NOT NULL,
+    table_name     text        NOT NULL,
+    level          text        NOT NULL,  -- the level this check can raise: fail | warn
+    outcome        text        NOT NULL,  -- pass | warn | fail | error
+    measured_value double precision,
+    diagnostics    jsonb       NOT NULL DEFAULT '{}'::jsonb,
+    checked_at     timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (run_id, layer, check_name)
+);
+CREATE INDEX IF NOT EXISTS dq_results_check_time ON ops.dq_results (check_name, checked_at DESC);

@@ -1,0 +1,163 @@
+"""Soda scans on the embedded Postgres with sandbox data: clean data passes; each class of fault makes the
+named check fail with the right measured value; every outcome lands in ops.dq_results."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import uuid
+from pathlib import Path
+
+import pytest
+
+from pipelines import db, delivery, quality, transform
+from pipelines.bronze import open_lake
+from pipelines.cli import sandboxed
+from pipelines.sandbox import SandboxServer
+
+HOUR = 3_600_000
+NOW = dt.datetime(2026, 3, 10, 12, 5, tzinfo=dt.UTC)  # five minutes past the hour: the newest candle is 11:00
+NOW_MS = int(NOW.timestamp() * 1000)
+SYMBOLS = ["BTCUSDT", "ETHUSDT"]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, pg_dir):
+    from pipelines.settings import load_settings
+
+    root = tmp_path_factory.mktemp("quality")
+    overrides = {
+        "database": {"embedded_dir": str(pg_dir), "name": f"t_{uuid.uuid4().hex[:10]}"},
+        "storage": {"bronze_url": str(root / "bronze")},
+        "universe": {"mode": "pinned", "symbols": SYMBOLS},
+        "checks": {"expected_market_coins": 50},
+    }
+    settings = load_settings(environ={}, overrides=overrides).model_copy(update={"project_dir": root})
+    with SandboxServer(seed=3, now_ms=NOW_MS) as sandbox:
+        active = sandboxed(settings, sandbox)
+        delivery.ingest_ohlcv(active, days=5)
+        delivery.ingest_markets(active)
+        delivery.ingest_fear_greed(active)
+    # the market snapshot is stamped with the real hour; align it with the sandbox clock
+    execute(settings, "UPDATE raw.coingecko_markets SET snapshot_ts = %s", (NOW.replace(minute=0),))
+    transform.transform(settings, execution_time=NOW)
+    return settings
+
+
+def execute(settings, sql, params=()):
+    with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
+        cur.execute(sql, params)
+        return cur.fetchall() if cur.description else None
+
+
+def outcomes(run: quality.CheckRun) -> dict[str, tuple[str, float | None]]:
+    return {r.name: (r.outcome, r.value) for r in run.results}
+
+
+@contextlib.contextmanager
+def fault(settings, do_sql: str, undo_sql: str):
+    execute(settings, do_sql)
+    try:
+        yield
+    finally:
+        execute(settings, undo_sql)
+
+
+def test_clean_data_passes_every_check_and_is_recorded(built):
+    run = quality.run_checks(built, now=NOW)
+    assert len(run.results) >= 25
+    not_passing = {n: o for n, o in outcomes(run).items() if o[0] != "pass"}
+    assert not_passing == {}
+    stored = execute(
+        built,
+        "SELECT count(*), count(DISTINCT check_name) FROM ops.dq_results WHERE run_id = %s",
+        (run.run_id,),
+    )
+    assert stored == [(len(run.results), len(run.results))]
+    fresh = outcomes(run)["newest closed candle is fresh (raw)"]
+    assert fresh == ("pass", pytest.approx(5 * 60 + 0.001))  # the 11:00 candle closed at 11:59:59.999
+
+
+def test_stale_data_fails_freshness_with_its_age(built):
+    later = NOW + dt.timedelta(hours=3)
+    run = outcomes(quality.run_checks(built, layers=("raw", "gold"), now=later))
+    assert run["newest closed candle is fresh (raw)"] == ("fail", pytest.approx(3 * 3600 + 5 * 60 + 0.001))
+    assert run["newest candle is fresh (gold)"][0] == "fail"
+    assert run["market snapshot is fresh"][0] == "pass"  # 26 h allowed
+
+
+def test_negative_price_fails_validity(built):
+    where = "WHERE symbol = 'ETHUSDT' AND open_time = '2026-03-08 00:00+00'"
+    (low,) = execute(built, f"SELECT low FROM raw.binance_klines {where}")[0]
+    with fault(
+        built,
+        f"UPDATE raw.binance_klines SET low = -1 {where}",
+        f"UPDATE raw.binance_klines SET low = {low} {where}",
+    ):
+        run = outcomes(quality.run_checks(built, layers=("raw",), now=NOW))
+    assert run["every raw price is positive"] == ("fail", -1.0)
+    assert run["raw high is at least max(open, close) and low at most min(open, close)"] == ("pass", 0.0)
+
+
+def test_missing_hour_fails_completeness_and_reconciliation(built):
+    row = execute(
+        built, "SELECT * FROM raw.binance_klines WHERE symbol = 'BTCUSDT' ORDER BY open_time DESC LIMIT 1"
+    )
+    columns = [c[0] for c in execute(built, "SELECT column_name FROM information_schema.columns "
+                                             "WHERE table_schema = 'raw' AND table_name = 'binance_klines' "
+                                             "ORDER BY ordinal_position")]  # fmt: skip
+    execute(built, "DELETE FROM raw.binance_klines WHERE symbol = 'BTCUSDT' AND open_time = %s", (row[0][2],))
+    try:
+        run = outcomes(quality.run_checks(built, layers=("raw", "silver"), now=NOW))
+    finally:
+        placeholders = ", ".join(["%s"] * len(columns))
+        execute(
+            built, f"INSERT INTO raw.binance_klines ({', '.join(columns)}) VALUES ({placeholders})", row[0]
+        )
+    assert run["every tracked symbol has the latest closed hour"] == ("fail", 1.0)
+    assert run["raw -> silver candle counts reconcile"] == ("fail", 1.0)
+    assert run["bronze rows equal raw rows per load id (binance_klines)"] == ("fail", 1.0)
+
+
+def test_duplicate_in_silver_fails_the_grain_check(built):
+    physical = execute(built, "SELECT definition FROM pg_views WHERE schemaname = 'silver' "
+                              "AND viewname = 'stg_binance__ohlcv'")[0][0]  # fmt: skip
+    table = physical.split("FROM ")[-1].strip().rstrip(";").split()[0]
+    with fault(
+        built,
+        f"INSERT INTO {table} SELECT * FROM {table} WHERE symbol = 'ETHUSDT' ORDER BY open_time LIMIT 2",
+        f"DELETE FROM {table} a USING {table} b WHERE a.ctid > b.ctid AND a.symbol = b.symbol "
+        "AND a.open_time = b.open_time",
+    ):
+        run = outcomes(quality.run_checks(built, layers=("silver",), now=NOW))
+    assert run["no duplicate (symbol, open_time) in silver"] == ("fail", 2.0)
+
+
+def test_orphan_symbol_fails_referential_integrity(built):
+    physical = execute(built, "SELECT definition FROM pg_views WHERE schemaname = 'gold' "
+                              "AND viewname = 'dim_crypto'")[0][0]  # fmt: skip
+    table = physical.split("FROM ")[-1].strip().rstrip(";").split()[0]
+    saved = execute(built, f"SELECT * FROM {table} WHERE symbol = 'ETHUSDT'")
+    execute(built, f"DELETE FROM {table} WHERE symbol = 'ETHUSDT'")
+    try:
+        run = outcomes(quality.run_checks(built, layers=("gold",), now=NOW))
+    finally:
+        placeholders = ", ".join(["%s"] * len(saved[0]))
+        for row in saved:
+            execute(built, f"INSERT INTO {table} VALUES ({placeholders})", row)
+    assert run["every fact symbol is in dim_crypto"] == ("fail", 1.0)
+
+
+def test_bronze_raw_mismatch_fails_reconciliation(built):
+    lake = open_lake(built)
+    files = sorted(Path(lake.root, "crypto", "binance_klines").rglob("*.parquet"))
+    moved = files[0].with_name("_set_aside.parquet")  # '_' files are invisible to readers
+    files[0].rename(moved)
+    try:
+        run = outcomes(quality.run_checks(built, layers=("raw",), now=NOW))
+    finally:
+        moved.rename(files[0])
+    import pyarrow.parquet as pq
+
+    lost = pq.read_metadata(files[0]).num_rows
+    assert run["bronze rows equal raw rows per load id (binance_klines)"] == ("fail", float(lost))
