@@ -74,6 +74,9 @@ def test_clean_data_passes_every_check_and_is_recorded(built):
         (run.run_id,),
     )
     assert stored == [(len(run.results), len(run.results))]
+    from soda.telemetry.soda_telemetry import SodaTelemetry
+
+    assert SodaTelemetry.get_instance()._SodaTelemetry__send is False  # no usage statistics leave the machine
     fresh = outcomes(run)["newest closed candle is fresh (raw)"]
     assert fresh == ("pass", pytest.approx(5 * 60 + 0.001))  # the 11:00 candle closed at 11:59:59.999
 
