@@ -87,6 +87,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--symbols", type=int, default=50)
     p.add_argument("--days", type=int, default=1095)
 
+    sub.add_parser("digest", parents=[common], help="email the last 24 h summary to alerts.email_to")
+
     p = sub.add_parser("docs", parents=[common], help="write the model documentation site (offline HTML)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: docs/site)")
     return parser
@@ -212,11 +214,21 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
-    from pipelines import quality
+    from pipelines import alerts, quality
 
     run = quality.run_checks(settings, tuple(args.layer or quality.LAYERS))
     print(quality.render(run))
+    for sent in alerts.notify_check_run(settings, run):
+        print(sent)
     return 1 if run.failed else 0
+
+
+def cmd_digest(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines import alerts
+
+    ok = alerts.send_digest(settings)
+    print("digest sent" if ok else "digest not sent (see the log and ops.alerts_sent)")
+    return 0 if ok else 1
 
 
 def cmd_transform(settings: Settings, args: argparse.Namespace) -> int:
@@ -312,6 +324,7 @@ COMMANDS = {
     "demo": cmd_demo,
     "bench": cmd_bench,
     "docs": cmd_docs,
+    "digest": cmd_digest,
 }
 
 

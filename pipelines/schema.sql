@@ -63,3 +63,26 @@ CREATE TABLE IF NOT EXISTS ops.dq_results (
     PRIMARY KEY (run_id, layer, check_name)
 );
 CREATE INDEX IF NOT EXISTS dq_results_check_time ON ops.dq_results (check_name, checked_at DESC);
+
+-- Alerting (pipelines/alerts.py): one incident per check, opened on failure and resolved when it passes.
+CREATE TABLE IF NOT EXISTS ops.alert_incidents (
+    check_name   text PRIMARY KEY,
+    opened_at    timestamptz NOT NULL,
+    last_seen_at timestamptz NOT NULL,  -- the latest run in which the check failed
+    resolved_at  timestamptz,
+    status       text        NOT NULL CHECK (status IN ('open', 'resolved')),
+    last_value   double precision
+);
+
+-- Every delivery attempt series (Slack webhook or digest email), delivered or not.
+CREATE TABLE IF NOT EXISTS ops.alerts_sent (
+    id         bigserial PRIMARY KEY,
+    check_name text,                  -- the incident's check; NULL for the digest
+    kind       text        NOT NULL CHECK (kind IN ('opened', 'resolved', 'digest')),
+    channel    text        NOT NULL CHECK (channel IN ('slack', 'email')),
+    sent_at    timestamptz NOT NULL DEFAULT now(),
+    ok         boolean     NOT NULL,
+    attempts   integer     NOT NULL,
+    error      text
+);
+CREATE INDEX IF NOT EXISTS alerts_sent_time ON ops.alerts_sent (sent_at DESC);

@@ -1,0 +1,293 @@
+"""Alerts against real local servers: an HTTP receiver standing in for the Slack webhook and an aiosmtpd
+SMTP server, both on 127.0.0.1, and the session's embedded Postgres. No mocks."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import email
+import email.policy
+import json
+import logging
+import re
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from pipelines import alerts, db
+from pipelines.quality import CheckResult, CheckRun
+
+NOW = dt.datetime(2026, 3, 10, 12, 0, tzinfo=dt.UTC)
+CHECK = "newest closed candle is fresh (raw)"
+
+
+@pytest.fixture(autouse=True)
+def fast_backoff(monkeypatch):
+    monkeypatch.setattr(alerts, "BACKOFF_S", 0.01)
+
+
+class Receiver:
+    """A webhook receiver: collects POSTed JSON; answers 500 to the first `fail_first` requests."""
+
+    def __init__(self, fail_first: int = 0):
+        self.fail_first = fail_first
+        self.requests = 0
+        self.received: list[dict] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                receiver.requests += 1
+                if receiver.requests <= receiver.fail_first:
+                    self.send_response(500)
+                    self.end_headers()
+                    return
+                receiver.received.append(json.loads(body))
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/services/T000/B000/s3cr3t-hook-token"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> Receiver:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Inbox:
+    def __init__(self):
+        self.envelopes = []
+
+    async def handle_DATA(self, server, session, envelope):
+        self.envelopes.append(envelope)
+        return "250 Message accepted for delivery"
+
+
+@pytest.fixture
+def smtp_server():
+    inbox = Inbox()
+    # aiosmtpd probes its own port once started, so it needs a real one (port 0 is not supported)
+    controller = Controller(inbox, hostname="127.0.0.1", port=closed_port())
+    controller.start()
+    try:
+        yield inbox, controller.port
+    finally:
+        controller.stop()
+
+
+def with_webhook(settings, url: str):
+    return settings.model_copy(
+        update={"secrets": settings.secrets.model_copy(update={"slack_webhook_url": url})}
+    )
+
+
+def query(settings, sql, params=()):
+    with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
+        cur.execute(sql, params)
+        return cur.fetchall() if cur.description else None
+
+
+def run_of(outcome: str, value: float | None, run_id: str) -> CheckRun:
+    return CheckRun(
+        run_id,
+        [
+            CheckResult("raw", CHECK, "binance_klines", "fail", outcome, value, {}),
+            CheckResult("raw", "every raw price is positive", "binance_klines", "fail", "pass", 0.0, {}),
+        ],
+    )
+
+
+@pytest.fixture
+def settings(make_settings):
+    s = make_settings()
+    db.ensure_database(s)
+    return s
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]  # closed when the block ends: nothing listens there
+
+
+def test_failure_alerts_once_then_resolves_once(settings, caplog):
+    caplog.set_level(logging.DEBUG)
+    with Receiver() as receiver:
+        s = with_webhook(settings, receiver.url)
+        sent = alerts.notify_check_run(s, run_of("fail", 11100.0, "dq-1"), now=NOW)
+        assert len(sent) == 1 and CHECK in sent[0] and "delivered" in sent[0]
+        assert len(receiver.received) == 1
+        message = receiver.received[0]
+        header, section = message["blocks"]
+        assert header["type"] == "header" and "failing" in header["text"]["text"]
+        fields = "\n".join(f["text"] for f in section["fields"])
+        assert section["type"] == "section"
+        assert CHECK in fields and "11100" in fields and "raw.binance_klines" in fields and "dq-1" in fields
+
+        # still failing in two more runs: nothing more is sent, the incident stays open and is updated
+        for i, later in enumerate((NOW + dt.timedelta(hours=1), NOW + dt.timedelta(hours=2)), start=2):
+            assert alerts.notify_check_run(s, run_of("error", 14000.0 + i, f"dq-{i}"), now=later) == []
+        assert len(receiver.received) == 1
+        assert query(s, "SELECT status, opened_at, last_seen_at, last_value FROM ops.alert_incidents") == [
+            ("open", NOW, NOW + dt.timedelta(hours=2), 14003.0)
+        ]
+
+        resolved_at = NOW + dt.timedelta(hours=3)
+        sent = alerts.notify_check_run(s, run_of("pass", 300.0, "dq-4"), now=resolved_at)
+        assert len(sent) == 1 and "resolved" in sent[0]
+        assert len(receiver.received) == 2
+        resolved = receiver.received[1]
+        assert "resolved" in resolved["blocks"][0]["text"]["text"]
+        assert CHECK in json.dumps(resolved["blocks"][1])
+        assert alerts.notify_check_run(s, run_of("pass", 300.0, "dq-5"), now=resolved_at) == []
+        assert len(receiver.received) == 2
+        assert query(s, "SELECT status, resolved_at FROM ops.alert_incidents") == [("resolved", resolved_at)]
+
+        # failing again later opens a new incident and alerts again
+        assert len(alerts.notify_check_run(s, run_of("fail", 9000.0, "dq-6"), now=resolved_at)) == 1
+        assert len(receiver.received) == 3
+
+    log = query(s, "SELECT check_name, kind, channel, ok, attempts, error FROM ops.alerts_sent ORDER BY id")
+    assert log == [
+        (CHECK, "opened", "slack", True, 1, None),
+        (CHECK, "resolved", "slack", True, 1, None),
+        (CHECK, "opened", "slack", True, 1, None),
+    ]
+    assert receiver.url not in caplog.text and "s3cr3t-hook-token" not in caplog.text
+
+
+def test_5xx_is_retried_until_delivered(settings, caplog):
+    caplog.set_level(logging.DEBUG)
+    with Receiver(fail_first=2) as receiver:
+        s = with_webhook(settings, receiver.url)
+        assert alerts.send_slack(s, {"text": "hello"}, check_name=CHECK, kind="opened") is True
+    assert receiver.requests == 3
+    assert receiver.received == [{"text": "hello"}]
+    assert query(s, "SELECT ok, attempts, error FROM ops.alerts_sent") == [(True, 3, None)]
+    assert "s3cr3t-hook-token" not in caplog.text
+
+
+def test_receiver_down_returns_false_records_and_does_not_raise(settings, caplog):
+    caplog.set_level(logging.DEBUG)
+    url = f"http://127.0.0.1:{closed_port()}/services/T000/B000/s3cr3t-hook-token"
+    s = with_webhook(settings, url)
+    assert alerts.send_slack(s, {"text": "hello"}, check_name=CHECK, kind="opened") is False
+    [(ok, attempts, error)] = query(s, "SELECT ok, attempts, error FROM ops.alerts_sent")
+    assert ok is False and attempts == 3 and error
+    assert "s3cr3t-hook-token" not in error
+    # the check run carries on: the incident is opened even though the message could not be delivered
+    sent = alerts.notify_check_run(s, run_of("fail", 1.0, "dq-1"), now=NOW)
+    assert len(sent) == 1 and "FAILED" in sent[0]
+    assert query(s, "SELECT status FROM ops.alert_incidents") == [("open",)]
+    assert "not delivered" in caplog.text
+    assert url not in caplog.text and "s3cr3t-hook-token" not in caplog.text
+
+
+def test_no_webhook_configured_skips_quietly(settings, caplog):
+    caplog.set_level(logging.INFO)
+    assert alerts.send_slack(settings, {"text": "hello"}) is False
+    assert "not configured" in caplog.text
+    assert query(settings, "SELECT count(*) FROM ops.alerts_sent") == [(0,)]
+
+
+def seed(settings):
+    hour = dt.timedelta(hours=1)
+    runs = [  # run_id, source, started, status, rows_raw
+        ("r1", "binance", NOW - 2 * hour, "success", 1200),
+        ("r2", "binance", NOW - 5 * hour, "success", 345),
+        ("r3", "binance", NOW - 6 * hour, "failed", 0),
+        ("r4", "coingecko", NOW - 3 * hour, "success", 100),
+        ("r5", "binance", NOW - 30 * hour, "success", 99999),  # older than 24 h: not counted
+    ]
+    for run_id, source, started, status, rows in runs:
+        query(
+            settings,
+            "INSERT INTO ops.pipeline_runs (run_id, source, command, started_at, status, rows_raw) "
+            "VALUES (%s, %s, 'ingest', %s, %s, %s)",
+            (run_id, source, started, status, rows),
+        )
+    results = [  # run_id, check, outcome, value, when
+        ("dq-1", "every raw price is positive", "fail", -7.5, NOW - 4 * hour),
+        ("dq-2", "every raw price is positive", "fail", -3.25, NOW - hour),
+        ("dq-2", "market snapshot is fresh", "pass", 10.0, NOW - hour),
+        ("dq-0", "ancient failure", "fail", 1.0, NOW - 48 * hour),
+    ]
+    for run_id, check, outcome, value, when in results:
+        query(
+            settings,
+            "INSERT INTO ops.dq_results (run_id, layer, check_name, table_name, level, outcome, "
+            "measured_value, checked_at) VALUES (%s, 'raw', %s, 'binance_klines', 'fail', %s, %s, %s)",
+            (run_id, check, outcome, value, when),
+        )
+    for i, replayed in enumerate([None, None, None, NOW]):
+        query(
+            settings,
+            "INSERT INTO raw.dead_letter (source, table_name, natural_key, payload, reason, load_id, "
+            "replayed_at) VALUES ('coingecko', 'coingecko_markets', %s, '{}', 'bad', 'l1', %s)",
+            (f"k{i}", replayed),
+        )
+    query(settings, "CREATE TABLE raw.fear_greed (ts timestamptz, value int)")
+    query(settings, "INSERT INTO raw.fear_greed VALUES (%s, 50)", (NOW - dt.timedelta(hours=26),))
+
+
+def test_digest_arrives_as_text_and_html_with_the_numbers(make_settings, smtp_server, caplog):
+    inbox, port = smtp_server
+    s = make_settings(
+        alerts={
+            "smtp_host": "127.0.0.1",
+            "smtp_port": port,
+            "email_to": ["ops@example.com", "data@example.com"],
+            "email_from": "cryptoflow@example.com",
+        }
+    )
+    db.ensure_database(s)
+    seed(s)
+    assert alerts.send_digest(s, now=NOW) is True
+
+    [envelope] = inbox.envelopes
+    assert envelope.mail_from == "cryptoflow@example.com"
+    assert envelope.rcpt_tos == ["ops@example.com", "data@example.com"]
+    message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+    assert message["Subject"] == (
+        "[cryptoflow] digest 2026-03-10 12:00 UTC: 1 failed runs, 1 failed checks, 3 dead letters pending"
+    )
+    assert message["To"] == "ops@example.com, data@example.com"
+    assert message.get_content_type() == "multipart/alternative"
+    text = message.get_body(("plain",)).get_content()
+    html = message.get_body(("html",)).get_content()
+    for body in (text, html):
+        assert "rows loaded" in body and "1645" in body  # 1200 + 345 + 0 + 100 in the last 24 h
+        assert "99999" not in body and "ancient failure" not in body
+        assert "every raw price is positive" in body and "-3.25" in body  # the latest value
+        assert "raw.fear_greed" in body and "26.0" in body  # hours since the newest row
+        assert "raw.binance_klines" in body and "no rows" in body
+    assert re.search(r"binance\s+failed\s+1\s+0\s", text)
+    assert re.search(r"binance\s+success\s+2\s+1545\s", text)
+    assert re.search(r"coingecko\s+success\s+1\s+100\s", text)
+    assert re.search(r"coingecko\s+3\s", text)  # pending dead letters (the replayed one is not counted)
+    assert "<td>coingecko</td><td>3</td>" in html
+    assert query(s, "SELECT kind, channel, ok, attempts FROM ops.alerts_sent") == [
+        ("digest", "email", True, 1)
+    ]
+
+
+def test_digest_with_mail_server_down_returns_false(make_settings, caplog):
+    s = make_settings(alerts={"smtp_host": "127.0.0.1", "smtp_port": closed_port(), "email_to": ["a@b.c"]})
+    db.ensure_database(s)
+    assert alerts.send_digest(s, now=NOW) is False
+    [(ok, attempts, error)] = query(s, "SELECT ok, attempts, error FROM ops.alerts_sent")
+    assert ok is False and attempts == 3 and "Connection" in error
