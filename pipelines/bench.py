@@ -46,7 +46,7 @@ def sandbox_process(seed: int):
     """A `cryptoflow sandbox` in a child process; yields its base URL."""
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipelines.cli", "sandbox", "--port", str(port)],
+        [sys.executable, "-m", "pipelines.cli", "sandbox", "--port", str(port), "--seed", str(seed)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

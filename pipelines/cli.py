@@ -51,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sandbox", parents=[common], help="serve the three APIs offline (synthetic markets)")
     p.add_argument("--port", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None, help="market seed (default: sandbox.seed)")
 
     p = sub.add_parser("ingest", parents=[common, sandboxed], help="incremental ingest")
     p.add_argument("what", nargs="?", default="all", choices=["ohlcv", "markets", "fear-greed", "all"])
@@ -246,7 +247,8 @@ def cmd_transform(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_sandbox(settings: Settings, args: argparse.Namespace) -> int:
     from pipelines.sandbox import serve
 
-    serve(port=settings.sandbox.port if args.port is None else args.port, seed=settings.sandbox.seed)
+    port = settings.sandbox.port if args.port is None else args.port
+    serve(port=port, seed=settings.sandbox.seed if args.seed is None else args.seed)
     return 0
 
 

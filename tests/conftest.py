@@ -35,20 +35,25 @@ def pg_dir(tmp_path_factory: pytest.TempPathFactory):
     db.stop_embedded(settings)
 
 
-@pytest.fixture
-def make_settings(tmp_path: Path, pg_dir: Path):
-    """Settings for one test: its own database, bronze folder and dlt state; extra overrides merged in."""
+@pytest.fixture(scope="session")
+def settings_in(pg_dir: Path):
+    """A factory: settings rooted in a folder, with their own database on the session's server."""
     from pipelines.settings import load_settings
 
-    def make(**sections: dict):
+    def make(root: Path, **sections: dict):
         overrides: dict[str, dict] = {
             "database": {"embedded_dir": str(pg_dir), "name": f"t_{uuid.uuid4().hex[:10]}"},
-            "storage": {"bronze_url": str(tmp_path / "bronze")},
+            "storage": {"bronze_url": str(root / "bronze")},
             "universe": {"mode": "pinned", "symbols": ["BTCUSDT", "ETHUSDT"]},
         }
         for section, values in sections.items():
             overrides.setdefault(section, {}).update(values)
-        settings = load_settings(environ={}, overrides=overrides)
-        return settings.model_copy(update={"project_dir": tmp_path})
+        return load_settings(environ={}, overrides=overrides).model_copy(update={"project_dir": root})
 
     return make
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, settings_in):
+    """Settings for one test: its own database, bronze folder and dlt state; extra overrides merged in."""
+    return lambda **sections: settings_in(tmp_path, **sections)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import uuid
 from pathlib import Path
 
 import pytest
@@ -22,17 +21,12 @@ SYMBOLS = ["BTCUSDT", "ETHUSDT"]
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory, pg_dir):
-    from pipelines.settings import load_settings
-
-    root = tmp_path_factory.mktemp("quality")
-    overrides = {
-        "database": {"embedded_dir": str(pg_dir), "name": f"t_{uuid.uuid4().hex[:10]}"},
-        "storage": {"bronze_url": str(root / "bronze")},
-        "universe": {"mode": "pinned", "symbols": SYMBOLS},
-        "checks": {"expected_market_coins": 50},
-    }
-    settings = load_settings(environ={}, overrides=overrides).model_copy(update={"project_dir": root})
+def built(tmp_path_factory, settings_in):
+    settings = settings_in(
+        tmp_path_factory.mktemp("quality"),
+        universe={"symbols": SYMBOLS},
+        checks={"expected_market_coins": 50},
+    )
     with SandboxServer(seed=3, now_ms=NOW_MS) as sandbox:
         active = sandboxed(settings, sandbox)
         delivery.ingest_ohlcv(active, days=5)

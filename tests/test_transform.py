@@ -34,19 +34,9 @@ def query_df(settings, sql: str) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory, pg_dir):
+def built(tmp_path_factory, settings_in):
     """Ingest 3 symbols x 40 days (ETH with a 5-hour exchange outage), then build silver and gold."""
-    import uuid
-
-    from pipelines.settings import load_settings
-
-    root = tmp_path_factory.mktemp("transform")
-    overrides = {
-        "database": {"embedded_dir": str(pg_dir), "name": f"t_{uuid.uuid4().hex[:10]}"},
-        "storage": {"bronze_url": str(root / "bronze")},
-        "universe": {"mode": "pinned", "symbols": SYMBOLS},
-    }
-    settings = load_settings(environ={}, overrides=overrides).model_copy(update={"project_dir": root})
+    settings = settings_in(tmp_path_factory.mktemp("transform"), universe={"symbols": SYMBOLS})
     outage = LAST_CLOSED - 100 * HOUR
     with SandboxServer(seed=7, now_ms=NOW_MS) as sandbox:
         sandbox.set_fault(
