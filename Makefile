@@ -4,10 +4,11 @@ PYTHON ?= python3
 UV_HOME := .cryptoflow/tools
 UV := $(UV_HOME)/bin/uv
 VENV := .venv
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export RUNTIME__DLTHUB_TELEMETRY := false
 export SQLMESH__DISABLE_ANONYMIZED_ANALYTICS := true
 
-.PHONY: install demo test lint format bench docs clean
+.PHONY: install tools demo test lint format bench docs clean
 
 $(UV):
 	@mkdir -p $(UV_HOME)
@@ -22,7 +23,15 @@ install: $(VENV)/.installed
 demo: install
 	$(VENV)/bin/cryptoflow demo
 
-test: install
+# Test-only system tools from Debian's packages: promtool/amtool check monitoring/ (tests/test_monitoring.py).
+tools:
+	@command -v promtool >/dev/null || { \
+	  command -v apt-get >/dev/null || { echo "promtool missing: install Prometheus (it ships promtool)" >&2; exit 1; }; \
+	  echo "installing Debian's prometheus + prometheus-alertmanager (promtool, amtool) for the tests"; \
+	  $(SUDO) apt-get install -y --no-install-recommends prometheus prometheus-alertmanager >/dev/null \
+	  || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y --no-install-recommends prometheus prometheus-alertmanager >/dev/null; }; }
+
+test: install tools
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	@$(VENV)/bin/pytest $(PYTEST_ARGS); rc=$$?; \

@@ -10,6 +10,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 from pipelines.settings import ConfigError, Settings, load_settings
 
@@ -73,6 +74,15 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("transform", parents=[common], help="SQLMesh plan (auto-applied) and run")
     p.add_argument("--env", default="prod", help="SQLMesh environment (default: prod; e.g. dev)")
 
+    sub.add_parser(
+        "up", parents=[common], help="start the stack: embedded Postgres, Airflow, metrics (and sandbox)"
+    )
+    sub.add_parser("down", parents=[common], help="stop what `cryptoflow up` started")
+
+    p = sub.add_parser("metrics", parents=[common], help="serve Prometheus metrics (ops tables, freshness)")
+    p.add_argument("--port", type=int, default=None, help="default: services.metrics_port")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 in a container)")
+
     p = sub.add_parser("dlq", parents=[common], help="the dead letter queue")
     p.add_argument("action", choices=["list", "replay"])
     p.add_argument("--id", type=int, nargs="+", dest="ids", help="replay only these ids")
@@ -110,14 +120,7 @@ def _maybe_sandbox(settings: Settings, enabled: bool) -> Iterator[Settings]:
 
 def sandboxed(settings: Settings, server) -> Settings:
     """A copy of settings whose sources point at a running SandboxServer."""
-    sources = settings.sources.model_copy(
-        update={
-            "binance": settings.sources.binance.model_copy(update={"base_url": server.binance_url}),
-            "coingecko": settings.sources.coingecko.model_copy(update={"base_url": server.coingecko_url}),
-            "fear_greed": settings.sources.fear_greed.model_copy(update={"base_url": server.fear_greed_url}),
-        }
-    )
-    return settings.model_copy(update={"sources": sources})
+    return settings.with_sandbox(server.url)
 
 
 def _progress() -> tuple[Callable[[int, int], None], Callable[[], None]]:
@@ -170,7 +173,7 @@ def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
-    from pipelines import delivery
+    from pipelines import alerts, delivery
 
     steps = {
         "ohlcv": delivery.ingest_ohlcv,
@@ -180,14 +183,15 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     chosen = list(steps) if args.what == "all" else [args.what]
     with _maybe_sandbox(settings, args.sandbox) as active:
         for name in chosen:
-            _print_summary(steps[name](active, command=f"ingest {name}"))
+            with alerts.alerting(settings, f"ingest {name}"):
+                _print_summary(steps[name](active, command=f"ingest {name}"))
     return 0
 
 
 def cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
-    from pipelines import delivery
+    from pipelines import alerts, delivery
 
-    with _maybe_sandbox(settings, args.sandbox) as active:
+    with _maybe_sandbox(settings, args.sandbox) as active, alerts.alerting(settings, "backfill"):
         update, stop = _progress()
         try:
             summary = delivery.ingest_ohlcv(
@@ -217,7 +221,8 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
     from pipelines import alerts, quality
 
-    run = quality.run_checks(settings, tuple(args.layer or quality.LAYERS))
+    with alerts.alerting(settings, "check"):  # the scan itself broke; failing checks alert below
+        run = quality.run_checks(settings, tuple(args.layer or quality.LAYERS))
     print(quality.render(run))
     for sent in alerts.notify_check_run(settings, run):
         print(sent)
@@ -233,9 +238,11 @@ def cmd_digest(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_transform(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines import alerts
     from pipelines.transform import transform
 
-    summary = transform(settings, args.env)
+    with alerts.alerting(settings, f"transform {args.env}"):
+        summary = transform(settings, args.env)
     changed = ", ".join(summary.changed_models) or "none"
     print(
         f"transform '{summary.environment}': plan {summary.plan_s:.1f} s (changed models: {changed}), "
@@ -249,6 +256,40 @@ def cmd_sandbox(settings: Settings, args: argparse.Namespace) -> int:
 
     port = settings.sandbox.port if args.port is None else args.port
     serve(port=port, seed=settings.sandbox.seed if args.seed is None else args.seed)
+    return 0
+
+
+def _config_file(args: argparse.Namespace) -> Path:
+    import os
+
+    return Path(
+        getattr(args, "config", None) or os.environ.get("CRYPTOFLOW_CONFIG") or "config.yaml"
+    ).resolve()
+
+
+def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines import services
+
+    print("starting the stack (the first start migrates Airflow's database: about a minute) ...")
+    for line in services.up(settings, _config_file(args)):
+        print(line)
+    return 0
+
+
+def cmd_down(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines import services
+
+    stopped = services.down(settings)
+    print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+    return 0
+
+
+def cmd_metrics(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines import metrics
+
+    port = settings.services.metrics_port if args.port is None else args.port
+    print(f"Prometheus metrics on http://{args.host}:{port}/metrics (Ctrl-C to stop)", file=sys.stderr)
+    metrics.serve(settings, args.host, port)
     return 0
 
 
@@ -304,7 +345,6 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_docs(settings: Settings, args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from pipelines.docs import build_docs
 
@@ -327,6 +367,9 @@ COMMANDS = {
     "bench": cmd_bench,
     "docs": cmd_docs,
     "digest": cmd_digest,
+    "metrics": cmd_metrics,
+    "up": cmd_up,
+    "down": cmd_down,
 }
 
 

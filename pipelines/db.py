@@ -135,6 +135,45 @@ def _bootstrap(admin_uri: str, settings: Settings) -> None:
         conn.close()  # releases the session lock
 
 
+AIRFLOW_ROLE = "airflow"
+
+
+def airflow_metadata_url(settings: Settings) -> str:
+    """Embedded mode: Airflow's metadata database `airflow` (own role, own database) on the same server,
+    as a SQLAlchemy URL. Created on first use; the password is generated and kept with the others."""
+    import pgserver
+
+    if not settings.database.embedded:
+        raise DatabaseUnavailable(
+            "database.url is set: give Airflow its metadata database with AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"
+        )
+    start_embedded(settings)
+    path = _credentials_file(settings)
+    stored = json.loads(path.read_text())
+    if AIRFLOW_ROLE not in stored:
+        stored[AIRFLOW_ROLE] = secrets.token_urlsafe(18)
+        path.write_text(json.dumps(stored))
+    password = stored[AIRFLOW_ROLE]
+    conn = psycopg2.connect(pgserver.get_server(_datadir(settings), cleanup_mode=None).get_uri())
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_lock(%s)", (_lock_key("cryptoflow:bootstrap"),))
+            cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (AIRFLOW_ROLE,))
+            verb = "ALTER" if cur.fetchone() else "CREATE"
+            cur.execute(f'{verb} ROLE "{AIRFLOW_ROLE}" LOGIN PASSWORD %s', (password,))
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (AIRFLOW_ROLE,))
+            if not cur.fetchone():
+                cur.execute(f'CREATE DATABASE "{AIRFLOW_ROLE}" OWNER "{AIRFLOW_ROLE}"')
+    finally:
+        conn.close()
+    socket_dir = embedded_status(settings).socket_dir
+    return (
+        f"postgresql+psycopg2://{AIRFLOW_ROLE}:{quote(password, safe='')}@localhost/{AIRFLOW_ROLE}"
+        f"?host={socket_dir}"
+    )
+
+
 def _with_database(uri: str, name: str) -> str:
     parts = urlsplit(uri)
     return parts._replace(path=f"/{name}").geturl()

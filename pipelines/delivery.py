@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 
 from pipelines import db
 from pipelines.bronze import delete_load, open_lake, settle_bronze, write_bronze
-from pipelines.errors import root_cause
+from pipelines.errors import UniverseError, root_cause
 from pipelines.http import ApiClient, client_for
 from pipelines.observability import RunRecord
 from pipelines.settings import Settings, validate_symbol
@@ -46,13 +46,12 @@ from pipelines.sources.fear_greed import fear_greed_source
 from pipelines.sources.fear_greed import settings as fg
 
 os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")  # no usage reporting from dlt, ever
+# dlt imports Airflow whenever it is installed, to read secrets from an Airflow Variable: that writes
+# ~/airflow/airflow.db outside a task and is a metadata-database call inside one. Our config is config.yaml.
+os.environ.setdefault("PROVIDERS__ENABLE_AIRFLOW_SECRETS", "false")
 log = logging.getLogger(__name__)
 HOUR_MS = 3_600_000
 Progress = Callable[[int, int], None]
-
-
-class UniverseError(Exception):
-    """A requested symbol is not a TRADING Binance pair (or the universe came out empty)."""
 
 
 @dataclass(frozen=True)
@@ -216,6 +215,8 @@ def _run(settings: Settings, source: str, command: str):
             yield run
         except BaseException as exc:
             run.finish(exc)
+            with contextlib.suppress(AttributeError):
+                exc.run_id = run.run_id  # for the alert (pipelines.alerts.alerting)
             raise
         run.finish()
 

@@ -6,6 +6,11 @@ from pipelines.db import DatabaseUnavailable, LockBusy
 from pipelines.http import ApiError
 from pipelines.settings import ConfigError
 
+
+class UniverseError(Exception):
+    """A requested symbol is not a TRADING Binance pair (or the universe came out empty)."""
+
+
 USER_ERRORS = (ApiError, DatabaseUnavailable, LockBusy, ConfigError, ValueError)
 
 
@@ -22,11 +27,11 @@ def root_cause(exc: BaseException) -> BaseException:
 
 
 def user_facing(exc: BaseException) -> str | None:
-    from pipelines.delivery import UniverseError
+    from pipelines.services import ServiceError
     from pipelines.transform import TransformError
 
     cause = root_cause(exc)
-    if isinstance(cause, (*USER_ERRORS, UniverseError, TransformError)) and type(cause).__module__.startswith(
+    if isinstance(cause, (*USER_ERRORS, UniverseError, TransformError, ServiceError)) and type(cause).__module__.startswith(
         "pipelines"
     ):
         return str(cause)

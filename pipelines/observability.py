@@ -118,8 +118,8 @@ class RunRecord:
         self._write("running", None)
         return self
 
-    def finish(self, error: BaseException | None = None) -> None:
-        status = "failed" if error else "success"
+    def finish(self, error: BaseException | None = None, status: str | None = None) -> None:
+        status = status or ("failed" if error else "success")
         message = f"{type(error).__name__}: {error}" if error else None
         try:
             self._write(status, message)
@@ -128,7 +128,7 @@ class RunRecord:
                 "could not record the run outcome", extra={"run_id": self.run_id}
             )
         logging.getLogger(__name__).log(
-            logging.ERROR if error else logging.INFO,
+            logging.ERROR if status == "failed" else logging.WARNING if error else logging.INFO,
             f"run {status}",
             extra={
                 "run_id": self.run_id,

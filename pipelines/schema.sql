@@ -26,7 +26,7 @@ CREATE TABLE IF NOT EXISTS ops.pipeline_runs (
     started_at    timestamptz NOT NULL,
     finished_at   timestamptz,
     duration_s    double precision,
-    status        text        NOT NULL,  -- running | success | failed
+    status        text        NOT NULL,  -- running | success | failed | up_for_retry (an Airflow try)
     rows_extracted bigint     NOT NULL DEFAULT 0,
     rows_bronze   bigint      NOT NULL DEFAULT 0,
     rows_raw      bigint      NOT NULL DEFAULT 0,

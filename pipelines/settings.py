@@ -179,6 +179,35 @@ class Alerts(_Strict):
     smtp_starttls: bool = False
 
 
+class Orchestration(_Strict):
+    """How Airflow runs the pipeline's tasks (airflow/dags/)."""
+
+    retries: int = Field(3, ge=0, le=20)
+    retry_delay_s: float = Field(60, gt=0)
+    retry_max_delay_s: float = Field(900, gt=0)
+    lock_wait_s: float = Field(1800, ge=0, le=86400)  # a task waits this long for a running step of its kind
+    backfill_batch_size: int = Field(10, ge=1, le=500)
+    ohlcv_schedule: str = "1 * * * *"  # cron, UTC: a minute after each hour closes
+    market_data_schedule: str = "10 0 * * *"  # after the Fear & Greed index's daily update at 00:00 UTC
+    digest_schedule: str = "0 7 * * *"
+
+    @field_validator("ohlcv_schedule", "market_data_schedule", "digest_schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        if not re.fullmatch(r"(\S+\s+){4}\S+|@(hourly|daily|weekly|monthly)", value.strip()):
+            raise ValueError("must be a 5-field cron expression (UTC), e.g. '1 * * * *', or @hourly/@daily")
+        return value.strip()
+
+
+class Services(_Strict):
+    """The long-running processes `cryptoflow up` starts on this machine."""
+
+    airflow_home: str = ".cryptoflow/airflow"
+    airflow_port: int = Field(18080, ge=1, le=65535)
+    metrics_port: int = Field(9108, ge=1, le=65535)
+    dashboard_port: int = Field(8501, ge=1, le=65535)
+
+
 class Secrets(_Strict):
     """Credentials from the environment only; repr hides them so they never reach a log line."""
 
@@ -200,6 +229,8 @@ class Settings(_Strict):
     sandbox: Sandbox = Field(default_factory=Sandbox)
     checks: Checks = Field(default_factory=Checks)
     alerts: Alerts = Field(default_factory=Alerts)
+    orchestration: Orchestration = Field(default_factory=Orchestration)
+    services: Services = Field(default_factory=Services)
     secrets: Secrets = Field(default_factory=Secrets)
     project_dir: Path = Field(default_factory=Path.cwd)
 
@@ -211,6 +242,17 @@ class Settings(_Strict):
     @property
     def state_dir(self) -> Path:
         return self.path(".cryptoflow")
+
+    def with_sandbox(self, url: str) -> Settings:
+        """A copy whose three sources point at a sandbox served at url (e.g. http://127.0.0.1:8765)."""
+        sources = self.sources.model_copy(
+            update={
+                "binance": self.sources.binance.model_copy(update={"base_url": f"{url}/binance"}),
+                "coingecko": self.sources.coingecko.model_copy(update={"base_url": f"{url}/coingecko"}),
+                "fear_greed": self.sources.fear_greed.model_copy(update={"base_url": f"{url}/alternative"}),
+            }
+        )
+        return self.model_copy(update={"sources": sources})
 
 
 def _describe_allowed(error: dict[str, Any]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -30,6 +31,7 @@ class TransformSummary:
     plan_s: float
     run_s: float
     changed_models: list[str]
+    run_id: str = ""
 
 
 def sqlmesh_config(settings: Settings) -> Any:
@@ -98,28 +100,47 @@ def transform(
     from sqlmesh.core.console import get_console
     from sqlmesh.utils.errors import SQLMeshError
 
+    from pipelines.observability import RunRecord
+
+    db.ensure_database(settings)
     with db.advisory_lock(settings, LOCK, wait_s=wait_s):
-        _require_raw_tables(settings)
-        ctx = context(settings)
-        get_console().failures.clear()
+        run = RunRecord(settings, "sqlmesh", f"transform {environment}").start()
         try:
-            started = time.perf_counter()
-            plan = ctx.plan(
-                environment,
-                auto_apply=True,
-                no_prompts=True,
-                execution_time=execution_time,
-                test_changed_only=True,  # the changed models' unit tests; `make test` runs them all
-            )
-            plan_s = time.perf_counter() - started
-            started = time.perf_counter()
-            status = ctx.run(environment, execution_time=execution_time)
-            run_s = time.perf_counter() - started
-        except SQLMeshError as exc:
-            raise TransformError(_failure_message(settings, environment, str(exc))) from None
-        if status.is_failure:
-            raise TransformError(_failure_message(settings, environment, "sqlmesh run failed"))
-    changed = sorted(s.name for s in plan.new_snapshots)
+            _require_raw_tables(settings)
+            newest_before = gold_newest_close(settings, environment)
+            ctx = context(settings)
+            get_console().failures.clear()
+            try:
+                started = time.perf_counter()
+                plan = ctx.plan(
+                    environment,
+                    auto_apply=True,
+                    no_prompts=True,
+                    execution_time=execution_time,
+                    test_changed_only=True,  # the changed models' unit tests; `make test` runs them all
+                )
+                plan_s = time.perf_counter() - started
+                started = time.perf_counter()
+                status = ctx.run(environment, execution_time=execution_time)
+                run_s = time.perf_counter() - started
+            except SQLMeshError as exc:
+                raise TransformError(_failure_message(settings, environment, str(exc))) from None
+            if status.is_failure:
+                raise TransformError(_failure_message(settings, environment, "sqlmesh run failed"))
+            changed = sorted(s.name for s in plan.new_snapshots)
+            run.details = {
+                "environment": environment,
+                "plan_s": round(plan_s, 3),
+                "run_s": round(run_s, 3),
+                "changed": changed,
+                **_latency(newest_before, gold_newest_close(settings, environment)),
+            }
+        except BaseException as exc:
+            run.finish(exc)
+            with contextlib.suppress(AttributeError):
+                exc.run_id = run.run_id  # for the alert (pipelines.alerts.alerting)
+            raise
+        run.finish()
     log.info(
         "transform done",
         extra={
@@ -127,9 +148,30 @@ def transform(
             "plan_s": round(plan_s, 2),
             "run_s": round(run_s, 2),
             "changed": changed,
+            "run_id": run.run_id,
         },
     )
-    return TransformSummary(environment, plan_s, run_s, changed)
+    return TransformSummary(environment, plan_s, run_s, changed, run.run_id)
+
+
+def gold_newest_close(settings: Settings, environment: str = "prod") -> dt.datetime | None:
+    """Close time of the newest candle in gold.fct_prices (of that environment); None before the first build."""
+    schema = "gold" if environment == "prod" else f"gold__{environment}"
+    with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
+        cur.execute("SELECT to_regclass(%s)", (f"{schema}.fct_prices",))
+        if cur.fetchone()[0] is None:
+            return None
+        cur.execute(f'SELECT max(open_time) FROM "{schema}".fct_prices')
+        newest = cur.fetchone()[0]
+    return None if newest is None else newest.astimezone(dt.UTC) + dt.timedelta(hours=1)
+
+
+def _latency(before: dt.datetime | None, after: dt.datetime | None) -> dict[str, Any]:
+    """End-to-end latency of the newest candle this run brought into gold: from its close to now."""
+    if after is None or (before is not None and after <= before):
+        return {}  # nothing new reached gold: no latency to report
+    latency = (dt.datetime.now(dt.UTC) - after).total_seconds()
+    return {"gold_newest_close": after.isoformat(), "latency_s": round(latency, 3)}
 
 
 def _failure_message(settings: Settings, environment: str, headline: str, samples: int = 5) -> str:
@@ -162,8 +204,6 @@ def _causes(error: BaseException) -> list[BaseException]:
 
 def _sample_rows(settings: Settings, audit_sql: str, samples: int) -> list[str]:
     """A few of the rows an audit query returns (a courtesy: the failure itself is already reported)."""
-    import contextlib
-
     try:
         with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
             cur.execute(f"SELECT * FROM ({audit_sql}) AS failed LIMIT {samples}")
@@ -177,8 +217,6 @@ RAW_TABLES = {"binance_klines": "ohlcv", "coingecko_markets": "markets", "fear_g
 
 
 def _require_raw_tables(settings: Settings) -> None:
-    import contextlib
-
     with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
         missing = []
         for table, step in RAW_TABLES.items():
@@ -193,8 +231,6 @@ def _require_raw_tables(settings: Settings) -> None:
 
 def describe_gold(settings: Settings, symbol: str = "BTCUSDT", rows: int = 5) -> str:
     """Row counts of the gold tables and the newest rows of one symbol from fct_prices."""
-    import contextlib
-
     lines = ["gold tables (synthetic sandbox data):"]
     with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
         for table in ("fct_prices", "fct_daily_summary", "fct_market_sentiment", "dim_crypto", "dim_date"):

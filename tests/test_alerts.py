@@ -291,3 +291,164 @@ def test_digest_with_mail_server_down_returns_false(make_settings, caplog):
     assert alerts.send_digest(s, now=NOW) is False
     [(ok, attempts, error)] = query(s, "SELECT ok, attempts, error FROM ops.alerts_sent")
     assert ok is False and attempts == 3 and "Connection" in error
+
+
+# --------------------------------------------------------------------------------------------- run alerts
+
+
+def test_failed_pipeline_run_alerts_once_then_recovers(make_settings, caplog):
+    """`cryptoflow ingest ohlcv` against a sandbox answering 500 to everything: the first failed run posts
+    one message naming the run, the second stays quiet, the first success after the storm posts
+    "recovered". The webhook secret never reaches a log line."""
+    import argparse
+
+    from pipelines import cli
+    from pipelines.sandbox import SandboxServer
+
+    caplog.set_level(logging.DEBUG)
+    args = argparse.Namespace(what="ohlcv", sandbox=False)
+    retries = {"max_retries": 1, "backoff_base_s": 0.01, "backoff_max_s": 0.02, "timeout_s": 2}
+    with SandboxServer(seed=42) as sandbox, Receiver() as receiver:
+        base = make_settings(sources={"binance": retries}, backfill={"days": 1})
+        s = with_webhook(cli.sandboxed(base, sandbox), receiver.url)
+        sandbox.set_fault("klines", "500")  # every klines request, until cleared
+        for _ in range(2):
+            with pytest.raises(Exception, match="HTTP 500"):
+                cli.cmd_ingest(s, args)
+        failed = query(
+            s,
+            "SELECT run_id, status FROM ops.pipeline_runs WHERE source = 'binance' ORDER BY started_at",
+        )
+        assert [status for _, status in failed] == ["failed", "failed"]
+        assert len(receiver.received) == 1
+        opened = receiver.received[0]
+        fields = "\n".join(f["text"] for f in opened["blocks"][1]["fields"])
+        assert "Pipeline run failed" in opened["blocks"][0]["text"]["text"]
+        assert "ingest ohlcv" in fields and failed[0][0] in fields and "HTTP 500" in fields
+
+        sandbox.clear_faults()
+        assert cli.cmd_ingest(s, args) == 0
+        assert len(receiver.received) == 2
+        recovered = receiver.received[1]
+        assert "recovered" in recovered["blocks"][0]["text"]["text"]
+        assert "ingest ohlcv" in json.dumps(recovered)
+        assert cli.cmd_ingest(s, args) == 0  # still fine: nothing more to say
+        assert len(receiver.received) == 2
+
+    assert query(s, "SELECT check_name, status FROM ops.alert_incidents") == [
+        ("run:ingest ohlcv", "resolved")
+    ]
+    assert query(s, "SELECT check_name, kind, ok FROM ops.alerts_sent ORDER BY id") == [
+        ("run:ingest ohlcv", "opened", True),
+        ("run:ingest ohlcv", "resolved", True),
+    ]
+    assert "s3cr3t-hook-token" not in caplog.text
+
+
+def test_run_failure_is_alerted_even_when_the_database_is_down(make_settings):
+    """No incident state without a database: the failure is announced anyway (an alert too many beats
+    silence), and notify_run does not raise."""
+    with Receiver() as receiver:
+        down = make_settings(
+            database={"url": f"postgresql://cryptoflow@127.0.0.1:{closed_port()}/cryptoflow"}
+        )
+        s = with_webhook(down, receiver.url)
+        line = alerts.notify_run(s, "ingest ohlcv", failed=True, run_id="r-1", error="database unreachable")
+        assert line is not None and "delivered" in line
+        assert alerts.notify_run(s, "ingest ohlcv", failed=False) is None  # no state: no "recovered" claim
+    [message] = receiver.received
+    assert "database unreachable" in json.dumps(message) and "r-1" in json.dumps(message)
+
+
+# --------------------------------------------------------------------------------------------- smtp auth
+
+
+@pytest.fixture
+def tls_smtp_server(tmp_path, monkeypatch):
+    """aiosmtpd with STARTTLS (a throwaway self-signed cert the client is told to trust) and AUTH
+    (PLAIN, LOGIN) accepting one user and password."""
+    import ssl
+
+    from aiosmtpd.smtp import AuthResult
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert_file, key_file)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert_file))  # the client's default context trusts our cert
+    logins = []
+
+    def authenticator(server, session, envelope, mechanism, auth_data):
+        logins.append((mechanism, auth_data.login.decode(), auth_data.password.decode()))
+        ok = (auth_data.login, auth_data.password) == (b"mailer", b"m4il-s3cret")
+        return AuthResult(success=ok, handled=False)  # aiosmtpd answers 535 itself
+
+    inbox = Inbox()
+    controller = Controller(
+        inbox,
+        hostname="127.0.0.1",
+        port=closed_port(),
+        server_hostname="localhost",
+        tls_context=server_tls,
+        require_starttls=True,
+        authenticator=authenticator,
+        auth_require_tls=True,
+    )
+    controller.start()
+    try:
+        yield inbox, controller.port, logins
+    finally:
+        controller.stop()
+
+
+def test_digest_over_starttls_with_login(make_settings, tls_smtp_server, caplog):
+    caplog.set_level(logging.DEBUG)
+    inbox, port, logins = tls_smtp_server
+    smtp = {"smtp_host": "localhost", "smtp_port": port, "email_to": ["ops@example.com"]}
+    s = make_settings(alerts={**smtp, "smtp_starttls": True, "smtp_user": "mailer"})
+    s = s.model_copy(update={"secrets": s.secrets.model_copy(update={"smtp_password": "m4il-s3cret"})})
+    db.ensure_database(s)
+    assert alerts.send_digest(s, now=NOW) is True
+    assert [login[1:] for login in logins] == [("mailer", "m4il-s3cret")]
+    [envelope] = inbox.envelopes
+    assert envelope.rcpt_tos == ["ops@example.com"]
+
+    # a wrong password is a permanent error: one attempt, recorded, never logged
+    wrong = s.model_copy(update={"secrets": s.secrets.model_copy(update={"smtp_password": "wr0ng-pw"})})
+    assert alerts.send_digest(wrong, now=NOW) is False
+    rows = query(s, "SELECT ok, attempts, error FROM ops.alerts_sent ORDER BY id")
+    assert rows[0] == (True, 1, None)
+    assert rows[1][:2] == (False, 1) and "SMTPAuthenticationError" in rows[1][2]
+    assert "m4il-s3cret" not in caplog.text and "wr0ng-pw" not in caplog.text
+    assert all("wr0ng-pw" not in (r[2] or "") for r in rows)
+
+    # without STARTTLS the server refuses to take the mail at all: a clear error, not a hang
+    plain = make_settings(alerts=smtp)
+    db.ensure_database(plain)
+    assert alerts.send_digest(plain, now=NOW) is False
+    [(ok, error)] = query(plain, "SELECT ok, error FROM ops.alerts_sent")
+    assert ok is False and "STARTTLS" in error

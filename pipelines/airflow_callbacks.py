@@ -1,0 +1,145 @@
+"""The small adapter between Airflow and the pipeline: task callbacks that write ops.pipeline_runs and alert.
+
+Every try of every task leaves one row in ops.pipeline_runs (source `airflow:<dag_id>`, command = task id,
+status success | up_for_retry | failed). A task that fails past its retries opens the incident
+`run:<dag_id>.<task_id>` and posts one Slack message; its next success posts "recovered" (see
+pipelines.alerts.notify_run). Callbacks never raise: a broken database or webhook is logged, and the task's
+own outcome stands.
+
+It also holds the DAGs' shared default_args. Airflow is imported only inside default_args(), which the
+DAG files call after importing airflow.sdk themselves; the callbacks use the context duck-typed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def default_args() -> dict[str, Any]:
+    """Every task: retries with exponential backoff from `orchestration.*` (config.yaml, read at parse time:
+    a file, no database), no retry for what a retry cannot fix (an API ban, bad config, failing checks),
+    and the callbacks below. The DAG files set each task's execution timeout."""
+    from airflow.sdk import ExceptionRetryPolicy, RetryAction, RetryRule
+
+    from pipelines.orchestration import NO_RETRY
+    from pipelines.settings import load_settings
+
+    o = load_settings().orchestration
+    return {
+        "owner": "cryptoflow",
+        "retries": o.retries,
+        "retry_delay": dt.timedelta(seconds=o.retry_delay_s),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": dt.timedelta(seconds=o.retry_max_delay_s),
+        "retry_policy": ExceptionRetryPolicy(
+            rules=[RetryRule(exception=name, action=RetryAction.FAIL) for name in NO_RETRY]
+        ),
+        "on_success_callback": on_success,
+        "on_retry_callback": on_retry,
+        "on_failure_callback": on_failure,
+    }
+
+
+def schedule(key: str) -> str:
+    """A DAG's cron from `orchestration.<key>` (config.yaml)."""
+    from pipelines.settings import load_settings
+
+    return getattr(load_settings().orchestration, key)
+
+
+def _ids(context: dict[str, Any]) -> dict[str, Any]:
+    ti = context.get("ti") or context.get("task_instance")
+    map_index = getattr(ti, "map_index", -1)
+    return {
+        "dag_id": getattr(ti, "dag_id", "?"),
+        "task_id": getattr(ti, "task_id", "?"),
+        "dag_run_id": getattr(ti, "run_id", "?"),
+        "try_number": getattr(ti, "try_number", 0) or 0,
+        "map_index": -1 if map_index is None else map_index,
+        "max_tries": getattr(ti, "max_tries", 0) or 0,
+        "start_date": getattr(ti, "start_date", None),
+        "log_url": getattr(ti, "log_url", None) if hasattr(type(ti), "log_url") else None,
+    }
+
+
+def _record(context: dict[str, Any], status: str, error: BaseException | None) -> dict[str, Any]:
+    from pipelines.observability import RunRecord
+    from pipelines.orchestration import task_settings
+
+    ids = _ids(context)
+    mapped = f"[{ids['map_index']}]" if ids["map_index"] >= 0 else ""
+    settings = task_settings()
+    run = RunRecord(
+        settings,
+        source=f"airflow:{ids['dag_id']}",
+        command=f"{ids['task_id']}{mapped}",
+        run_id=f"{ids['dag_id']}.{ids['task_id']}{mapped}:{ids['dag_run_id']}:try{ids['try_number']}",
+        retries=max(ids["try_number"] - 1, 0),
+        details={k: v for k, v in ids.items() if k not in ("start_date",) and v is not None},
+    )
+    start = ids["start_date"]
+    if isinstance(start, dt.datetime):
+        run.started = start.timestamp()
+    run.finish(error, status=status)
+    return {"settings": settings, "run_id": run.run_id, **ids}
+
+
+def _safely(name: str, context: dict[str, Any], body) -> None:
+    try:
+        body(context)
+    except Exception as exc:  # a callback must never change the task's outcome
+        log.error(
+            "airflow callback failed", extra={"callback": name, "error": f"{type(exc).__name__}: {exc}"}
+        )
+
+
+def on_success(context: dict[str, Any]) -> None:
+    def body(ctx: dict[str, Any]) -> None:
+        from pipelines.alerts import notify_run
+
+        done = _record(ctx, "success", None)
+        notify_run(
+            done["settings"], f"{done['dag_id']}.{done['task_id']}", failed=False, run_id=done["run_id"]
+        )
+
+    _safely("on_success", context, body)
+
+
+def on_retry(context: dict[str, Any]) -> None:
+    def body(ctx: dict[str, Any]) -> None:
+        _record(ctx, "up_for_retry", ctx.get("exception") or RuntimeError("task failed; retrying"))
+
+    _safely("on_retry", context, body)
+
+
+def on_failure(context: dict[str, Any]) -> None:
+    def body(ctx: dict[str, Any]) -> None:
+        from pipelines.alerts import notify_run
+        from pipelines.errors import user_facing
+
+        error = ctx.get("exception") or RuntimeError("task failed (no exception in the context)")
+        done = _record(ctx, "failed", error)
+        if getattr(error, "already_alerted", False):
+            return  # e.g. failing data-quality checks: each was announced as its own incident
+        extra = {
+            "DAG": done["dag_id"],
+            "Task": done["task_id"] + (f"[{done['map_index']}]" if done["map_index"] >= 0 else ""),
+            "Airflow run": done["dag_run_id"],
+            "Tries": str(done["try_number"]),
+        }
+        if done["log_url"]:
+            extra["Log"] = done["log_url"]
+        notify_run(
+            done["settings"],
+            f"{done['dag_id']}.{done['task_id']}",
+            failed=True,
+            run_id=done["run_id"],
+            error=user_facing(error) or f"{type(error).__name__}: {error}",
+            extra=extra,
+        )
+
+    _safely("on_failure", context, body)

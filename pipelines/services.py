@@ -1,0 +1,244 @@
+"""`cryptoflow up` / `cryptoflow down`: the whole stack on one machine, no Docker.
+
+up starts (or finds running) the embedded Postgres, gives Airflow its own metadata database on it, and
+starts as background processes: `airflow standalone` (api-server, scheduler, dag-processor, triggerer;
+LocalExecutor), the Prometheus metrics endpoint and, in sandbox mode, the API sandbox. Each one's pid is
+kept in .cryptoflow/run/<name>.json and its output in .cryptoflow/logs/<name>.log. down ends exactly
+those processes (and their children), and the embedded Postgres if up was the one that started it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from pipelines import db
+from pipelines.settings import Settings
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DAGS_FOLDER = PROJECT_ROOT / "airflow" / "dags"
+AIRFLOW_USER = "admin"
+
+
+class ServiceError(RuntimeError):
+    """A service of the stack could not be started (its log says why)."""
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    argv: list[str]
+    health_url: str
+    env: dict[str, str]
+
+
+def _bin(name: str) -> str:
+    """A console script of this environment (the venv's bin dir, next to the running interpreter)."""
+    return str(Path(sys.executable).parent / name)
+
+
+def _run_dir(settings: Settings) -> Path:
+    return settings.state_dir / "run"
+
+
+def _log_dir(settings: Settings) -> Path:
+    return settings.state_dir / "logs"
+
+
+def airflow_env(settings: Settings, config_file: Path) -> dict[str, str]:
+    """The environment `airflow standalone` and every task it runs see."""
+    port = settings.services.airflow_port
+    home = settings.path(settings.services.airflow_home)
+    return {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",  # `up` means: run the pipeline
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{AIRFLOW_USER}:admin",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": db.airflow_metadata_url(settings),
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+        "CRYPTOFLOW_CONFIG": str(config_file),
+        # standalone spawns `airflow ...` from PATH: this environment's bin first
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "RUNTIME__DLTHUB_TELEMETRY": "false",
+        "PROVIDERS__ENABLE_AIRFLOW_SECRETS": "false",
+        "SQLMESH__DISABLE_ANONYMIZED_ANALYTICS": "true",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def _services(settings: Settings, config_file: Path) -> list[Service]:
+    cfg = ["--config", str(config_file)]
+    s = settings.services
+    found = []
+    if settings.sandbox.enabled:
+        port = settings.sandbox.port
+        found.append(
+            Service(
+                "sandbox",
+                [_bin("cryptoflow"), *cfg, "sandbox", "--port", str(port)],
+                f"http://127.0.0.1:{port}/binance/api/v3/ping",
+                {},
+            )
+        )
+    found.append(
+        Service(
+            "metrics",
+            [_bin("cryptoflow"), *cfg, "metrics", "--port", str(s.metrics_port)],
+            f"http://127.0.0.1:{s.metrics_port}/metrics",
+            {},
+        )
+    )
+    found.append(
+        Service(
+            "airflow",
+            [_bin("airflow"), "standalone"],
+            f"http://127.0.0.1:{s.airflow_port}/api/v2/monitor/health",
+            airflow_env(settings, config_file),
+        )
+    )
+    return found
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=3) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def _alive(record: dict) -> psutil.Process | None:
+    """The recorded process, if it still runs and is the same process (not a recycled pid)."""
+    try:
+        proc = psutil.Process(record["pid"])
+        if abs(proc.create_time() - record["create_time"]) < 1 and proc.status() != psutil.STATUS_ZOMBIE:
+            return proc
+    except (psutil.NoSuchProcess, KeyError):
+        pass
+    return None
+
+
+def _records(settings: Settings) -> dict[str, dict]:
+    folder = _run_dir(settings)
+    if not folder.exists():
+        return {}
+    return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
+
+
+def up(settings: Settings, config_file: Path, timeout_s: float = 240) -> list[str]:
+    """Start what is not running yet; wait until each answers; return the lines to print."""
+    was_running = not settings.database.embedded or db.embedded_status(settings).running
+    db.ensure_database(settings)
+    run_dir, log_dir = _run_dir(settings), _log_dir(settings)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    state = run_dir / "up.state"
+    if not state.exists():
+        state.write_text(json.dumps({"started_db": not was_running}))
+    records = _records(settings)
+    services = _services(settings, config_file)
+    for service in services:
+        if service.name in records and _alive(records[service.name]):
+            continue
+        if _answers(service.health_url):
+            raise ServiceError(
+                f"{service.health_url} already answers, but not from a process `cryptoflow up` started: "
+                f"stop it or change its port in config.yaml (services.*, sandbox.port)"
+            )
+        log = (log_dir / f"{service.name}.log").open("ab")
+        proc = subprocess.Popen(
+            service.argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **service.env},
+            cwd=settings.project_dir,
+            start_new_session=True,  # its own process group: `down` ends it and its children
+        )
+        record = {
+            "pid": proc.pid,
+            "create_time": psutil.Process(proc.pid).create_time(),
+            "argv": service.argv,
+        }
+        (run_dir / f"{service.name}.json").write_text(json.dumps(record))
+    deadline = time.monotonic() + timeout_s
+    pending = {s.name: s for s in services}
+    problem = None
+    while pending and not problem:
+        for name, service in list(pending.items()):
+            if _answers(service.health_url):
+                del pending[name]
+            elif not _alive(_records(settings).get(name, {})):
+                problem = f"{name} exited during start-up: see {log_dir / (name + '.log')}"
+        if time.monotonic() > deadline:
+            problem = f"{', '.join(pending)} did not answer within {timeout_s:.0f} s: see the logs in {log_dir}"
+        time.sleep(0.5)
+    if problem:
+        down(settings)  # leave nothing half-started behind
+        raise ServiceError(problem)
+    return _describe(settings)
+
+
+def airflow_password(settings: Settings) -> str | None:
+    path = settings.path(settings.services.airflow_home) / "simple_auth_manager_passwords.json.generated"
+    if not path.exists():
+        return None
+    return json.loads(path.read_text()).get(AIRFLOW_USER)
+
+
+def _describe(settings: Settings) -> list[str]:
+    s = settings.services
+    lines = [
+        f"Airflow     http://127.0.0.1:{s.airflow_port}   login {AIRFLOW_USER} / {airflow_password(settings)}",
+        f"metrics     http://127.0.0.1:{s.metrics_port}/metrics",
+        f"Postgres    {db.redact(db.writer_url(settings))}",
+    ]
+    if settings.sandbox.enabled:
+        lines.append(f"sandbox     http://127.0.0.1:{settings.sandbox.port}   (synthetic market data)")
+    lines.append("dashboard   not built yet (tracked as an open issue)")
+    lines.append(f"logs        {_log_dir(settings)}/   stop everything with `cryptoflow down`")
+    return lines
+
+
+def down(settings: Settings, timeout_s: float = 30) -> list[str]:
+    """End the processes `up` started (their whole process trees), then the embedded Postgres if `up`
+    started it. Returns what was stopped."""
+    stopped = []
+    procs: list[psutil.Process] = []
+    for name, record in _records(settings).items():
+        proc = _alive(record)
+        if proc is not None:
+            tree = [proc, *proc.children(recursive=True)]
+            for p in tree:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    p.send_signal(signal.SIGTERM)
+            procs += tree
+            stopped.append(name)
+        (_run_dir(settings) / f"{name}.json").unlink(missing_ok=True)
+    _, alive = psutil.wait_procs(procs, timeout=timeout_s)
+    for p in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+    state = _run_dir(settings) / "up.state"
+    if state.exists():
+        started_db = json.loads(state.read_text()).get("started_db")
+        state.unlink()
+        if started_db and settings.database.embedded and db.stop_embedded(settings):
+            stopped.append("postgres")
+    return stopped
