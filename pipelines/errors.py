@@ -31,9 +31,9 @@ def user_facing(exc: BaseException) -> str | None:
     from pipelines.transform import TransformError
 
     cause = root_cause(exc)
-    if isinstance(cause, (*USER_ERRORS, UniverseError, TransformError, ServiceError)) and type(cause).__module__.startswith(
-        "pipelines"
-    ):
+    if isinstance(cause, (*USER_ERRORS, UniverseError, TransformError, ServiceError)) and type(
+        cause
+    ).__module__.startswith("pipelines"):
         return str(cause)
     if isinstance(cause, ValueError) and "invalid symbol" in str(cause):
         return str(cause)

@@ -187,7 +187,9 @@ def up(settings: Settings, config_file: Path, timeout_s: float = 240) -> list[st
             elif not _alive(_records(settings).get(name, {})):
                 problem = f"{name} exited during start-up: see {log_dir / (name + '.log')}"
         if time.monotonic() > deadline:
-            problem = f"{', '.join(pending)} did not answer within {timeout_s:.0f} s: see the logs in {log_dir}"
+            problem = (
+                f"{', '.join(pending)} did not answer within {timeout_s:.0f} s: see the logs in {log_dir}"
+            )
         time.sleep(0.5)
     if problem:
         down(settings)  # leave nothing half-started behind
