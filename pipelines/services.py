@@ -71,6 +71,9 @@ def airflow_env(settings: Settings, config_file: Path) -> dict[str, str]:
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__PORT": str(port),
         "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
+        # the log servers default to 8793/8794: next to the API port instead, so two stacks can coexist
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(port + 1),
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(port + 2),
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
         "CRYPTOFLOW_CONFIG": str(config_file),
         # standalone spawns `airflow ...` from PATH: this environment's bin first
@@ -156,6 +159,8 @@ def up(settings: Settings, config_file: Path, timeout_s: float = 240) -> list[st
     for service in services:
         if service.name in records and _alive(records[service.name]):
             continue
+        if service.name == "sandbox" and _answers(service.health_url):
+            continue  # a sandbox is already serving on sandbox.port (e.g. `cryptoflow sandbox`): use it
         if _answers(service.health_url):
             raise ServiceError(
                 f"{service.health_url} already answers, but not from a process `cryptoflow up` started: "

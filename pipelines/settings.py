@@ -187,7 +187,8 @@ class Orchestration(_Strict):
     retry_max_delay_s: float = Field(900, gt=0)
     lock_wait_s: float = Field(1800, ge=0, le=86400)  # a task waits this long for a running step of its kind
     backfill_batch_size: int = Field(10, ge=1, le=500)
-    ohlcv_schedule: str = "1 * * * *"  # cron, UTC: a minute after each hour closes
+    ohlcv_schedule: str = "0 * * * *"  # cron, UTC: as each hour closes (close_grace_s later)
+    close_grace_s: float = Field(5, ge=0, le=600)  # the hourly ingest starts this long after the close
     market_data_schedule: str = "10 0 * * *"  # after the Fear & Greed index's daily update at 00:00 UTC
     digest_schedule: str = "0 7 * * *"
 

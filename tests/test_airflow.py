@@ -1,0 +1,418 @@
+"""Airflow 3 for real: the DAG files parsed by Airflow's own DagBag, `airflow dags test` runs of the
+pipeline on the embedded Postgres + the sandbox over HTTP, the failure callback under a 500 storm, and a
+real `airflow standalone` started by `cryptoflow up`, driven through its REST API.
+
+Airflow runs in subprocesses with their own AIRFLOW_HOME (SQLite metadata for `dags test`, Postgres for
+`up`), so nothing here touches ~/airflow or imports Airflow into the test process."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+from test_alerts import Receiver
+
+from pipelines import db
+from pipelines.sandbox import SandboxServer
+from pipelines.settings import load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+DAGS = ROOT / "airflow" / "dags"
+BIN = Path(sys.executable).parent
+SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+DAG_IDS = {
+    "ingest_ohlcv_hourly",
+    "ingest_market_data_daily",
+    "backfill_historical",
+    "transform_sqlmesh",
+    "data_quality",
+    "daily_digest",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def write_config(root: Path, pg_dir: Path, sandbox_port: int, **sections) -> Path:
+    config = {
+        "universe": {"mode": "pinned", "symbols": SYMBOLS},
+        "backfill": {"days": 2},
+        "database": {"embedded_dir": str(pg_dir), "name": f"t_{uuid.uuid4().hex[:10]}"},
+        "storage": {"bronze_url": str(root / "bronze")},
+        "sandbox": {"enabled": True, "port": sandbox_port},
+        "sources": {"binance": {"max_retries": 1, "backoff_base_s": 0.01, "backoff_max_s": 0.02}},
+        "orchestration": {"retries": 1, "retry_delay_s": 1, "retry_max_delay_s": 1},
+    }
+    for section, values in sections.items():
+        config.setdefault(section, {}).update(values)
+    path = root / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def airflow_env(root: Path, config: Path, **extra: str) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("AIRFLOW", "CRYPTOFLOW")) and k != "PYTEST_CURRENT_TEST"
+    }
+    env.update(
+        AIRFLOW_HOME=str(root / "airflow_home"),
+        AIRFLOW__CORE__DAGS_FOLDER=str(DAGS),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        CRYPTOFLOW_CONFIG=str(config),
+        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+        RUNTIME__DLTHUB_TELEMETRY="false",
+        SQLMESH__DISABLE_ANONYMIZED_ANALYTICS="true",
+        **extra,
+    )
+    return env
+
+
+def run(argv: list[str], env: dict[str, str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def query(settings, sql, params=()):
+    with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
+        cur.execute(sql, params)
+        return cur.fetchall()
+
+
+# --------------------------------------------------------------------------------------------- parsing
+
+PARSE_PROBE = r"""
+import json, socket, sys, time
+attempts = []
+def names(callbacks):
+    callbacks = callbacks if isinstance(callbacks, list) else [callbacks] if callbacks else []
+    return [f"{c.__module__}.{c.__name__}" for c in callbacks]
+def refuse(*args, **kwargs):
+    attempts.append(repr(args)[:200])
+    raise OSError("no network or database access at parse time")
+socket.socket.connect = refuse
+socket.create_connection = refuse
+import psycopg2
+psycopg2.connect = refuse
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag(dag_folder=sys.argv[1])
+out = {"errors": {k: str(v)[-800:] for k, v in bag.import_errors.items()}, "attempts": attempts, "dags": {},
+       "parse_s": {s.file.rsplit("/", 1)[-1]: s.duration.total_seconds() for s in bag.dagbag_stats}}
+for dag_id, dag in bag.dags.items():
+    out["dags"][dag_id] = {
+        "file": dag.fileloc.rsplit("/", 1)[-1],
+        "tags": sorted(dag.tags),
+        "timetable": type(dag.timetable).__name__,
+        "cron": getattr(dag.timetable, "expression", None),
+        "assets": sorted(a.name for a in dag.timetable.asset_condition.objects)
+        if getattr(dag.timetable, "asset_condition", None) is not None else [],
+        "catchup": dag.catchup,
+        "max_active_runs": dag.max_active_runs,
+        "params": sorted(dag.params.keys()),
+        "tasks": {
+            t.task_id: {
+                "retries": t.retries,
+                "backoff": t.retry_exponential_backoff,
+                "retry_delay_s": t.retry_delay.total_seconds(),
+                "timeout_s": t.execution_timeout.total_seconds() if t.execution_timeout else None,
+                "on_failure": names(t.on_failure_callback),
+                "on_success": names(t.on_success_callback),
+                "on_retry": names(t.on_retry_callback),
+                "no_retry": sorted(r.exception for r in t.retry_policy.rules) if t.retry_policy else [],
+                "outlets": sorted(o.name for o in t.outlets),
+                "mapped": any(c.__name__ == "MappedOperator" for c in type(t).__mro__),
+            }
+            for t in dag.tasks
+        },
+    }
+print("JSON:" + json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def dagbag(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dagbag")
+    env = airflow_env(root, ROOT / "config.yaml")
+    result = run([sys.executable, "-c", PARSE_PROBE, str(DAGS)], env, root, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = next(x for x in result.stdout.splitlines() if x.startswith("JSON:"))
+    return json.loads(line[5:])
+
+
+def test_dags_import_without_errors_or_database_access(dagbag):
+    assert dagbag["errors"] == {}
+    assert dagbag["attempts"] == []  # no socket (database, API) was opened while parsing
+    assert set(dagbag["dags"]) == DAG_IDS
+    assert not (ROOT / "airflow" / "__init__.py").exists() and not (DAGS / "__init__.py").exists()
+    for name, seconds in dagbag["parse_s"].items():
+        assert seconds < 1.0, f"{name} took {seconds:.2f} s to parse"
+
+
+def test_schedules_and_dependencies_as_specified(dagbag):
+    dags = dagbag["dags"]
+    settings = load_settings(ROOT / "config.yaml", environ={})
+    crons = {d: v["cron"] for d, v in dags.items() if v["timetable"] == "CronTriggerTimetable"}
+    assert crons == {
+        "ingest_ohlcv_hourly": settings.orchestration.ohlcv_schedule,
+        "ingest_market_data_daily": settings.orchestration.market_data_schedule,
+        "daily_digest": settings.orchestration.digest_schedule,
+    }
+    assert dags["backfill_historical"]["timetable"] == "NullTimetable"  # manual only
+    assert dags["backfill_historical"]["params"] == ["batch_size", "days", "since", "symbols", "until"]
+    assert dags["transform_sqlmesh"]["assets"] == [
+        "raw.binance_klines",
+        "raw.coingecko_markets",
+        "raw.fear_greed",
+    ]
+    assert dags["data_quality"]["assets"] == ["gold"]
+    outlets = {
+        f"{d}.{t}": v["outlets"] for d, dag in dags.items() for t, v in dag["tasks"].items() if v["outlets"]
+    }
+    assert outlets == {
+        "ingest_ohlcv_hourly.ingest_klines": ["raw.binance_klines"],
+        "ingest_market_data_daily.ingest_markets": ["raw.coingecko_markets"],
+        "ingest_market_data_daily.ingest_fear_greed": ["raw.fear_greed"],
+        "backfill_historical.load_batch": ["raw.binance_klines"],
+        "transform_sqlmesh.sqlmesh_run": ["gold"],
+    }
+    assert dags["backfill_historical"]["tasks"]["load_batch"]["mapped"] is True  # dynamic task mapping
+    for dag_id, dag in dags.items():
+        assert "cryptoflow" in dag["tags"], dag_id
+        assert dag["catchup"] is False and dag["max_active_runs"] == 1, dag_id
+
+
+def test_every_task_retries_with_backoff_times_out_and_reports(dagbag):
+    settings = load_settings(ROOT / "config.yaml", environ={})
+    for dag_id, dag in dagbag["dags"].items():
+        for task_id, t in dag["tasks"].items():
+            where = f"{dag_id}.{task_id}"
+            assert t["retries"] == settings.orchestration.retries, where
+            assert t["backoff"] and t["retry_delay_s"] == settings.orchestration.retry_delay_s, where
+            assert t["timeout_s"] and t["timeout_s"] <= 2 * 3600, where
+            assert t["on_failure"] == ["pipelines.airflow_callbacks.on_failure"], where
+            assert t["on_success"] == ["pipelines.airflow_callbacks.on_success"], where
+            assert t["on_retry"] == ["pipelines.airflow_callbacks.on_retry"], where
+            assert "pipelines.http.ApiBanned" in t["no_retry"], where  # a 418 ban is never retried
+
+
+# --------------------------------------------------------------------------------------------- dags test
+
+
+@pytest.fixture(scope="module")
+def airflow_home(tmp_path_factory):
+    """One migrated SQLite metadata database for the module's `airflow dags test` runs."""
+    root = tmp_path_factory.mktemp("airflow")
+    env = airflow_env(root, ROOT / "config.yaml")
+    result = run([str(BIN / "airflow"), "db", "migrate"], env, root, timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root / "airflow_home"
+
+
+def dags_test(dag_id: str, root: Path, config: Path, home: Path, **extra: str) -> subprocess.CompletedProcess:
+    env = airflow_env(root, config, **extra)
+    env["AIRFLOW_HOME"] = str(home)
+    return run([str(BIN / "airflow"), "dags", "test", dag_id], env, root)
+
+
+def finished(result: subprocess.CompletedProcess) -> str:
+    """The DagRun's final state as Airflow logs it."""
+    out = result.stdout + result.stderr
+    marker = out.rfind("DagRun Finished")
+    assert marker >= 0, out[-3000:]
+    return out[marker:].split("state=", 1)[1].split(",", 1)[0]
+
+
+def test_dag_test_ingest_transform_quality_chain(tmp_path, pg_dir, airflow_home):
+    with SandboxServer(port=0, seed=42) as sandbox:
+        config = write_config(tmp_path, pg_dir, sandbox.port)
+        settings = load_settings(config, environ={})
+        for dag_id in (
+            "ingest_market_data_daily",
+            "ingest_ohlcv_hourly",
+            "transform_sqlmesh",
+            "data_quality",
+        ):
+            result = dags_test(dag_id, tmp_path, config, airflow_home)
+            assert finished(result) == "success", (dag_id, (result.stdout + result.stderr)[-4000:])
+        with urllib.request.urlopen(f"{sandbox.fear_greed_url}/fng/?limit=0&format=json") as response:
+            fear_greed_days = len(json.load(response)["data"])
+
+        assert query(settings, "SELECT count(*), count(DISTINCT symbol) FROM raw.binance_klines") == [
+            (144, 3)
+        ]
+        assert query(settings, "SELECT count(*) FROM gold.fct_prices") == [(144,)]
+        assert query(settings, "SELECT count(*) FROM raw.fear_greed") == [(fear_greed_days,)]
+        assert query(settings, "SELECT count(DISTINCT snapshot_ts) FROM raw.coingecko_markets") == [(1,)]
+        # every task's try is in the run ledger, next to the pipeline's own runs
+        runs = query(
+            settings,
+            "SELECT source, command, status, count(*) FROM ops.pipeline_runs GROUP BY 1, 2, 3 ORDER BY 1, 2",
+        )
+        assert runs == [
+            ("airflow:data_quality", "soda_checks", "success", 1),
+            ("airflow:ingest_market_data_daily", "ingest_fear_greed", "success", 1),
+            ("airflow:ingest_market_data_daily", "ingest_markets", "success", 1),
+            ("airflow:ingest_ohlcv_hourly", "ingest_klines", "success", 1),
+            ("airflow:transform_sqlmesh", "sqlmesh_run", "success", 1),
+            ("binance", "airflow ingest ohlcv", "success", 1),
+            ("coingecko", "airflow ingest markets", "success", 1),
+            ("fear_greed", "airflow ingest fear-greed", "success", 1),
+            ("sqlmesh", "transform prod", "success", 1),
+        ]
+        [(checks, failing)] = query(
+            settings,
+            "SELECT count(*), count(*) FILTER (WHERE outcome IN ('fail', 'error')) FROM ops.dq_results",
+        )
+        assert checks >= 25 and failing == 0
+
+        # a second hourly run finds nothing new: no duplicates anywhere
+        assert finished(dags_test("ingest_ohlcv_hourly", tmp_path, config, airflow_home)) == "success"
+        assert query(settings, "SELECT count(*) FROM raw.binance_klines") == [(144,)]
+
+
+def test_task_failing_past_its_retries_is_recorded_and_alerted_once(tmp_path, pg_dir, airflow_home):
+    """A 500 storm: try 1 -> up_for_retry, try 2 -> failed; the failure callback records both and posts
+    one Slack message. A 418 ban afterwards fails at once (no retry) and stays in the same incident. The
+    next success posts "recovered"."""
+    with SandboxServer(port=0, seed=42) as sandbox, Receiver() as receiver:
+        config = write_config(tmp_path, pg_dir, sandbox.port)
+        settings = load_settings(config, environ={})
+        hook = {"CRYPTOFLOW_SLACK_WEBHOOK_URL": receiver.url}
+
+        sandbox.set_fault("klines", "500")
+        assert finished(dags_test("ingest_ohlcv_hourly", tmp_path, config, airflow_home, **hook)) == "failed"
+        tries = query(
+            settings,
+            "SELECT status, retries, error FROM ops.pipeline_runs WHERE source = 'airflow:ingest_ohlcv_hourly' "
+            "ORDER BY started_at",
+        )
+        assert [(status, retries) for status, retries, _ in tries] == [("up_for_retry", 0), ("failed", 1)]
+        assert all("HTTP 500" in error for *_, error in tries)
+        assert len(receiver.received) == 1
+        message = json.dumps(receiver.received[0])
+        assert "Pipeline run failed" in message and "ingest_ohlcv_hourly.ingest_klines" in message
+        assert "HTTP 500" in message
+
+        sandbox.clear_faults()
+        sandbox.set_fault("klines", "418")
+        assert finished(dags_test("ingest_ohlcv_hourly", tmp_path, config, airflow_home, **hook)) == "failed"
+        banned = query(
+            settings,
+            "SELECT status FROM ops.pipeline_runs WHERE source = 'airflow:ingest_ohlcv_hourly' "
+            "AND error LIKE '%%418%%' ORDER BY started_at",
+        )
+        assert banned == [("failed",)]  # one try: the retry policy never retries a ban
+        assert len(receiver.received) == 1  # the incident is still open: nothing new to say
+
+        sandbox.clear_faults()
+        assert finished(dags_test("ingest_ohlcv_hourly", tmp_path, config, airflow_home, **hook)) == "success"
+        assert len(receiver.received) == 2
+        assert "recovered" in json.dumps(receiver.received[1])
+        assert query(settings, "SELECT count(*) FROM raw.binance_klines") == [(144,)]
+    assert query(settings, "SELECT check_name, status FROM ops.alert_incidents") == [
+        ("run:ingest_ohlcv_hourly.ingest_klines", "resolved")
+    ]
+
+
+# --------------------------------------------------------------------------------------------- standalone
+
+
+class Api:
+    def __init__(self, base: str, password: str):
+        self.base = base
+        self.token = self.call("POST", "/auth/token", {"username": "admin", "password": password})[
+            "access_token"
+        ]
+
+    def call(self, method: str, path: str, body: dict | None = None) -> dict:
+        headers = {"Content-Type": "application/json"}
+        if getattr(self, "token", None):
+            headers["Authorization"] = f"Bearer {self.token}"
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.base + path, data=data, method=method, headers=headers)
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read() or b"{}")
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(1)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def test_cryptoflow_up_runs_airflow_standalone_and_down_stops_it(tmp_path, pg_dir):
+    airflow_port, metrics_port = free_port(), free_port()
+    with SandboxServer(port=0, seed=42) as sandbox:
+        config = write_config(
+            tmp_path,
+            pg_dir,
+            sandbox.port,
+            services={"airflow_port": airflow_port, "metrics_port": metrics_port},
+        )
+        settings = load_settings(config, environ={})
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "CRYPTOFLOW"))}
+        up = run([str(BIN / "cryptoflow"), "--config", str(config), "up"], env, tmp_path, timeout=400)
+        try:
+            assert up.returncode == 0, (up.stdout + up.stderr)[-4000:]
+            assert f"http://127.0.0.1:{airflow_port}" in up.stdout and "login admin / " in up.stdout
+            password = up.stdout.split("login admin / ", 1)[1].split()[0]
+            api = Api(f"http://127.0.0.1:{airflow_port}", password)
+            wait_for(
+                lambda: {d["dag_id"] for d in api.call("GET", "/api/v2/dags?limit=50")["dags"]} >= DAG_IDS,
+                120,
+                "the DAGs to be parsed",
+            )
+            api.call("PATCH", "/api/v2/dags/ingest_ohlcv_hourly", {"is_paused": False})
+            run_id = api.call("POST", "/api/v2/dags/ingest_ohlcv_hourly/dagRuns", {"logical_date": None})[
+                "dag_run_id"
+            ]
+            state = wait_for(
+                lambda: (
+                    (s := api.call("GET", f"/api/v2/dags/ingest_ohlcv_hourly/dagRuns/{run_id}")["state"])
+                    in ("success", "failed")
+                    and s
+                ),
+                240,
+                "ingest_ohlcv_hourly to finish",
+            )
+            assert state == "success"
+            assert query(settings, "SELECT count(*) FROM raw.binance_klines") == [(144,)]
+            ledger = query(
+                settings,
+                "SELECT status, details->>'dag_run_id' FROM ops.pipeline_runs "
+                "WHERE source = 'airflow:ingest_ohlcv_hourly' AND command = 'ingest_klines'",
+            )
+            # our run is there (unpaused at creation, the scheduler may have started the latest hour's too)
+            assert ("success", run_id) in ledger and {status for status, _ in ledger} == {"success"}
+            with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=30) as response:
+                metrics = response.read().decode()
+            assert "cryptoflow_database_up 1.0" in metrics
+            records = [json.loads(p.read_text()) for p in (tmp_path / ".cryptoflow" / "run").glob("*.json")]
+            assert {Path(r["argv"][0]).name for r in records} == {"airflow", "cryptoflow"}
+        finally:
+            down = run([str(BIN / "cryptoflow"), "--config", str(config), "down"], env, tmp_path, timeout=120)
+        assert down.returncode == 0 and "airflow" in down.stdout and "metrics" in down.stdout, down.stdout
+        for record in records:
+            assert not psutil.pid_exists(record["pid"]) or psutil.Process(record["pid"]).status() == "zombie"
+        for port in (airflow_port, metrics_port):
+            with socket.socket() as sock:
+                assert sock.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still answers after down"
+        assert db.embedded_status(settings).running  # it was running before `up`: left alone
