@@ -78,6 +78,12 @@ def _parser() -> argparse.ArgumentParser:
         "up", parents=[common], help="start the stack: embedded Postgres, Airflow, metrics (and sandbox)"
     )
     sub.add_parser("down", parents=[common], help="stop what `cryptoflow up` started")
+    p = sub.add_parser(
+        "airflow",
+        parents=[common],
+        help="the airflow CLI with the stack's environment, e.g. `cryptoflow airflow dags list`",
+    )
+    p.add_argument("args", nargs=argparse.REMAINDER, help="arguments for `airflow`")
 
     p = sub.add_parser("metrics", parents=[common], help="serve Prometheus metrics (ops tables, freshness)")
     p.add_argument("--port", type=int, default=None, help="default: services.metrics_port")
@@ -284,6 +290,16 @@ def cmd_down(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_airflow(settings: Settings, args: argparse.Namespace) -> int:
+    import os
+    import subprocess
+
+    from pipelines import services
+
+    env = {**os.environ, **services.airflow_env(settings, _config_file(args))}
+    return subprocess.call([services.bin_path("airflow"), *args.args], env=env, cwd=settings.project_dir)
+
+
 def cmd_metrics(settings: Settings, args: argparse.Namespace) -> int:
     from pipelines import metrics
 
@@ -369,6 +385,7 @@ COMMANDS = {
     "digest": cmd_digest,
     "metrics": cmd_metrics,
     "up": cmd_up,
+    "airflow": cmd_airflow,
     "down": cmd_down,
 }
 

@@ -6,6 +6,7 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import os
 import sys
 import time
 import uuid
@@ -19,8 +20,30 @@ _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"me
 SECRET_WORDS = ("password", "secret", "token", "api_key", "webhook")
 
 
+# Airflow exports the running task's ids to the environment (AIRFLOW_CTX_*): every line carries them.
+AIRFLOW_IDS = {
+    "dag_id": "AIRFLOW_CTX_DAG_ID",
+    "task_id": "AIRFLOW_CTX_TASK_ID",
+    "dag_run_id": "AIRFLOW_CTX_DAG_RUN_ID",
+    "try_number": "AIRFLOW_CTX_TRY_NUMBER",
+}
+
+
+def _extras(record: logging.LogRecord) -> dict[str, Any]:
+    return {
+        key: "***" if any(w in key.lower() for w in SECRET_WORDS) else value
+        for key, value in record.__dict__.items()
+        if key not in _STANDARD and not key.startswith("_")
+    }
+
+
+def airflow_ids() -> dict[str, str]:
+    return {key: os.environ[env] for key, env in AIRFLOW_IDS.items() if os.environ.get(env)}
+
+
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: timestamp, level, logger, message and every `extra` field."""
+    """One JSON object per line: timestamp, level, logger, message, the Airflow task's ids when inside one,
+    and every `extra` field (run id, source, rows, duration ...)."""
 
     def format(self, record: logging.LogRecord) -> str:
         payload: dict[str, Any] = {
@@ -28,10 +51,9 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
+            **airflow_ids(),
         }
-        for key, value in record.__dict__.items():
-            if key not in _STANDARD and not key.startswith("_"):
-                payload[key] = "***" if any(w in key.lower() for w in SECRET_WORDS) else value
+        payload.update(_extras(record))
         if record.exc_info:
             payload["exception"] = self.formatException(record.exc_info)
         return json.dumps(payload, default=str)
@@ -39,10 +61,7 @@ class JsonFormatter(logging.Formatter):
 
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        extras = {k: v for k, v in record.__dict__.items() if k not in _STANDARD and not k.startswith("_")}
-        tail = " ".join(
-            f"{k}={'***' if any(w in k.lower() for w in SECRET_WORDS) else v}" for k, v in extras.items()
-        )
+        tail = " ".join(f"{k}={v}" for k, v in _extras(record).items())
         stamp = dt.datetime.fromtimestamp(record.created).strftime("%H:%M:%S")
         return f"{stamp} {record.levelname:<7} {record.getMessage()}{'  ' + tail if tail else ''}"
 
@@ -58,6 +77,27 @@ def configure_logging(level: str = "INFO", json_lines: bool | None = None) -> No
     root.setLevel(level)
     for noisy in ("dlt", "urllib3", "sqlmesh", "botocore", "pgserver", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+class _ExtrasIntoMessage(logging.Filter):
+    """Inside an Airflow task, Airflow's own handlers write the task log (JSON lines with the dag, task and
+    run ids) but drop a record's `extra` fields; this folds ours into the message as JSON instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("pipelines") and not getattr(record, "_extras_folded", False):
+            extras = _extras(record)
+            if extras:
+                record.msg = f"{record.getMessage()} {json.dumps(extras, default=str)}"
+                record.args = None
+            record._extras_folded = True
+        return True
+
+
+def airflow_task_logging() -> None:
+    """Called by the task functions (pipelines.orchestration): keep our fields in Airflow's task log."""
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, _ExtrasIntoMessage) for f in handler.filters):
+            handler.addFilter(_ExtrasIntoMessage())
 
 
 def new_run_id(source: str) -> str:

@@ -45,6 +45,9 @@ class BadParams(ValueError):
 
 
 def task_settings() -> Settings:
+    from pipelines.observability import airflow_task_logging
+
+    airflow_task_logging()
     settings = load_settings()
     waits = max(settings.database.lock_wait_s, settings.orchestration.lock_wait_s)
     return settings.model_copy(

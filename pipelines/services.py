@@ -42,7 +42,7 @@ class Service:
     env: dict[str, str]
 
 
-def _bin(name: str) -> str:
+def bin_path(name: str) -> str:
     """A console script of this environment (the venv's bin dir, next to the running interpreter)."""
     return str(Path(sys.executable).parent / name)
 
@@ -94,7 +94,7 @@ def _services(settings: Settings, config_file: Path) -> list[Service]:
         found.append(
             Service(
                 "sandbox",
-                [_bin("cryptoflow"), *cfg, "sandbox", "--port", str(port)],
+                [bin_path("cryptoflow"), *cfg, "sandbox", "--port", str(port)],
                 f"http://127.0.0.1:{port}/binance/api/v3/ping",
                 {},
             )
@@ -102,7 +102,7 @@ def _services(settings: Settings, config_file: Path) -> list[Service]:
     found.append(
         Service(
             "metrics",
-            [_bin("cryptoflow"), *cfg, "metrics", "--port", str(s.metrics_port)],
+            [bin_path("cryptoflow"), *cfg, "metrics", "--port", str(s.metrics_port)],
             f"http://127.0.0.1:{s.metrics_port}/metrics",
             {},
         )
@@ -110,7 +110,7 @@ def _services(settings: Settings, config_file: Path) -> list[Service]:
     found.append(
         Service(
             "airflow",
-            [_bin("airflow"), "standalone"],
+            [bin_path("airflow"), "standalone"],
             f"http://127.0.0.1:{s.airflow_port}/api/v2/monitor/health",
             airflow_env(settings, config_file),
         )
@@ -144,8 +144,10 @@ def _records(settings: Settings) -> dict[str, dict]:
     return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
 
 
-def up(settings: Settings, config_file: Path, timeout_s: float = 240) -> list[str]:
-    """Start what is not running yet; wait until each answers; return the lines to print."""
+def up(settings: Settings, config_file: Path, timeout_s: float = 240, paused: bool = False) -> list[str]:
+    """Start what is not running yet; wait until each answers; return the lines to print.
+
+    DAGs start unpaused (`up` means: run the pipeline) unless paused=True."""
     was_running = not settings.database.embedded or db.embedded_status(settings).running
     db.ensure_database(settings)
     run_dir, log_dir = _run_dir(settings), _log_dir(settings)
@@ -156,6 +158,15 @@ def up(settings: Settings, config_file: Path, timeout_s: float = 240) -> list[st
         state.write_text(json.dumps({"started_db": not was_running}))
     records = _records(settings)
     services = _services(settings, config_file)
+    if paused:
+        services = [
+            Service(
+                s.name, s.argv, s.health_url, {**s.env, "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True"}
+            )
+            if s.name == "airflow"
+            else s
+            for s in services
+        ]
     for service in services:
         if service.name in records and _alive(records[service.name]):
             continue
@@ -221,6 +232,54 @@ def _describe(settings: Settings) -> list[str]:
     lines.append("dashboard   not built yet (tracked as an open issue)")
     lines.append(f"logs        {_log_dir(settings)}/   stop everything with `cryptoflow down`")
     return lines
+
+
+def wait_for(predicate, timeout_s: float, what: str, every_s: float = 1.0):
+    """Poll predicate until it returns something truthy (returned); ServiceError after timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every_s)
+    raise ServiceError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+class AirflowApi:
+    """A tiny client of Airflow's REST API (v2) with the simple auth manager's login, for the benchmark,
+    the tests and scripts: `api.call("POST", "/api/v2/dags/ingest_ohlcv_hourly/dagRuns", {...})`."""
+
+    def __init__(self, settings: Settings, password: str | None = None):
+        self.base = f"http://127.0.0.1:{settings.services.airflow_port}"
+        self.token = ""
+        login = {"username": AIRFLOW_USER, "password": password or airflow_password(settings)}
+        self.token = self.call("POST", "/auth/token", login)["access_token"]
+
+    def call(self, method: str, path: str, body: dict | None = None) -> dict:
+        headers = {"Content-Type": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.base + path, data=data, method=method, headers=headers)
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read() or b"{}")
+
+    def dag_ids(self) -> set[str]:
+        return {d["dag_id"] for d in self.call("GET", "/api/v2/dags?limit=100")["dags"]}
+
+    def trigger(self, dag_id: str, conf: dict | None = None) -> str:
+        body = {"logical_date": None, **({"conf": conf} if conf else {})}
+        return self.call("POST", f"/api/v2/dags/{dag_id}/dagRuns", body)["dag_run_id"]
+
+    def state(self, dag_id: str, run_id: str) -> str:
+        return self.call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")["state"]
+
+    def pause(self, dag_id: str, paused: bool = True) -> None:
+        self.call("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": paused})
+
+    def active_runs(self, dag_id: str = "~") -> int:
+        runs = self.call("GET", f"/api/v2/dags/{dag_id}/dagRuns?state=queued&state=running&limit=100")
+        return int(runs["total_entries"])
 
 
 def down(settings: Settings, timeout_s: float = 30) -> list[str]:

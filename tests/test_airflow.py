@@ -13,7 +13,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
 from pathlib import Path
@@ -23,7 +22,7 @@ import pytest
 import yaml
 from test_alerts import Receiver
 
-from pipelines import db
+from pipelines import db, services
 from pipelines.sandbox import SandboxServer
 from pipelines.settings import load_settings
 
@@ -240,6 +239,7 @@ def test_dag_test_ingest_transform_quality_chain(tmp_path, pg_dir, airflow_home)
     with SandboxServer(port=0, seed=42) as sandbox:
         config = write_config(tmp_path, pg_dir, sandbox.port)
         settings = load_settings(config, environ={})
+        output = {}
         for dag_id in (
             "ingest_market_data_daily",
             "ingest_ohlcv_hourly",
@@ -248,6 +248,12 @@ def test_dag_test_ingest_transform_quality_chain(tmp_path, pg_dir, airflow_home)
         ):
             result = dags_test(dag_id, tmp_path, config, airflow_home)
             assert finished(result) == "success", (dag_id, (result.stdout + result.stderr)[-4000:])
+            output[dag_id] = result.stdout + result.stderr
+        # our log fields survive Airflow's task logging (folded into the message as JSON)
+        marker = 'run success {"run_id": "binance-'
+        line = next(x for x in output["ingest_ohlcv_hourly"].splitlines() if marker in x)
+        fields = json.loads(line.split("run success ", 1)[1].rsplit("}", 1)[0] + "}")
+        assert fields["source"] == "binance" and fields["rows_raw"] == 144 and fields["duration_s"] > 0
         with urllib.request.urlopen(f"{sandbox.fear_greed_url}/fng/?limit=0&format=json") as response:
             fear_greed_days = len(json.load(response)["data"])
 
@@ -331,33 +337,6 @@ def test_task_failing_past_its_retries_is_recorded_and_alerted_once(tmp_path, pg
 # --------------------------------------------------------------------------------------------- standalone
 
 
-class Api:
-    def __init__(self, base: str, password: str):
-        self.base = base
-        self.token = self.call("POST", "/auth/token", {"username": "admin", "password": password})[
-            "access_token"
-        ]
-
-    def call(self, method: str, path: str, body: dict | None = None) -> dict:
-        headers = {"Content-Type": "application/json"}
-        if getattr(self, "token", None):
-            headers["Authorization"] = f"Bearer {self.token}"
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.base + path, data=data, method=method, headers=headers)
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return json.loads(response.read() or b"{}")
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(1)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
 def test_cryptoflow_up_runs_airflow_standalone_and_down_stops_it(tmp_path, pg_dir):
     airflow_port, metrics_port = free_port(), free_port()
     with SandboxServer(port=0, seed=42) as sandbox:
@@ -374,22 +353,13 @@ def test_cryptoflow_up_runs_airflow_standalone_and_down_stops_it(tmp_path, pg_di
             assert up.returncode == 0, (up.stdout + up.stderr)[-4000:]
             assert f"http://127.0.0.1:{airflow_port}" in up.stdout and "login admin / " in up.stdout
             password = up.stdout.split("login admin / ", 1)[1].split()[0]
-            api = Api(f"http://127.0.0.1:{airflow_port}", password)
-            wait_for(
-                lambda: {d["dag_id"] for d in api.call("GET", "/api/v2/dags?limit=50")["dags"]} >= DAG_IDS,
-                120,
-                "the DAGs to be parsed",
-            )
-            api.call("PATCH", "/api/v2/dags/ingest_ohlcv_hourly", {"is_paused": False})
-            run_id = api.call("POST", "/api/v2/dags/ingest_ohlcv_hourly/dagRuns", {"logical_date": None})[
-                "dag_run_id"
-            ]
-            state = wait_for(
-                lambda: (
-                    (s := api.call("GET", f"/api/v2/dags/ingest_ohlcv_hourly/dagRuns/{run_id}")["state"])
-                    in ("success", "failed")
-                    and s
-                ),
+            assert password == services.airflow_password(settings)
+            api = services.AirflowApi(settings, password)
+            services.wait_for(lambda: api.dag_ids() >= DAG_IDS, 120, "the DAGs to be parsed")
+            api.pause("ingest_ohlcv_hourly", False)
+            run_id = api.trigger("ingest_ohlcv_hourly")
+            state = services.wait_for(
+                lambda: (s := api.state("ingest_ohlcv_hourly", run_id)) in ("success", "failed") and s,
                 240,
                 "ingest_ohlcv_hourly to finish",
             )

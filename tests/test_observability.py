@@ -1,0 +1,85 @@
+"""The package's logging: JSON lines off a terminal (with the Airflow task's ids when inside one), secrets
+masked by key, and our fields kept inside Airflow's own task log."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import subprocess
+import sys
+
+from pipelines.observability import airflow_task_logging
+
+EMIT = """
+import logging
+from pipelines.observability import configure_logging
+configure_logging()
+logging.getLogger("pipelines.delivery").info(
+    "run success", extra={"run_id": "binance-1", "source": "binance", "rows_raw": 144, "duration_s": 1.5,
+                          "smtp_password": "hunter2"})
+"""
+
+
+def emit(env: dict[str, str]) -> dict:
+    result = subprocess.run(
+        [sys.executable, "-c", EMIT], env=env, capture_output=True, text=True, timeout=60, check=True
+    )
+    [line] = result.stderr.strip().splitlines()  # stderr is a pipe here, not a terminal: JSON
+    return json.loads(line)
+
+
+def test_json_lines_with_run_fields_and_masked_secrets():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW_CTX")}
+    record = emit(env)
+    assert record["level"] == "info" and record["logger"] == "pipelines.delivery"
+    assert record["message"] == "run success" and record["timestamp"].endswith("+00:00")
+    assert (record["run_id"], record["source"], record["rows_raw"], record["duration_s"]) == (
+        "binance-1",
+        "binance",
+        144,
+        1.5,
+    )
+    assert record["smtp_password"] == "***" and "hunter2" not in json.dumps(record)
+    assert "dag_id" not in record
+
+
+def test_inside_an_airflow_task_lines_carry_its_ids():
+    env = {
+        **os.environ,
+        "AIRFLOW_CTX_DAG_ID": "ingest_ohlcv_hourly",
+        "AIRFLOW_CTX_TASK_ID": "ingest_klines",
+        "AIRFLOW_CTX_DAG_RUN_ID": "scheduled__2026-11-29T15:00:00+00:00",
+        "AIRFLOW_CTX_TRY_NUMBER": "2",
+    }
+    record = emit(env)
+    assert (record["dag_id"], record["task_id"], record["dag_run_id"], record["try_number"]) == (
+        "ingest_ohlcv_hourly",
+        "ingest_klines",
+        "scheduled__2026-11-29T15:00:00+00:00",
+        "2",
+    )
+    assert record["run_id"] == "binance-1"  # the pipeline's own run id stays its own field
+
+
+def test_airflow_task_logging_folds_extras_into_the_message_once():
+    """Airflow's handlers drop `extra`; ours are folded into the message (secrets masked), once even when
+    two handlers see the same record, and other libraries' records are left alone."""
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    streams = [io.StringIO(), io.StringIO()]
+    root.handlers[:] = [logging.StreamHandler(s) for s in streams]
+    root.setLevel(logging.INFO)
+    try:
+        airflow_task_logging()
+        airflow_task_logging()  # idempotent: one filter per handler
+        assert all(len(h.filters) == 1 for h in root.handlers)
+        logging.getLogger("pipelines.transform").info("transform done", extra={"run_s": 2.5, "api_key": "k"})
+        logging.getLogger("sqlmesh.core").info("plain", extra={"x": 1})
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+    for stream in streams:
+        lines = stream.getvalue().splitlines()
+        assert lines == ['transform done {"run_s": 2.5, "api_key": "***"}', "plain"]
