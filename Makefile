@@ -23,13 +23,17 @@ install: $(VENV)/.installed
 demo: install
 	$(VENV)/bin/cryptoflow demo
 
-# Test-only system tools from Debian's packages: promtool/amtool check monitoring/ (tests/test_monitoring.py).
+# Test-only system tools from Debian's packages: promtool/amtool check monitoring/ (tests/test_monitoring.py),
+# a headless Chromium loads the dashboard (tests/test_dashboard_browser.py). Installed only when missing.
+TOOL_PACKAGES := $(if $(shell command -v promtool),,prometheus) $(if $(shell command -v amtool),,prometheus-alertmanager) \
+  $(if $(shell command -v chromium),,chromium)
 tools:
-	@command -v promtool >/dev/null || { \
-	  command -v apt-get >/dev/null || { echo "promtool missing: install Prometheus (it ships promtool)" >&2; exit 1; }; \
-	  echo "installing Debian's prometheus + prometheus-alertmanager (promtool, amtool) for the tests"; \
-	  $(SUDO) apt-get install -y --no-install-recommends prometheus prometheus-alertmanager >/dev/null \
-	  || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y --no-install-recommends prometheus prometheus-alertmanager >/dev/null; }; }
+	@if [ -n "$(strip $(TOOL_PACKAGES))" ]; then \
+	  command -v apt-get >/dev/null || { echo "missing: $(TOOL_PACKAGES) (install them: the tests need them)" >&2; exit 1; }; \
+	  echo "installing Debian's $(strip $(TOOL_PACKAGES)) for the tests"; \
+	  $(SUDO) apt-get install -y --no-install-recommends $(TOOL_PACKAGES) >/dev/null \
+	  || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y --no-install-recommends $(TOOL_PACKAGES) >/dev/null; }; \
+	fi
 
 test: install tools
 	$(VENV)/bin/ruff check .

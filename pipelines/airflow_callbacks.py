@@ -1,8 +1,8 @@
 """The small adapter between Airflow and the pipeline: task callbacks that write ops.pipeline_runs and alert.
 
-Every try of every task leaves one row in ops.pipeline_runs (source `airflow:<dag_id>`, command = task id,
-status success | up_for_retry | failed). A task that fails past its retries opens the incident
-`run:<dag_id>.<task_id>` and posts one Slack message; its next success posts "recovered" (see
+Every try of every task leaves one row in ops.pipeline_runs (source `airflow:<dag_id>.<task_id>[map
+index]`, status success | up_for_retry | failed). A task that fails past its retries opens the incident
+`run:<dag_id>.<task_id>[map index]` and posts one Slack message; its next success posts "recovered" (see
 pipelines.alerts.notify_run). Callbacks never raise: a broken database or webhook is logged, and the task's
 own outcome stands.
 
@@ -54,12 +54,16 @@ def schedule(key: str) -> str:
 def _ids(context: dict[str, Any]) -> dict[str, Any]:
     ti = context.get("ti") or context.get("task_instance")
     map_index = getattr(ti, "map_index", -1)
+    dag_id, task_id = getattr(ti, "dag_id", "?"), getattr(ti, "task_id", "?")
+    map_index = -1 if map_index is None else map_index
     return {
-        "dag_id": getattr(ti, "dag_id", "?"),
-        "task_id": getattr(ti, "task_id", "?"),
+        # the task as ledger source and incident name: each mapped task (a backfill batch) is its own
+        "task": f"{dag_id}.{task_id}" + (f"[{map_index}]" if map_index >= 0 else ""),
+        "dag_id": dag_id,
+        "task_id": task_id,
         "dag_run_id": getattr(ti, "run_id", "?"),
         "try_number": getattr(ti, "try_number", 0) or 0,
-        "map_index": -1 if map_index is None else map_index,
+        "map_index": map_index,
         "max_tries": getattr(ti, "max_tries", 0) or 0,
         "start_date": getattr(ti, "start_date", None),
         "log_url": getattr(ti, "log_url", None) if hasattr(type(ti), "log_url") else None,
@@ -67,17 +71,18 @@ def _ids(context: dict[str, Any]) -> dict[str, Any]:
 
 
 def _record(context: dict[str, Any], status: str, error: BaseException | None) -> dict[str, Any]:
+    from pipelines import db
     from pipelines.observability import RunRecord
     from pipelines.orchestration import task_settings
 
     ids = _ids(context)
-    mapped = f"[{ids['map_index']}]" if ids["map_index"] >= 0 else ""
     settings = task_settings()
+    db.ensure_database(settings)  # a task that never touched the database (a planner) is recorded too
     run = RunRecord(
         settings,
-        source=f"airflow:{ids['dag_id']}",
-        command=f"{ids['task_id']}{mapped}",
-        run_id=f"{ids['dag_id']}.{ids['task_id']}{mapped}:{ids['dag_run_id']}:try{ids['try_number']}",
+        source=f"airflow:{ids['task']}",
+        command=ids["task"].split(".", 1)[1],
+        run_id=f"{ids['task']}:{ids['dag_run_id']}:try{ids['try_number']}",
         retries=max(ids["try_number"] - 1, 0),
         details={k: v for k, v in ids.items() if k not in ("start_date",) and v is not None},
     )
@@ -102,9 +107,7 @@ def on_success(context: dict[str, Any]) -> None:
         from pipelines.alerts import notify_run
 
         done = _record(ctx, "success", None)
-        notify_run(
-            done["settings"], f"{done['dag_id']}.{done['task_id']}", failed=False, run_id=done["run_id"]
-        )
+        notify_run(done["settings"], done["task"], failed=False, run_id=done["run_id"])
 
     _safely("on_success", context, body)
 
@@ -127,7 +130,7 @@ def on_failure(context: dict[str, Any]) -> None:
             return  # e.g. failing data-quality checks: each was announced as its own incident
         extra = {
             "DAG": done["dag_id"],
-            "Task": done["task_id"] + (f"[{done['map_index']}]" if done["map_index"] >= 0 else ""),
+            "Task": done["task"].split(".", 1)[1],
             "Airflow run": done["dag_run_id"],
             "Tries": str(done["try_number"]),
         }
@@ -135,7 +138,7 @@ def on_failure(context: dict[str, Any]) -> None:
             extra["Log"] = done["log_url"]
         notify_run(
             done["settings"],
-            f"{done['dag_id']}.{done['task_id']}",
+            done["task"],
             failed=True,
             run_id=done["run_id"],
             error=user_facing(error) or f"{type(error).__name__}: {error}",

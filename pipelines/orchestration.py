@@ -143,6 +143,8 @@ def _settle_after_close(settings: Settings) -> None:
     into_hour = exchange_now_ms(settings) % HOUR_MS
     if into_hour < grace_ms:
         time.sleep((grace_ms - into_hour) / 1000)
+    elif into_hour > HOUR_MS - 60_000:  # started up to a minute before the close (clock skew): wait for it
+        time.sleep((HOUR_MS - into_hour + grace_ms) / 1000)
 
 
 def backfill_batches(symbols: list[str] | None = None, batch_size: int | None = None) -> list[list[str]]:
@@ -222,6 +224,7 @@ def _complete_symbols(
     expected = int((end - start) / hour) + 1
     if expected <= 0:
         return set(symbols)  # an empty window: nothing to load
+    db.ensure_database(settings)
     with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
         cur.execute("SELECT to_regclass('raw.binance_klines')")
         if cur.fetchone()[0] is None:

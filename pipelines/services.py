@@ -67,7 +67,9 @@ def airflow_env(settings: Settings, config_file: Path) -> dict[str, str]:
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",  # `up` means: run the pipeline
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{AIRFLOW_USER}:admin",
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": db.airflow_metadata_url(settings),
+        # with database.url (an external Postgres) the operator gives Airflow its own metadata database
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN")
+        or db.airflow_metadata_url(settings),
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__PORT": str(port),
         "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
@@ -153,10 +155,11 @@ def up(settings: Settings, config_file: Path, timeout_s: float = 240, paused: bo
     run_dir, log_dir = _run_dir(settings), _log_dir(settings)
     run_dir.mkdir(parents=True, exist_ok=True)
     log_dir.mkdir(parents=True, exist_ok=True)
-    state = run_dir / "up.state"
-    if not state.exists():
-        state.write_text(json.dumps({"started_db": not was_running}))
     records = _records(settings)
+    state = run_dir / "up.state"
+    if not state.exists() or not any(_alive(r) for r in records.values()):  # fresh, or left by a reboot
+        state.write_text(json.dumps({"started_db": not was_running}))
+    started: list[str] = []
     services = _services(settings, config_file)
     if paused:
         services = [
@@ -193,6 +196,7 @@ def up(settings: Settings, config_file: Path, timeout_s: float = 240, paused: bo
             "argv": service.argv,
         }
         (run_dir / f"{service.name}.json").write_text(json.dumps(record))
+        started.append(service.name)
     deadline = time.monotonic() + timeout_s
     pending = {s.name: s for s in services}
     problem = None
@@ -208,7 +212,7 @@ def up(settings: Settings, config_file: Path, timeout_s: float = 240, paused: bo
             )
         time.sleep(0.5)
     if problem:
-        down(settings)  # leave nothing half-started behind
+        _stop(settings, started)  # leave nothing half-started behind; what ran before stays up
         raise ServiceError(problem)
     return _describe(settings)
 
@@ -282,15 +286,18 @@ class AirflowApi:
         return int(runs["total_entries"])
 
 
-def down(settings: Settings, timeout_s: float = 30) -> list[str]:
-    """End the processes `up` started (their whole process trees), then the embedded Postgres if `up`
-    started it. Returns what was stopped."""
-    stopped = []
-    procs: list[psutil.Process] = []
+def _stop(settings: Settings, names: list[str] | None = None, timeout_s: float = 30) -> list[str]:
+    """End recorded services (all, or the named ones): SIGTERM to each one's process group and to every
+    descendant (a child may have left the group), SIGKILL after timeout_s. Returns the names stopped."""
+    stopped, procs = [], []
     for name, record in _records(settings).items():
+        if names is not None and name not in names:
+            continue
         proc = _alive(record)
         if proc is not None:
             tree = [proc, *proc.children(recursive=True)]
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGTERM)  # the group `up` created (start_new_session)
             for p in tree:
                 with contextlib.suppress(psutil.NoSuchProcess):
                     p.send_signal(signal.SIGTERM)
@@ -301,6 +308,13 @@ def down(settings: Settings, timeout_s: float = 30) -> list[str]:
     for p in alive:
         with contextlib.suppress(psutil.NoSuchProcess):
             p.kill()
+    return stopped
+
+
+def down(settings: Settings, timeout_s: float = 30) -> list[str]:
+    """End the processes `up` started (their whole process trees), then the embedded Postgres if `up`
+    started it. Returns what was stopped."""
+    stopped = _stop(settings, timeout_s=timeout_s)
     state = _run_dir(settings) / "up.state"
     if state.exists():
         started_db = json.loads(state.read_text()).get("started_db")

@@ -185,7 +185,8 @@ class Orchestration(_Strict):
     retries: int = Field(3, ge=0, le=20)
     retry_delay_s: float = Field(60, gt=0)
     retry_max_delay_s: float = Field(900, gt=0)
-    lock_wait_s: float = Field(1800, ge=0, le=86400)  # a task waits this long for a running step of its kind
+    # a task waits this long for a running step of its kind (below the shortest task timeout, 20 min)
+    lock_wait_s: float = Field(900, ge=0, le=86400)
     backfill_batch_size: int = Field(10, ge=1, le=500)
     ohlcv_schedule: str = "0 * * * *"  # cron, UTC: as each hour closes (close_grace_s later)
     close_grace_s: float = Field(5, ge=0, le=600)  # the hourly ingest starts this long after the close

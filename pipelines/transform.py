@@ -7,6 +7,7 @@ import datetime as dt
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,12 @@ def transform(
     db.ensure_database(settings)
     with db.advisory_lock(settings, LOCK, wait_s=wait_s):
         run = RunRecord(settings, "sqlmesh", f"transform {environment}").start()
+        # "now" on the clock this run uses: execution_time (the sandbox's) when given, else the wall clock
+        offset = (execution_time - dt.datetime.now(dt.UTC)) if execution_time else dt.timedelta(0)
+
+        def clock() -> dt.datetime:
+            return dt.datetime.now(dt.UTC) + offset
+
         try:
             _require_raw_tables(settings)
             newest_before = gold_newest_close(settings, environment)
@@ -133,8 +140,10 @@ def transform(
                 "plan_s": round(plan_s, 3),
                 "run_s": round(run_s, 3),
                 "changed": changed,
-                **_latency(newest_before, gold_newest_close(settings, environment)),
+                **_latency(newest_before, gold_newest_close(settings, environment), clock),
             }
+            if environment != "prod":
+                _grant_reader(settings, f"gold__{environment}")  # the dashboard shows dev environments too
         except BaseException as exc:
             run.finish(exc)
             with contextlib.suppress(AttributeError):
@@ -154,6 +163,17 @@ def transform(
     return TransformSummary(environment, plan_s, run_s, changed, run.run_id)
 
 
+def _grant_reader(settings: Settings, schema: str) -> None:
+    """Let the read-only dashboard role read a SQLMesh environment's gold views (e.g. gold__dev)."""
+    reader = settings.database.reader_role
+    with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (reader,))
+        cur.execute("SELECT to_regnamespace(%s) IS NOT NULL AND %s", (schema, bool(cur.fetchone())))
+        if cur.fetchone()[0]:
+            cur.execute(f'GRANT USAGE ON SCHEMA "{schema}" TO "{reader}"')
+            cur.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA "{schema}" TO "{reader}"')
+
+
 def gold_newest_close(settings: Settings, environment: str = "prod") -> dt.datetime | None:
     """Close time of the newest candle in gold.fct_prices (of that environment); None before the first build."""
     schema = "gold" if environment == "prod" else f"gold__{environment}"
@@ -166,11 +186,13 @@ def gold_newest_close(settings: Settings, environment: str = "prod") -> dt.datet
     return None if newest is None else newest.astimezone(dt.UTC) + dt.timedelta(hours=1)
 
 
-def _latency(before: dt.datetime | None, after: dt.datetime | None) -> dict[str, Any]:
+def _latency(
+    before: dt.datetime | None, after: dt.datetime | None, clock: Callable[[], dt.datetime]
+) -> dict[str, Any]:
     """End-to-end latency of the newest candle this run brought into gold: from its close to now."""
     if after is None or (before is not None and after <= before):
         return {}  # nothing new reached gold: no latency to report
-    latency = (dt.datetime.now(dt.UTC) - after).total_seconds()
+    latency = (clock() - after).total_seconds()
     return {"gold_newest_close": after.isoformat(), "latency_s": round(latency, 3)}
 
 

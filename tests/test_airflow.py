@@ -269,11 +269,11 @@ def test_dag_test_ingest_transform_quality_chain(tmp_path, pg_dir, airflow_home)
             "SELECT source, command, status, count(*) FROM ops.pipeline_runs GROUP BY 1, 2, 3 ORDER BY 1, 2",
         )
         assert runs == [
-            ("airflow:data_quality", "soda_checks", "success", 1),
-            ("airflow:ingest_market_data_daily", "ingest_fear_greed", "success", 1),
-            ("airflow:ingest_market_data_daily", "ingest_markets", "success", 1),
-            ("airflow:ingest_ohlcv_hourly", "ingest_klines", "success", 1),
-            ("airflow:transform_sqlmesh", "sqlmesh_run", "success", 1),
+            ("airflow:data_quality.soda_checks", "soda_checks", "success", 1),
+            ("airflow:ingest_market_data_daily.ingest_fear_greed", "ingest_fear_greed", "success", 1),
+            ("airflow:ingest_market_data_daily.ingest_markets", "ingest_markets", "success", 1),
+            ("airflow:ingest_ohlcv_hourly.ingest_klines", "ingest_klines", "success", 1),
+            ("airflow:transform_sqlmesh.sqlmesh_run", "sqlmesh_run", "success", 1),
             ("binance", "airflow ingest ohlcv", "success", 1),
             ("coingecko", "airflow ingest markets", "success", 1),
             ("fear_greed", "airflow ingest fear-greed", "success", 1),
@@ -303,7 +303,7 @@ def test_task_failing_past_its_retries_is_recorded_and_alerted_once(tmp_path, pg
         assert finished(dags_test("ingest_ohlcv_hourly", tmp_path, config, airflow_home, **hook)) == "failed"
         tries = query(
             settings,
-            "SELECT status, retries, error FROM ops.pipeline_runs WHERE source = 'airflow:ingest_ohlcv_hourly' "
+            "SELECT status, retries, error FROM ops.pipeline_runs WHERE source = 'airflow:ingest_ohlcv_hourly.ingest_klines' "
             "ORDER BY started_at",
         )
         assert [(status, retries) for status, retries, _ in tries] == [("up_for_retry", 0), ("failed", 1)]
@@ -318,7 +318,7 @@ def test_task_failing_past_its_retries_is_recorded_and_alerted_once(tmp_path, pg
         assert finished(dags_test("ingest_ohlcv_hourly", tmp_path, config, airflow_home, **hook)) == "failed"
         banned = query(
             settings,
-            "SELECT status FROM ops.pipeline_runs WHERE source = 'airflow:ingest_ohlcv_hourly' "
+            "SELECT status FROM ops.pipeline_runs WHERE source = 'airflow:ingest_ohlcv_hourly.ingest_klines' "
             "AND error LIKE '%%418%%' ORDER BY started_at",
         )
         assert banned == [("failed",)]  # one try: the retry policy never retries a ban
@@ -367,11 +367,12 @@ def test_cryptoflow_up_runs_airflow_standalone_and_down_stops_it(tmp_path, pg_di
             assert query(settings, "SELECT count(*) FROM raw.binance_klines") == [(144,)]
             ledger = query(
                 settings,
-                "SELECT status, details->>'dag_run_id' FROM ops.pipeline_runs "
-                "WHERE source = 'airflow:ingest_ohlcv_hourly' AND command = 'ingest_klines'",
+                "SELECT status, details->>'dag_run_id', error FROM ops.pipeline_runs "
+                "WHERE source = 'airflow:ingest_ohlcv_hourly.ingest_klines' AND command = 'ingest_klines'",
             )
             # our run is there (unpaused at creation, the scheduler may have started the latest hour's too)
-            assert ("success", run_id) in ledger and {status for status, _ in ledger} == {"success"}
+            assert ("success", run_id, None) in ledger
+            assert {status for status, *_ in ledger} == {"success"}, ledger
             with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=30) as response:
                 metrics = response.read().decode()
             assert "cryptoflow_database_up 1.0" in metrics
@@ -386,3 +387,55 @@ def test_cryptoflow_up_runs_airflow_standalone_and_down_stops_it(tmp_path, pg_di
             with socket.socket() as sock:
                 assert sock.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still answers after down"
         assert db.embedded_status(settings).running  # it was running before `up`: left alone
+
+
+def test_backfill_historical_maps_batches_and_resumes(tmp_path, pg_dir, airflow_home):
+    """Params -> one mapped task per batch of symbols; a second trigger of the same window skips every
+    batch (already complete in raw) and loads nothing; a bad window fails at planning, without retries."""
+    with SandboxServer(port=0, seed=42) as sandbox:
+        config = write_config(tmp_path, pg_dir, sandbox.port)
+        settings = load_settings(config, environ={})
+        conf = json.dumps({"days": 3, "symbols": SYMBOLS, "batch_size": 2})
+
+        def backfill(conf: str) -> subprocess.CompletedProcess:
+            env = airflow_env(tmp_path, config)
+            env["AIRFLOW_HOME"] = str(airflow_home)
+            return run(
+                [str(BIN / "airflow"), "dags", "test", "backfill_historical", "-c", conf], env, tmp_path
+            )
+
+        first = backfill(conf)
+        assert finished(first) == "success", (first.stdout + first.stderr)[-4000:]
+        assert query(settings, "SELECT symbol, count(*) FROM raw.binance_klines GROUP BY 1 ORDER BY 1") == [
+            ("BTCUSDT", 72),
+            ("ETHUSDT", 72),
+            ("SOLUSDT", 72),
+        ]
+        batches = query(
+            settings,
+            "SELECT command, status FROM ops.pipeline_runs WHERE source LIKE 'airflow:backfill_historical.%%' "
+            "ORDER BY command",
+        )
+        assert batches == [
+            ("load_batch[0]", "success"),
+            ("load_batch[1]", "success"),
+            ("plan_batches", "success"),
+        ]
+        loads = query(settings, "SELECT count(*) FROM ops.pipeline_runs WHERE source = 'binance'")
+
+        again = backfill(conf)
+        assert finished(again) == "success"
+        assert query(settings, "SELECT count(*) FROM raw.binance_klines") == [(216,)]
+        # complete batches were skipped: no new ingest run at all
+        assert query(settings, "SELECT count(*) FROM ops.pipeline_runs WHERE source = 'binance'") == loads
+        assert "backfill batch already complete: skipped" in again.stdout + again.stderr
+
+        bad = backfill(json.dumps({"days": None, "since": None}))
+        assert finished(bad) == "failed"
+        planning = query(
+            settings,
+            "SELECT status, error FROM ops.pipeline_runs WHERE source LIKE 'airflow:backfill_historical.%%' "
+            "AND command = 'plan_batches' AND status <> 'success'",
+        )
+        assert [status for status, _ in planning] == ["failed"]  # one try: bad params are not retried
+        assert "exactly one of the params `days` or `since`" in planning[0][1]

@@ -1,7 +1,8 @@
 """Hourly klines: every tracked symbol from its own cursor up to the last closed hour, into bronze + raw.
 
 Updates the `raw.binance_klines` asset, which schedules `transform_sqlmesh`. Safe to re-run: loads merge
-on (symbol, open_time). The cron comes from `orchestration.ohlcv_schedule` (a minute past the hour).
+on (symbol, open_time). The cron comes from `orchestration.ohlcv_schedule` (at each close); the task
+then waits until `orchestration.close_grace_s` past the close by the exchange's clock.
 """
 
 from __future__ import annotations
