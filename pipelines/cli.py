@@ -78,6 +78,8 @@ def _parser() -> argparse.ArgumentParser:
         "up", parents=[common], help="start the stack: embedded Postgres, Airflow, metrics (and sandbox)"
     )
     sub.add_parser("down", parents=[common], help="stop what `cryptoflow up` started")
+    p = sub.add_parser("dashboard", parents=[common], help="the Streamlit dashboard (read-only role)")
+    p.add_argument("--port", type=int, default=None, help="default: services.dashboard_port")
     p = sub.add_parser(
         "airflow",
         parents=[common],
@@ -290,6 +292,14 @@ def cmd_down(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dashboard(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines import dashboard
+
+    port = settings.services.dashboard_port if args.port is None else args.port
+    print(f"dashboard on http://127.0.0.1:{port} (Ctrl-C to stop)", file=sys.stderr)
+    return dashboard.serve(settings, _config_file(args), port)
+
+
 def cmd_airflow(settings: Settings, args: argparse.Namespace) -> int:
     import os
     import subprocess
@@ -346,6 +356,11 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     print(f"transform: silver and gold built in {built.plan_s + built.run_s:.1f} s")
     print(delivery.describe_data(settings, time.perf_counter() - started))
     print(describe_gold(settings))
+    port = settings.services.dashboard_port
+    print(
+        f"\ndashboard: http://127.0.0.1:{port}  (start it with `.venv/bin/cryptoflow dashboard`; "
+        "`.venv/bin/cryptoflow up` starts it with Airflow and the metrics)"
+    )
     return 0
 
 
@@ -386,6 +401,7 @@ COMMANDS = {
     "metrics": cmd_metrics,
     "up": cmd_up,
     "airflow": cmd_airflow,
+    "dashboard": cmd_dashboard,
     "down": cmd_down,
 }
 

@@ -227,6 +227,8 @@ def _record_http(run: RunRecord, client: ApiClient) -> None:
         client.stats.retries,
         client.stats.rate_limited,
     )
+    if client.stats.synthetic:
+        run.details["sandbox"] = True  # synthetic data: the dashboard says so
 
 
 def _record_extract(run: RunRecord, sink: ExtractSink, rows_bronze: int, rows_raw: int, queued: int) -> None:

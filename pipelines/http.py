@@ -94,6 +94,7 @@ class CallStats:
     retries: int = 0
     rate_limited: int = 0
     waited_s: float = 0.0
+    synthetic: int = 0  # answers labelled `X-Sandbox: synthetic` (the offline sandbox): data is not real
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, **counts: float) -> None:
@@ -162,6 +163,8 @@ class ApiClient:
                 self.limiter.observe_weight(int(used))
             status = resp.status_code
             if 200 <= status < 300:
+                if resp.headers.get("X-Sandbox"):
+                    self.stats.add(synthetic=1)  # only a label for what is shown later, never a behaviour
                 return resp.content
             body = resp.text[:500]
             if status in BAN_STATUS:

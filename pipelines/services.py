@@ -109,6 +109,16 @@ def _services(settings: Settings, config_file: Path) -> list[Service]:
             {},
         )
     )
+    from pipelines import dashboard
+
+    found.append(
+        Service(
+            "dashboard",
+            dashboard.command(settings, s.dashboard_port),
+            f"http://127.0.0.1:{s.dashboard_port}/_stcore/health",
+            dashboard.env(settings, config_file),
+        )
+    )
     found.append(
         Service(
             "airflow",
@@ -233,7 +243,7 @@ def _describe(settings: Settings) -> list[str]:
     ]
     if settings.sandbox.enabled:
         lines.append(f"sandbox     http://127.0.0.1:{settings.sandbox.port}   (synthetic market data)")
-    lines.append("dashboard   not built yet (tracked as an open issue)")
+    lines.append(f"dashboard   http://127.0.0.1:{s.dashboard_port}")
     lines.append(f"logs        {_log_dir(settings)}/   stop everything with `cryptoflow down`")
     return lines
 

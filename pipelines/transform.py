@@ -125,6 +125,8 @@ def transform(
                     no_prompts=True,
                     execution_time=execution_time,
                     test_changed_only=True,  # the changed models' unit tests; `make test` runs them all
+                    # a new dev environment without changes yet: all of prod's models, as views (cheap)
+                    include_unmodified=environment != "prod",
                 )
                 plan_s = time.perf_counter() - started
                 started = time.perf_counter()

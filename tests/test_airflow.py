@@ -338,13 +338,17 @@ def test_task_failing_past_its_retries_is_recorded_and_alerted_once(tmp_path, pg
 
 
 def test_cryptoflow_up_runs_airflow_standalone_and_down_stops_it(tmp_path, pg_dir):
-    airflow_port, metrics_port = free_port(), free_port()
+    airflow_port, metrics_port, dashboard_port = free_port(), free_port(), free_port()
     with SandboxServer(port=0, seed=42) as sandbox:
         config = write_config(
             tmp_path,
             pg_dir,
             sandbox.port,
-            services={"airflow_port": airflow_port, "metrics_port": metrics_port},
+            services={
+                "airflow_port": airflow_port,
+                "metrics_port": metrics_port,
+                "dashboard_port": dashboard_port,
+            },
         )
         settings = load_settings(config, environ={})
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "CRYPTOFLOW"))}
@@ -376,14 +380,18 @@ def test_cryptoflow_up_runs_airflow_standalone_and_down_stops_it(tmp_path, pg_di
             with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=30) as response:
                 metrics = response.read().decode()
             assert "cryptoflow_database_up 1.0" in metrics
-            records = [json.loads(p.read_text()) for p in (tmp_path / ".cryptoflow" / "run").glob("*.json")]
-            assert {Path(r["argv"][0]).name for r in records} == {"airflow", "cryptoflow"}
+            with urllib.request.urlopen(f"http://127.0.0.1:{dashboard_port}/_stcore/health", timeout=30) as r:
+                assert r.read() == b"ok"
+            run_dir = tmp_path / ".cryptoflow" / "run"
+            assert {p.stem for p in run_dir.glob("*.json")} == {"airflow", "metrics", "dashboard"}
+            records = [json.loads(p.read_text()) for p in run_dir.glob("*.json")]
         finally:
             down = run([str(BIN / "cryptoflow"), "--config", str(config), "down"], env, tmp_path, timeout=120)
-        assert down.returncode == 0 and "airflow" in down.stdout and "metrics" in down.stdout, down.stdout
+        assert down.returncode == 0, down.stdout + down.stderr
+        assert all(name in down.stdout for name in ("airflow", "metrics", "dashboard")), down.stdout
         for record in records:
             assert not psutil.pid_exists(record["pid"]) or psutil.Process(record["pid"]).status() == "zombie"
-        for port in (airflow_port, metrics_port):
+        for port in (airflow_port, metrics_port, dashboard_port):
             with socket.socket() as sock:
                 assert sock.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still answers after down"
         assert db.embedded_status(settings).running  # it was running before `up`: left alone

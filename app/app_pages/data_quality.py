@@ -1,0 +1,109 @@
+"""Data Quality: pipeline runs, success rate, freshness per table, latest check results, dead letters, gaps."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import dashboard_queries as q
+import plotly.express as px
+import streamlit as st
+
+RUN_DAYS = 30
+OUTCOME_ICON = {"fail": "🔴 fail", "error": "🟠 error", "warn": "🟡 warn", "pass": "🟢 pass"}
+
+ctx = q.page_context()
+st.title("Data quality")
+st.caption(
+    f"As of {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC (cached up to an hour) · runs of the last {RUN_DAYS} days"
+)
+
+summary = q.load_run_summary(ctx.url, RUN_DAYS)
+runs = q.load_runs(ctx.url, RUN_DAYS)
+st.subheader("Pipeline runs")
+if runs.empty:
+    st.info(
+        f"No pipeline runs in the last {RUN_DAYS} days: nothing has been loaded yet.",
+        icon=":material/hourglass_empty:",
+    )
+else:
+    finished = int(summary["runs"].sum())
+    succeeded = int(summary["succeeded"].sum())
+    c1, c2, c3 = st.columns(3)
+    c1.metric("Runs", f"{finished:,}")
+    c2.metric("Success rate", f"{succeeded / finished:.1%}" if finished else "n/a")
+    c3.metric("Rows to raw", f"{int(summary['rows_raw'].sum()):,}")
+    chart = px.scatter(
+        runs,
+        x="started_at",
+        y="duration_s",
+        color="status",
+        symbol="source",
+        size=runs["rows_raw"].clip(lower=1) ** 0.25,
+        hover_data=["source", "command", "rows_raw", "error"],
+        color_discrete_map={
+            "success": "#0a8f3c",
+            "failed": "#d32f2f",
+            "up_for_retry": "#f57c00",
+            "running": "#1565c0",
+        },
+        labels={"started_at": "started (UTC)", "duration_s": "duration (s)"},
+    )
+    chart.update_layout(height=360, margin={"l": 10, "r": 10, "t": 20, "b": 10}, legend={"orientation": "h"})
+    st.plotly_chart(chart, key="runs_chart")
+    st.dataframe(
+        summary,
+        hide_index=True,
+        key="run_summary",
+        column_config={"success_rate": st.column_config.NumberColumn("success rate", format="percent")},
+    )
+
+st.subheader("Freshness")
+freshness = q.load_freshness(
+    ctx.url,
+    ctx.schema,
+    ctx.settings.checks.freshness_ohlcv_hours,
+    ctx.settings.checks.freshness_markets_hours,
+)
+if freshness.empty:
+    st.info(f"No gold tables with data in `{ctx.schema}` yet.", icon=":material/hourglass_empty:")
+else:
+    freshness["status"] = freshness["fresh"].map({True: "🟢 fresh", False: "🔴 stale"})
+    st.dataframe(
+        freshness[["table_name", "status", "newest", "age_h", "threshold_h"]],
+        hide_index=True,
+        key="freshness",
+        column_config={
+            "newest": st.column_config.DatetimeColumn("newest data (UTC)"),
+            "age_h": st.column_config.NumberColumn("age (h)", format="%.1f"),
+            "threshold_h": st.column_config.NumberColumn("threshold (h)", format="%.0f"),
+        },
+    )
+
+st.subheader("Latest check results")
+checks = q.load_check_results(ctx.url)
+if checks.empty:
+    st.info("No data-quality checks have run yet (`cryptoflow check`).", icon=":material/hourglass_empty:")
+else:
+    counts = checks["outcome"].value_counts()
+    st.caption(" · ".join(f"{OUTCOME_ICON[o]}: {int(counts.get(o, 0))}" for o in OUTCOME_ICON))
+    checks["outcome"] = checks["outcome"].map(OUTCOME_ICON)
+    st.dataframe(checks, hide_index=True, key="checks")
+
+left, right = st.columns(2)
+with left:
+    st.subheader("Dead letters")
+    dead = q.load_dead_letter_runs(ctx.url)
+    if dead.empty:
+        st.success("No records rejected to the dead letter queue.", icon=":material/check_circle:")
+    else:
+        st.metric("Rejected records", f"{int(dead['dead_letters'].sum()):,}")
+        st.caption("Per run; inspect and replay them with `cryptoflow dlq list` / `cryptoflow dlq replay`.")
+        st.dataframe(dead, hide_index=True, key="dead_letters")
+with right:
+    st.subheader("Known gaps")
+    gap_counts = q.load_gap_counts(ctx.url)
+    if gap_counts.empty:
+        st.success("No missing candle hours recorded.", icon=":material/check_circle:")
+    else:
+        st.caption(" · ".join(f"{r.status}: {r.hours}" for r in gap_counts.itertuples()))
+        st.dataframe(q.load_gaps(ctx.url), hide_index=True, key="gaps")

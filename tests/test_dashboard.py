@@ -1,0 +1,361 @@
+"""The Streamlit dashboard with AppTest on real gold data (sandbox -> raw -> SQLMesh -> Soda on the embedded
+Postgres), through the read-only role: every page runs without an exception and shows what gold holds,
+computed independently here by SQL; every page has an empty state; dev environments are selectable."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import psycopg2
+import pytest
+import streamlit as st
+import yaml
+from streamlit.testing.v1 import AppTest
+
+from pipelines import dashboard, db, delivery, quality, transform
+from pipelines.cli import sandboxed
+from pipelines.sandbox import SandboxServer
+
+APP = str(Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py")
+OVERVIEW = "app_pages/overview.py"
+PRICES = "app_pages/price_analysis.py"
+SENTIMENT = "app_pages/market_sentiment.py"
+QUALITY = "app_pages/data_quality.py"
+PAGES = [OVERVIEW, PRICES, SENTIMENT, QUALITY]
+NOW = dt.datetime(2026, 3, 10, 12, 5, tzinfo=dt.UTC)
+NOW_MS = int(NOW.timestamp() * 1000)
+SNAPSHOT = dt.datetime(2026, 3, 9, 12, 0, tzinfo=dt.UTC)  # a complete UTC day, so its totals reach gold
+SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+DAYS = 15
+
+
+def execute(settings, sql: str, params=()) -> list[tuple]:
+    with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
+        cur.execute(sql, params)
+        return cur.fetchall() if cur.description else []
+
+
+def write_config(settings, path: Path, **sections) -> Path:
+    data = {
+        "universe": {"mode": "pinned", "symbols": SYMBOLS},
+        "database": {
+            "embedded_dir": str(settings.path(settings.database.embedded_dir)),
+            "name": settings.database.name,
+        },
+        "storage": {"bronze_url": str(path.parent / "bronze")},
+        **sections,
+    }
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, settings_in):
+    """3 symbols x 15 days through the whole pipeline, checks included; returns (settings, config file)."""
+    root = tmp_path_factory.mktemp("dashboard")
+    settings = settings_in(root, universe={"symbols": SYMBOLS}, checks={"expected_market_coins": 50})
+    with SandboxServer(seed=11, now_ms=NOW_MS) as sandbox:
+        active = sandboxed(settings, sandbox)
+        delivery.ingest_ohlcv(active, days=DAYS)
+        delivery.ingest_markets(active)
+        delivery.ingest_fear_greed(active)
+    # the snapshot is stamped with the real clock; put it on the sandbox's (previous, complete) day
+    execute(settings, "UPDATE raw.coingecko_markets SET snapshot_ts = %s", (SNAPSHOT,))
+    transform.transform(settings, execution_time=NOW)
+    quality.run_checks(settings, now=NOW)
+    return settings, write_config(settings, root / "config.yaml")
+
+
+@pytest.fixture
+def empty(make_settings, tmp_path):
+    """A fresh database with its schemas and ops tables, before any load."""
+    settings = make_settings()
+    db.ensure_database(settings)
+    return settings, write_config(settings, tmp_path / "config.yaml")
+
+
+@pytest.fixture(autouse=True)
+def fresh_cache():
+    st.cache_data.clear()
+    yield
+    st.cache_data.clear()
+
+
+def open_page(config: Path, monkeypatch, page: str) -> AppTest:
+    monkeypatch.setenv("CRYPTOFLOW_CONFIG", str(config))
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert not at.exception, [e.message for e in at.exception]
+    if page != OVERVIEW:
+        at.switch_page(page).run()
+    assert not at.exception, [e.message for e in at.exception]
+    return at
+
+
+def shown(at: AppTest, column: str) -> pd.DataFrame:
+    """The one dataframe on the page that has `column` (AppTest does not expose a dataframe's key)."""
+    frames = [d.value for d in at.dataframe if column in d.value.columns]
+    assert len(frames) == 1, f"{len(frames)} dataframes with column {column!r}"
+    return frames[0]
+
+
+def frame(settings, sql: str, params=()) -> pd.DataFrame:
+    with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
+        cur.execute(sql, params)
+        return pd.DataFrame(cur.fetchall(), columns=[d.name for d in cur.description])
+
+
+def test_overview_shows_the_top10_and_totals_of_gold(built, monkeypatch):
+    settings, config = built
+    at = open_page(config, monkeypatch, OVERVIEW)
+    assert [t.value for t in at.title] == ["Market overview"]
+    top10 = shown(at, "market_cap_usd")
+    gold = frame(settings, "SELECT * FROM gold.mart_market_overview ORDER BY position")
+    assert len(gold) == 10
+    assert top10["symbol"].tolist() == gold["symbol"].tolist()
+    assert top10["coin_name"].tolist() == gold["coin_name"].tolist()
+    assert top10["price_usd"].tolist() == gold["price_usd"].tolist()
+    assert top10["market_cap_usd"].tolist() == gold["market_cap_usd"].tolist()
+    assert top10["change_pct"].tolist() == pytest.approx((gold["change_24h"] * 100).tolist())
+    # sparklines: the tracked pairs' daily closes of the newest 7 days, the others none
+    closes = frame(
+        settings,
+        "SELECT symbol, array_agg(close::float8 ORDER BY day) AS closes FROM gold.fct_daily_summary "
+        "WHERE day > (SELECT max(day) FROM gold.fct_daily_summary) - 7 GROUP BY symbol",
+    ).set_index("symbol")["closes"]
+    sparks = {sym: [float(x) for x in spark] for sym, spark in zip(top10["symbol"], top10["closes"], strict=True)
+              if spark is not None and not isinstance(spark, float)}  # fmt: skip
+    assert sparks == {symbol: closes[symbol] for symbol in top10["symbol"] if symbol in closes.index}
+    assert set(sparks) == set(SYMBOLS) & set(gold["symbol"]) and len(sparks) >= 2
+
+    totals = frame(
+        settings,
+        "SELECT total_market_cap_usd, total_volume_24h_usd, btc_dominance FROM gold.fct_market_sentiment "
+        "WHERE total_market_cap_usd IS NOT NULL ORDER BY day DESC LIMIT 1",
+    ).iloc[0]
+    fng = frame(
+        settings,
+        "SELECT fng_value, fng_label FROM gold.fct_market_sentiment WHERE fng_value IS NOT NULL "
+        "ORDER BY day DESC LIMIT 1",
+    ).iloc[0]
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics == {
+        "Total market cap": f"${totals.total_market_cap_usd / 1e9:,.1f} B",
+        "24 h volume": f"${totals.total_volume_24h_usd / 1e9:,.1f} B",
+        "BTC dominance": f"{totals.btc_dominance:.1%}",
+        "Fear & Greed": f"{fng.fng_value} · {fng.fng_label}",
+    }
+    snapshot = gold["snapshot_ts"].max()
+    assert any(f"As of the market snapshot of {snapshot:%Y-%m-%d %H:%M} UTC" in c.value for c in at.caption)
+    # sandbox.enabled is off, but the runs saw the sandbox's `X-Sandbox` label on every answer: banner
+    assert [w.value for w in at.warning if "Sandbox data" in w.value], "the synthetic-data banner"
+
+
+def test_price_page_shows_the_chosen_range_of_fct_prices(built, monkeypatch):
+    settings, config = built
+    at = open_page(config, monkeypatch, PRICES)
+    assert at.selectbox(key="symbol").value == "BTCUSDT"
+    assert len(at.get("plotly_chart")) == 1
+    assert len(at.download_button) == 1
+    first = frame(settings, "SELECT min(day) AS a FROM gold.fct_daily_summary WHERE symbol = 'ETHUSDT'").a[0]
+    start, end = first + dt.timedelta(days=3), first + dt.timedelta(days=9)
+    at.selectbox(key="symbol").set_value("ETHUSDT").run()
+    at.date_input(key="date_range").set_value((start, end)).run()
+    assert not at.exception, [e.message for e in at.exception]
+    expected = frame(
+        settings,
+        "SELECT open_time, close::float8 AS close FROM gold.fct_prices WHERE symbol = 'ETHUSDT' "
+        "AND open_time >= %s AND open_time < %s ORDER BY open_time",
+        (
+            dt.datetime.combine(start, dt.time(), dt.UTC),
+            dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), dt.UTC),
+        ),
+    )
+    assert len(expected) == 7 * 24
+    rows = shown(at, "close")
+    assert rows["open_time"].tolist() == expected["open_time"].tolist()
+    assert rows["close"].tolist() == expected["close"].tolist()
+    assert any(c.value.startswith(f"{len(expected):,} hourly rows") for c in at.caption)
+
+    at.segmented_control(key="grain").set_value("Daily").run()
+    assert not at.exception, [e.message for e in at.exception]
+    daily = frame(
+        settings,
+        "SELECT day, close::float8 AS close FROM gold.fct_daily_summary WHERE symbol = 'ETHUSDT' "
+        "AND day BETWEEN %s AND %s ORDER BY day",
+        (start, end),
+    )
+    rows = shown(at, "close")
+    assert rows["day"].tolist() == daily["day"].tolist() and len(daily) == 7
+    assert rows["close"].tolist() == daily["close"].tolist()
+    ma7 = frame(
+        settings,
+        "SELECT avg(close::float8) AS ma FROM gold.fct_daily_summary WHERE symbol = 'ETHUSDT' "
+        "AND day BETWEEN %s AND %s",
+        (end - dt.timedelta(days=6), end),
+    ).ma[0]
+    assert rows["ma_7d"].iloc[-1] == pytest.approx(ma7, rel=1e-12)
+
+
+def test_sentiment_page_shows_every_day_of_gold(built, monkeypatch):
+    settings, config = built
+    at = open_page(config, monkeypatch, SENTIMENT)
+    assert [t.value for t in at.title] == ["Market sentiment"]
+    assert len(at.get("plotly_chart")) == 3
+    days, newest = frame(
+        settings, "SELECT count(*) AS n, max(day) AS newest FROM gold.fct_market_sentiment"
+    ).iloc[0]
+    assert days > DAYS  # Fear & Greed comes with its full history
+    assert any(c.value.startswith(f"{min(days, 365):,} days · as of {newest}") for c in at.caption)
+
+
+def test_data_quality_page_matches_the_ops_tables(built, monkeypatch):
+    settings, config = built
+    at = open_page(config, monkeypatch, QUALITY)
+    runs = frame(
+        settings,
+        "SELECT count(*) FILTER (WHERE status <> 'running') AS finished, "
+        "count(*) FILTER (WHERE status = 'success') AS ok, sum(rows_raw) AS rows_raw FROM ops.pipeline_runs",
+    ).iloc[0]
+    assert runs.finished == 4  # klines, markets, fear & greed, transform (run_checks records no run)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics == {
+        "Runs": f"{runs.finished:,}",
+        "Success rate": f"{runs.ok / runs.finished:.1%}",
+        "Rows to raw": f"{int(runs.rows_raw):,}",
+    }
+    checks = shown(at, "check_name")
+    stored = frame(
+        settings,
+        "SELECT DISTINCT ON (layer, check_name) layer, check_name, outcome FROM ops.dq_results "
+        "ORDER BY layer, check_name, checked_at DESC",
+    )
+    assert len(checks) == len(stored) >= 25
+    rank = {"🔴 fail": 0, "🟠 error": 1, "🟡 warn": 2, "🟢 pass": 3}
+    assert [rank[o] for o in checks["outcome"]] == sorted(
+        rank[o] for o in checks["outcome"]
+    )  # failures first
+    assert sorted(checks["outcome"].str.split().str[-1]) == sorted(stored["outcome"])
+
+    freshness = shown(at, "threshold_h").set_index("table_name")
+    newest_candle = frame(settings, "SELECT max(open_time) + interval '1 hour' AS t FROM gold.fct_prices").t[
+        0
+    ]
+    assert freshness.loc["gold.fct_prices", "newest"] == newest_candle
+    assert freshness.loc["gold.fct_prices", "threshold_h"] == settings.checks.freshness_ohlcv_hours
+    snapshot = freshness.loc["gold.mart_market_overview"]
+    assert (snapshot["newest"], snapshot["threshold_h"]) == (
+        SNAPSHOT,
+        settings.checks.freshness_markets_hours,
+    )
+    # the data is from the sandbox's clock (March 2026), older than any threshold by the real clock
+    assert set(freshness["status"]) == {"🔴 stale"} and len(freshness) == 4
+    gaps = execute(settings, "SELECT count(*) FROM ops.gaps")[0][0]
+    assert (len(shown(at, "refetched_at")) if gaps else 0) == gaps
+    assert gaps or any("No missing candle hours" in s.value for s in at.success)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_has_an_empty_state_before_the_first_load(empty, monkeypatch, page):
+    _, config = empty
+    at = open_page(config, monkeypatch, page)
+    assert at.info, "an empty-state message"
+    if page == QUALITY:
+        assert [i.value for i in at.info][:1] == [
+            "No pipeline runs in the last 30 days: nothing has been loaded yet."
+        ]
+    else:
+        assert "missing or empty" in at.info[0].value
+
+
+def test_sandbox_banner_from_the_configuration_or_a_sandbox_run(empty, monkeypatch, tmp_path):
+    settings, config = empty
+    assert not open_page(config, monkeypatch, OVERVIEW).warning
+    enabled = write_config(settings, tmp_path / "sandbox.yaml", sandbox={"enabled": True})
+    st.cache_data.clear()
+    assert "Sandbox data" in open_page(enabled, monkeypatch, OVERVIEW).warning[0].value
+    execute(
+        settings,
+        "INSERT INTO ops.pipeline_runs (run_id, source, command, started_at, status, details) "
+        "VALUES ('r1', 'binance', 'ingest ohlcv', now(), 'success', '{\"sandbox\": true}')",
+    )
+    st.cache_data.clear()
+    assert "Sandbox data" in open_page(config, monkeypatch, PRICES).warning[0].value
+
+
+def test_database_down_is_a_message_not_a_traceback(tmp_path, monkeypatch):
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"database": {"embedded_dir": str(tmp_path / "nowhere")}}))
+    monkeypatch.setenv("CRYPTOFLOW_CONFIG", str(config))
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert not at.exception
+    assert "cryptoflow db start" in at.error[0].value
+
+
+def test_reader_role_cannot_read_raw_so_the_app_never_does(built):
+    settings, _ = built
+    reader = contextlib.closing(psycopg2.connect(db.reader_url(settings)))
+    with reader as conn, conn.cursor() as cur, pytest.raises(psycopg2.errors.InsufficientPrivilege):
+        cur.execute("SELECT 1 FROM raw.binance_klines LIMIT 1")
+
+
+def test_environment_selector_shows_a_dev_environment(built, monkeypatch, tmp_path):
+    """An analyst changes fct_daily_summary's VWAP and transforms into dev: the selector lists gold__dev, the
+    price page's daily rows come from it, and models dev did not change are read from prod."""
+    settings, config = built
+    project = tmp_path / "sqlmesh_project"
+    shutil.copytree(transform.PROJECT_DIR, project, ignore=shutil.ignore_patterns(".cache", "logs"))
+    model = project / "models" / "marts" / "fct_daily_summary.sql"
+    vwap = "(d.quote_volume / NULLIF(d.volume, 0))::DOUBLE PRECISION AS vwap,"
+    assert vwap in model.read_text()
+    model.write_text(model.read_text().replace(vwap, vwap.replace("::DOUBLE", " + 1::DOUBLE")))
+    (project / "tests" / "test_fct_daily_summary.yaml").unlink()  # its expectations describe the old VWAP
+    monkeypatch.setattr(transform, "PROJECT_DIR", project)
+    transform.transform(settings, "dev", execution_time=NOW)
+
+    at = open_page(config, monkeypatch, PRICES)
+    assert at.selectbox(key="environment").options == ["prod (gold)", "dev (gold__dev)"]
+    at.selectbox(key="environment").set_value("gold__dev").run()
+    at.segmented_control(key="grain").set_value("Daily").run()
+    assert not at.exception, [e.message for e in at.exception]
+    rows = shown(at, "close")
+    dev = frame(
+        settings,
+        "SELECT d.day, d.vwap, p.vwap AS prod_vwap FROM gold__dev.fct_daily_summary AS d "
+        "JOIN gold.fct_daily_summary AS p USING (symbol, day) WHERE symbol = 'BTCUSDT' AND d.day >= %s "
+        "ORDER BY d.day",
+        (rows["day"].min(),),
+    )
+    assert rows["day"].tolist() == dev["day"].tolist()
+    assert rows["vwap"].tolist() == dev["vwap"].tolist() == pytest.approx((dev["prod_vwap"] + 1).tolist())
+    # mart_market_overview is unchanged in dev, so the overview reads prod's
+    at.switch_page(OVERVIEW).run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert (
+        shown(at, "market_cap_usd")["symbol"].tolist()
+        == frame(settings, "SELECT symbol FROM gold.mart_market_overview ORDER BY position")[
+            "symbol"
+        ].tolist()
+    )
+
+
+def test_measure_queries_times_every_page_query(built):
+    settings, _ = built
+    timings = dashboard.measure_queries(settings, repeats=1)
+    assert set(timings) >= {"top10", "prices_hourly_90d", "prices_daily_90d", "sentiment_365d", "freshness"}
+    assert all(ms > 0 for ms in timings.values())
+
+
+def test_command_and_env_of_the_server(built, tmp_path):
+    settings, config = built
+    argv = dashboard.command(settings, 8599)
+    assert argv[1:] == [
+        "run", str(dashboard.ENTRY_POINT), "--server.port", "8599", "--server.headless", "true",
+        "--browser.gatherUsageStats", "false", "--server.address", "127.0.0.1",
+    ]  # fmt: skip
+    environment = dashboard.env(settings, config)
+    assert environment["CRYPTOFLOW_CONFIG"] == str(config.resolve())
+    assert environment["STREAMLIT_BROWSER_GATHER_USAGE_STATS"] == "false"

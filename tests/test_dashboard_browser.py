@@ -1,0 +1,131 @@
+"""The real dashboard server (`pipelines.dashboard.command`) in a real headless Chromium: every page renders
+its key element, with no Streamlit exception and no console error. Screenshots land in pytest's tmp_path."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+
+import pytest
+from test_dashboard import built, write_config  # noqa: F401  (the module-scoped gold data fixture)
+
+from pipelines import dashboard
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+# url path -> (title shown, the selector of the page's key element, how many of them)
+PAGES = {
+    "": ("Market overview", '[data-testid="stDataFrame"]', 1),
+    "price_analysis": ("Price analysis", '[data-testid="stPlotlyChart"]', 1),
+    "market_sentiment": ("Market sentiment", '[data-testid="stPlotlyChart"]', 3),
+    "data_quality": ("Data quality", '[data-testid="stMetric"]', 3),
+}
+START_TIMEOUT_S = 60
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def server(built, tmp_path_factory):  # noqa: F811
+    settings, config = built
+    port = free_port()
+    log = (tmp_path_factory.mktemp("server") / "streamlit.log").open("w")
+    process = subprocess.Popen(
+        dashboard.command(settings, port),
+        cwd=dashboard.APP_DIR,
+        env={**os.environ, **dashboard.env(settings, config)},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not answers(f"http://127.0.0.1:{port}/_stcore/health"):
+            assert process.poll() is None, f"the dashboard exited: see {log.name}"
+            assert time.monotonic() < deadline, (
+                f"the dashboard did not answer in {START_TIMEOUT_S} s: {log.name}"
+            )
+            time.sleep(0.3)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()  # the one process we started, by its handle
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    executable = shutil.which("chromium")
+    if executable is None:
+        pytest.fail(
+            "Debian's chromium is not installed: `make test` installs it (apt-get install -y chromium)"
+        )
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.mark.parametrize("path", list(PAGES))
+@pytest.mark.parametrize("viewport", [{"width": 1400, "height": 1000}, {"width": 390, "height": 844}])
+def test_every_page_renders_in_a_real_browser(server, browser, path, viewport, tmp_path):
+    title, selector, count = PAGES[path]
+    page = browser.new_page(viewport=viewport)
+    errors: list[str] = []
+    # Opened at /<page>, Streamlit's frontend first probes /<page>/_stcore/{health,host-config} in case the
+    # app is served under a base path, gets 404, then uses /. Those probes (and their console lines) are the
+    # only failures ignored.
+    probe = f"{server}/{path}/_stcore/" if path else None
+
+    def record(kind: str, text: str, url: str = "", status: int = 0) -> None:
+        if not (probe and url.startswith(probe) and status in (0, 404)):
+            errors.append(f"{kind}: {text} ({url})")
+
+    page.on(
+        "console",
+        lambda m: record("console", m.text, m.location.get("url", "")) if m.type == "error" else None,
+    )
+    page.on("requestfailed", lambda r: record("request failed", r.failure or "", r.url))
+    page.on(
+        "response", lambda r: record(f"HTTP {r.status}", "", r.url, r.status) if r.status >= 400 else None
+    )
+    page.on("pageerror", lambda error: record("page error", str(error)))
+    try:
+        page.goto(f"{server}/{path}", wait_until="domcontentloaded")
+        page.get_by_role("heading", name=title).wait_for(state="visible", timeout=30_000)
+        page.locator(selector).nth(count - 1).wait_for(state="visible", timeout=30_000)
+        page.wait_for_load_state("networkidle")
+        page.screenshot(path=str(tmp_path / f"{path or 'overview'}-{viewport['width']}.png"), full_page=True)
+        assert page.locator(selector).count() == count
+        assert page.locator('[data-testid="stException"]').count() == 0
+        assert page.locator('[data-testid="stAlertContentInfo"]').count() == 0  # data, not an empty state
+    finally:
+        page.close()
+    assert errors == []
