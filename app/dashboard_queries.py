@@ -27,7 +27,7 @@ ENV_SCHEMA = re.compile(r"^gold(__[a-z0-9_]+)?$")
 STATEMENT_TIMEOUT_MS = 30_000
 CONTEXT_KEY = "cryptoflow_context"
 # the gold relations each page needs; a page shows an empty state until they exist and hold rows
-OVERVIEW_TABLES = ("mart_market_overview", "fct_daily_summary", "fct_market_sentiment")
+OVERVIEW_TABLES = ("mart_market_overview", "mart_market_totals", "fct_daily_summary", "fct_market_sentiment")
 PRICE_TABLES = ("fct_prices", "fct_daily_summary")
 SENTIMENT_TABLES = ("fct_market_sentiment", "fct_daily_summary")
 FRESHNESS_TABLES = ("fct_prices", "fct_daily_summary", "fct_market_sentiment", "mart_market_overview")
@@ -173,15 +173,15 @@ def load_sparklines(url: str, schema: str, symbols: tuple[str, ...], days: int =
 
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
 def load_market_totals(url: str, schema: str) -> pd.DataFrame:
-    """Newest day with market totals, and the newest Fear & Greed value (one row)."""
-    table = _gold(url, schema, "fct_market_sentiment")
+    """Market totals of the latest snapshot (mart_market_totals), and the newest Fear & Greed value (one
+    row). `day` is the snapshot's UTC day."""
     query = sql.SQL(
-        "SELECT m.day, m.total_market_cap_usd, m.total_volume_24h_usd, m.btc_dominance, "
-        "f.day AS fng_day, f.fng_value, f.fng_label "
-        "FROM (SELECT * FROM {t} WHERE total_market_cap_usd IS NOT NULL ORDER BY day DESC LIMIT 1) AS m "
+        "SELECT (m.snapshot_ts AT TIME ZONE 'UTC')::date AS day, m.total_market_cap_usd, "
+        "m.total_volume_24h_usd, m.btc_dominance, f.day AS fng_day, f.fng_value, f.fng_label "
+        "FROM {m} AS m "
         "FULL JOIN (SELECT day, fng_value, fng_label FROM {t} WHERE fng_value IS NOT NULL "
         "ORDER BY day DESC LIMIT 1) AS f ON true"
-    ).format(t=table)
+    ).format(m=_gold(url, schema, "mart_market_totals"), t=_gold(url, schema, "fct_market_sentiment"))
     return _frame(url, query)
 
 

@@ -29,6 +29,7 @@ GOLD = {
     "gold.fct_daily_summary",
     "gold.fct_market_sentiment",
     "gold.mart_market_overview",
+    "gold.mart_market_totals",
 }
 
 
