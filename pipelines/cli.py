@@ -80,6 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("down", parents=[common], help="stop what `cryptoflow up` started")
     p = sub.add_parser("dashboard", parents=[common], help="the Streamlit dashboard (read-only role)")
     p.add_argument("--port", type=int, default=None, help="default: services.dashboard_port")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 in a container)")
     p = sub.add_parser(
         "airflow",
         parents=[common],
@@ -296,8 +297,7 @@ def cmd_dashboard(settings: Settings, args: argparse.Namespace) -> int:
     from pipelines import dashboard
 
     port = settings.services.dashboard_port if args.port is None else args.port
-    print(f"dashboard on http://127.0.0.1:{port} (Ctrl-C to stop)", file=sys.stderr)
-    return dashboard.serve(settings, _config_file(args), port)
+    return dashboard.serve(settings, _config_file(args), port, host=args.host)
 
 
 def cmd_airflow(settings: Settings, args: argparse.Namespace) -> int:

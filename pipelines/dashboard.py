@@ -26,8 +26,11 @@ BENCH_DAYS = 90
 BENCH_REPEATS = 3
 
 
-def command(settings: Settings, port: int | None = None, headless: bool = True) -> list[str]:
-    """argv of `streamlit run` for the dashboard on 127.0.0.1:port (default services.dashboard_port)."""
+def command(
+    settings: Settings, port: int | None = None, headless: bool = True, host: str = "127.0.0.1"
+) -> list[str]:
+    """argv of `streamlit run` for the dashboard on host:port (default 127.0.0.1:services.dashboard_port;
+    0.0.0.0 in a container)."""
     port = settings.services.dashboard_port if port is None else port
     return [
         str(Path(sys.executable).parent / "streamlit"),
@@ -40,7 +43,7 @@ def command(settings: Settings, port: int | None = None, headless: bool = True) 
         "--browser.gatherUsageStats",
         "false",
         "--server.address",
-        "127.0.0.1",
+        host,
     ]
 
 
@@ -56,10 +59,12 @@ def env(settings: Settings, config_file: str | Path) -> dict[str, str]:
     }
 
 
-def serve(settings: Settings, config_file: str | Path, port: int | None = None) -> int:
+def serve(
+    settings: Settings, config_file: str | Path, port: int | None = None, host: str = "127.0.0.1"
+) -> int:
     """Run the dashboard in the foreground until it exits (Ctrl-C stops it); returns its exit code."""
-    argv = command(settings, port)
-    print(f"dashboard: http://127.0.0.1:{argv[argv.index('--server.port') + 1]}", file=sys.stderr)
+    argv = command(settings, port, host=host)
+    print(f"dashboard: http://{host}:{argv[argv.index('--server.port') + 1]}", file=sys.stderr)
     process = subprocess.Popen(argv, cwd=APP_DIR, env={**os.environ, **env(settings, config_file)})
     try:
         return process.wait()
