@@ -38,3 +38,19 @@ def test_every_config_key_is_in_the_configuration_reference():
         if not found:
             missing.append(key)
     assert missing == [], f"add these keys to README's Configuration table: {missing}"
+
+
+def test_every_soda_check_is_listed_with_what_it_protects():
+    import yaml
+
+    text = README.read_text()
+    root = README.parent / "audits"
+    names = [
+        (cfg or {}).get("name", expr)
+        for layer in ("raw", "silver", "gold")
+        for checks in yaml.safe_load((root / f"{layer}.yml").read_text()).values()
+        for check in checks
+        for expr, cfg in check.items()
+    ]
+    assert len(names) >= 25
+    assert [n for n in names if f"| {n} |" not in text] == []
