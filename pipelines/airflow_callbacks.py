@@ -77,12 +77,17 @@ def _record(context: dict[str, Any], status: str, error: BaseException | None) -
 
     ids = _ids(context)
     settings = task_settings()
-    db.ensure_database(settings)  # a task that never touched the database (a planner) is recorded too
+    run_id = f"{ids['task']}:{ids['dag_run_id']}:try{ids['try_number']}"
+    try:
+        db.ensure_database(settings)  # a task that never touched the database (a planner) is recorded too
+    except db.DatabaseUnavailable as exc:  # nothing to record into; the alert must still go out
+        log.error("could not record the task outcome", extra={"run_id": run_id, "error": str(exc)[:500]})
+        return {"settings": settings, "run_id": run_id, **ids}
     run = RunRecord(
         settings,
         source=f"airflow:{ids['task']}",
         command=ids["task"].split(".", 1)[1],
-        run_id=f"{ids['task']}:{ids['dag_run_id']}:try{ids['try_number']}",
+        run_id=run_id,
         retries=max(ids["try_number"] - 1, 0),
         details={k: v for k, v in ids.items() if k not in ("start_date",) and v is not None},
     )

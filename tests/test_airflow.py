@@ -447,3 +447,31 @@ def test_backfill_historical_maps_batches_and_resumes(tmp_path, pg_dir, airflow_
         )
         assert [status for status, _ in planning] == ["failed"]  # one try: bad params are not retried
         assert "exactly one of the params `days` or `since`" in planning[0][1]
+
+
+def test_failure_callback_alerts_even_when_the_database_is_down(tmp_path, monkeypatch):
+    """The callback cannot record the try (no database), but the Slack message still goes out."""
+    import datetime as dt
+    from types import SimpleNamespace
+
+    from pipelines import airflow_callbacks
+
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"database": {"url": f"postgresql://x@127.0.0.1:{free_port()}/x"}}))
+    with Receiver() as receiver:
+        monkeypatch.setenv("CRYPTOFLOW_CONFIG", str(config))
+        monkeypatch.setenv("CRYPTOFLOW_SLACK_WEBHOOK_URL", receiver.url)
+        ti = SimpleNamespace(
+            dag_id="ingest_ohlcv_hourly",
+            task_id="ingest_klines",
+            run_id="scheduled__2026-11-29T15:00:00+00:00",
+            try_number=4,
+            map_index=-1,
+            max_tries=3,
+            start_date=dt.datetime(2026, 11, 29, 15, 0, 5, tzinfo=dt.UTC),
+        )
+        airflow_callbacks.on_failure({"ti": ti, "exception": RuntimeError("database went away")})
+    [message] = receiver.received
+    text = json.dumps(message)
+    assert "Pipeline run failed" in text and "ingest_ohlcv_hourly.ingest_klines" in text
+    assert "database went away" in text and "scheduled__2026-11-29T15:00:00+00:00" in text
