@@ -28,7 +28,7 @@ from pipelines import db
 from pipelines.bronze import delete_load, open_lake, settle_bronze, write_bronze
 from pipelines.errors import UniverseError, root_cause
 from pipelines.http import ApiClient, client_for
-from pipelines.observability import RunRecord
+from pipelines.observability import RunRecord, run_ledger
 from pipelines.settings import Settings, validate_symbol
 from pipelines.sources.binance import SymbolWindow, binance_source
 from pipelines.sources.binance import settings as bn
@@ -210,15 +210,8 @@ def _run(settings: Settings, source: str, command: str):
     db.ensure_database(settings)
     with db.advisory_lock(settings, f"ingest:{source}"):
         _recover_abandoned(settings, source)
-        run = RunRecord(settings, source, command).start()
-        try:
+        with run_ledger(settings, source, command) as run:
             yield run
-        except BaseException as exc:
-            run.finish(exc)
-            with contextlib.suppress(AttributeError):
-                exc.run_id = run.run_id  # for the alert (pipelines.alerts.alerting)
-            raise
-        run.finish()
 
 
 def _record_http(run: RunRecord, client: ApiClient) -> None:

@@ -252,3 +252,14 @@ def client_for(
         headers=headers,
         weight_header=weight_header,
     )
+
+
+def answers(url: str, timeout_s: float = 3) -> bool:
+    """Whether url answers 200 right now (health probes of local services: sandbox, Airflow, dashboard)."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            return response.status == 200
+    except OSError:
+        return False

@@ -10,6 +10,7 @@ import os
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -181,3 +182,18 @@ class RunRecord:
                 **({"error": message} if message else {}),
             },
         )
+
+
+@contextlib.contextmanager
+def run_ledger(settings: Settings, source: str, command: str) -> Iterator[RunRecord]:
+    """A RunRecord started on entry and finished with the outcome; a failure's exception carries the run
+    id (`exc.run_id`) so the alert can name the run (pipelines.alerts.alerting)."""
+    run = RunRecord(settings, source, command).start()
+    try:
+        yield run
+    except BaseException as exc:
+        run.finish(exc)
+        with contextlib.suppress(AttributeError):
+            exc.run_id = run.run_id
+        raise
+    run.finish()

@@ -13,7 +13,6 @@ import contextlib
 import datetime as dt
 import logging
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import asdict
 from typing import Any
@@ -55,14 +54,6 @@ def task_settings() -> Settings:
     )
 
 
-def _sandbox_up(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/binance/api/v3/ping", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
 @contextlib.contextmanager
 def _sources(settings: Settings) -> Iterator[Settings]:
     """With sandbox.enabled, use the sandbox on sandbox.port (as `cryptoflow up` runs it), or one started
@@ -70,8 +61,10 @@ def _sources(settings: Settings) -> Iterator[Settings]:
     if not settings.sandbox.enabled:
         yield settings
         return
+    from pipelines.http import answers
+
     url = f"http://127.0.0.1:{settings.sandbox.port}"
-    if settings.sandbox.port and _sandbox_up(url):
+    if settings.sandbox.port and answers(f"{url}/binance/api/v3/ping", timeout_s=2):
         yield settings.with_sandbox(url)
         return
     from pipelines.sandbox import SandboxServer

@@ -23,6 +23,7 @@ from pathlib import Path
 import psutil
 
 from pipelines import db
+from pipelines.http import answers
 from pipelines.settings import Settings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -130,14 +131,6 @@ def _services(settings: Settings, config_file: Path) -> list[Service]:
     return found
 
 
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=3) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
 def _alive(record: dict) -> psutil.Process | None:
     """The recorded process, if it still runs and is the same process (not a recycled pid)."""
     try:
@@ -183,9 +176,9 @@ def up(settings: Settings, config_file: Path, timeout_s: float = 240, paused: bo
     for service in services:
         if service.name in records and _alive(records[service.name]):
             continue
-        if service.name == "sandbox" and _answers(service.health_url):
+        if service.name == "sandbox" and answers(service.health_url):
             continue  # a sandbox is already serving on sandbox.port (e.g. `cryptoflow sandbox`): use it
-        if _answers(service.health_url):
+        if answers(service.health_url):
             raise ServiceError(
                 f"{service.health_url} already answers, but not from a process `cryptoflow up` started: "
                 f"stop it or change its port in config.yaml (services.*, sandbox.port)"
@@ -212,7 +205,7 @@ def up(settings: Settings, config_file: Path, timeout_s: float = 240, paused: bo
     problem = None
     while pending and not problem:
         for name, service in list(pending.items()):
-            if _answers(service.health_url):
+            if answers(service.health_url):
                 del pending[name]
             elif not _alive(_records(settings).get(name, {})):
                 problem = f"{name} exited during start-up: see {log_dir / (name + '.log')}"

@@ -7,7 +7,6 @@ import datetime as dt
 import logging
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,57 +100,50 @@ def transform(
     from sqlmesh.core.console import get_console
     from sqlmesh.utils.errors import SQLMeshError
 
-    from pipelines.observability import RunRecord
+    from pipelines.observability import run_ledger
 
     db.ensure_database(settings)
-    with db.advisory_lock(settings, LOCK, wait_s=wait_s):
-        run = RunRecord(settings, "sqlmesh", f"transform {environment}").start()
+    with (
+        db.advisory_lock(settings, LOCK, wait_s=wait_s),
+        run_ledger(settings, "sqlmesh", f"transform {environment}") as run,
+    ):
         # "now" on the clock this run uses: execution_time (the sandbox's) when given, else the wall clock
         offset = (execution_time - dt.datetime.now(dt.UTC)) if execution_time else dt.timedelta(0)
-
-        def clock() -> dt.datetime:
-            return dt.datetime.now(dt.UTC) + offset
-
+        _require_raw_tables(settings)
+        newest_before = gold_newest_close(settings, environment)
+        ctx = context(settings)
+        get_console().failures.clear()
         try:
-            _require_raw_tables(settings)
-            newest_before = gold_newest_close(settings, environment)
-            ctx = context(settings)
-            get_console().failures.clear()
-            try:
-                started = time.perf_counter()
-                plan = ctx.plan(
-                    environment,
-                    auto_apply=True,
-                    no_prompts=True,
-                    execution_time=execution_time,
-                    test_changed_only=True,  # the changed models' unit tests; `make test` runs them all
-                    # a new dev environment without changes yet: all of prod's models, as views (cheap)
-                    include_unmodified=environment != "prod",
-                )
-                plan_s = time.perf_counter() - started
-                started = time.perf_counter()
-                status = ctx.run(environment, execution_time=execution_time)
-                run_s = time.perf_counter() - started
-            except SQLMeshError as exc:
-                raise TransformError(_failure_message(settings, environment, str(exc))) from None
-            if status.is_failure:
-                raise TransformError(_failure_message(settings, environment, "sqlmesh run failed"))
-            changed = sorted(s.name for s in plan.new_snapshots)
-            run.details = {
-                "environment": environment,
-                "plan_s": round(plan_s, 3),
-                "run_s": round(run_s, 3),
-                "changed": changed,
-                **_latency(newest_before, gold_newest_close(settings, environment), clock),
-            }
-            if environment != "prod":
-                _grant_reader(settings, f"gold__{environment}")  # the dashboard shows dev environments too
-        except BaseException as exc:
-            run.finish(exc)
-            with contextlib.suppress(AttributeError):
-                exc.run_id = run.run_id  # for the alert (pipelines.alerts.alerting)
-            raise
-        run.finish()
+            started = time.perf_counter()
+            plan = ctx.plan(
+                environment,
+                auto_apply=True,
+                no_prompts=True,
+                execution_time=execution_time,
+                test_changed_only=True,  # the changed models' unit tests; `make test` runs them all
+                # a new dev environment without changes yet: all of prod's models, as views (cheap)
+                include_unmodified=environment != "prod",
+            )
+            plan_s = time.perf_counter() - started
+            started = time.perf_counter()
+            status = ctx.run(environment, execution_time=execution_time)
+            run_s = time.perf_counter() - started
+        except SQLMeshError as exc:
+            raise TransformError(_failure_message(settings, environment, str(exc))) from None
+        if status.is_failure:
+            raise TransformError(_failure_message(settings, environment, "sqlmesh run failed"))
+        changed = sorted(s.name for s in plan.new_snapshots)
+        run.details = {
+            "environment": environment,
+            "plan_s": round(plan_s, 3),
+            "run_s": round(run_s, 3),
+            "changed": changed,
+            **_latency(
+                newest_before, gold_newest_close(settings, environment), dt.datetime.now(dt.UTC) + offset
+            ),
+        }
+        if environment != "prod":
+            _grant_reader(settings, f"gold__{environment}")  # the dashboard shows dev environments too
     log.info(
         "transform done",
         extra={
@@ -169,9 +161,11 @@ def _grant_reader(settings: Settings, schema: str) -> None:
     """Let the read-only dashboard role read a SQLMesh environment's gold views (e.g. gold__dev)."""
     reader = settings.database.reader_role
     with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
-        cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (reader,))
-        cur.execute("SELECT to_regnamespace(%s) IS NOT NULL AND %s", (schema, bool(cur.fetchone())))
-        if cur.fetchone()[0]:
+        cur.execute(
+            "SELECT to_regnamespace(%s) IS NOT NULL AND EXISTS (SELECT 1 FROM pg_roles WHERE rolname = %s)",
+            (schema, reader),
+        )
+        if cur.fetchone()[0]:  # the schema exists and so does the reader role
             cur.execute(f'GRANT USAGE ON SCHEMA "{schema}" TO "{reader}"')
             cur.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA "{schema}" TO "{reader}"')
 
@@ -188,13 +182,11 @@ def gold_newest_close(settings: Settings, environment: str = "prod") -> dt.datet
     return None if newest is None else newest.astimezone(dt.UTC) + dt.timedelta(hours=1)
 
 
-def _latency(
-    before: dt.datetime | None, after: dt.datetime | None, clock: Callable[[], dt.datetime]
-) -> dict[str, Any]:
+def _latency(before: dt.datetime | None, after: dt.datetime | None, now: dt.datetime) -> dict[str, Any]:
     """End-to-end latency of the newest candle this run brought into gold: from its close to now."""
     if after is None or (before is not None and after <= before):
         return {}  # nothing new reached gold: no latency to report
-    latency = (clock() - after).total_seconds()
+    latency = (now - after).total_seconds()
     return {"gold_newest_close": after.isoformat(), "latency_s": round(latency, 3)}
 
 

@@ -8,12 +8,12 @@ import shutil
 import socket
 import subprocess
 import time
-import urllib.request
 
 import pytest
 from test_dashboard import built, write_config  # noqa: F401  (the module-scoped gold data fixture)
 
 from pipelines import dashboard
+from pipelines.http import answers
 
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -37,14 +37,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="module")
