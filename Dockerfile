@@ -25,7 +25,7 @@ WORKDIR /opt/cryptoflow
 
 # Dependencies first (their layer is reused while only the project's code changes), exactly as locked.
 COPY pyproject.toml uv.lock README.md ./
-RUN uv sync --frozen --no-dev --no-install-project
+RUN uv sync --frozen --no-build --no-dev --no-install-project
 
 # The project. It stays an editable install on purpose: pipelines/ finds app/, audits/, sqlmesh_project/ and
 # airflow/dags next to itself (pipelines/dashboard.py, quality.py, transform.py, services.py).
@@ -35,7 +35,7 @@ COPY audits/ audits/
 COPY sqlmesh_project/ sqlmesh_project/
 COPY airflow/dags/ airflow/dags/
 COPY config.yaml ./
-RUN uv sync --frozen --no-dev
+RUN uv sync --frozen --no-build --no-dev
 
 # Non-root. What the services write: Airflow's home (logs, the auth manager's passwords file), the project's
 # state folder (dlt state, Soda config) and SQLMesh's cache. Named volumes mounted on these start with this

@@ -15,7 +15,7 @@ $(UV):
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check --target $(UV_HOME) uv==0.13.9
 
 $(VENV)/.installed: $(UV) pyproject.toml uv.lock
-	UV_PYTHON_DOWNLOADS=never $(UV) sync --frozen --python $(PYTHON)
+	UV_PYTHON_DOWNLOADS=never $(UV) sync --frozen --no-build --python $(PYTHON)
 	@touch $@
 
 install: $(VENV)/.installed

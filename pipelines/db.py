@@ -68,8 +68,21 @@ def _role_passwords(settings: Settings) -> dict[str, str]:
     return stored
 
 
+def _pgserver():
+    """The embedded server's package; it has no linux/aarch64 build, so it is not installed there."""
+    try:
+        import pgserver
+        import pgserver.utils
+    except ImportError:
+        raise DatabaseUnavailable(
+            "the embedded Postgres (pgserver) is not installed: it has no build for this platform; "
+            "set database.url (or CRYPTOFLOW__DATABASE__URL) to a PostgreSQL server"
+        ) from None
+    return pgserver
+
+
 def embedded_status(settings: Settings) -> EmbeddedStatus:
-    from pgserver.utils import PostmasterInfo
+    PostmasterInfo = _pgserver().utils.PostmasterInfo
 
     datadir = _datadir(settings)
     info = PostmasterInfo.read_from_pgdata(datadir) if datadir.exists() else None
@@ -81,7 +94,7 @@ def embedded_status(settings: Settings) -> EmbeddedStatus:
 
 def start_embedded(settings: Settings) -> EmbeddedStatus:
     """Start (or find running) the private Postgres; it stays up after this process exits."""
-    import pgserver
+    pgserver = _pgserver()
 
     datadir = _datadir(settings)
     datadir.mkdir(parents=True, exist_ok=True)
@@ -92,7 +105,7 @@ def start_embedded(settings: Settings) -> EmbeddedStatus:
 
 def stop_embedded(settings: Settings) -> bool:
     """Stop the embedded server; returns False when it was not running."""
-    from pgserver import pg_ctl
+    pg_ctl = _pgserver().pg_ctl
 
     status = embedded_status(settings)
     if not status.running:
@@ -141,8 +154,6 @@ AIRFLOW_ROLE = "airflow"
 def airflow_metadata_url(settings: Settings) -> str:
     """Embedded mode: Airflow's metadata database `airflow` (own role, own database) on the same server,
     as a SQLAlchemy URL. Created on first use; the password is generated and kept with the others."""
-    import pgserver
-
     if not settings.database.embedded:
         raise DatabaseUnavailable(
             "database.url is set: give Airflow its metadata database with AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"
@@ -154,7 +165,7 @@ def airflow_metadata_url(settings: Settings) -> str:
         stored[AIRFLOW_ROLE] = secrets.token_urlsafe(18)
         path.write_text(json.dumps(stored))
     password = stored[AIRFLOW_ROLE]
-    conn = psycopg2.connect(pgserver.get_server(_datadir(settings), cleanup_mode=None).get_uri())
+    conn = psycopg2.connect(_pgserver().get_server(_datadir(settings), cleanup_mode=None).get_uri())
     conn.autocommit = True
     try:
         with conn.cursor() as cur:
