@@ -27,6 +27,16 @@ def _date(value: str) -> dt.datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
+def _days(value: str) -> int:
+    try:
+        days = int(value)
+    except ValueError:
+        days = 0
+    if days < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of days (1 or more)")
+    return days
+
+
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     # SUPPRESS: `cryptoflow --config F db start` and `cryptoflow db start --config F` both work.
@@ -53,16 +63,43 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sandbox", parents=[common], help="serve the three APIs offline (synthetic markets)")
     p.add_argument("--port", type=int, default=None)
     p.add_argument("--seed", type=int, default=None, help="market seed (default: sandbox.seed)")
+    p.add_argument(
+        "--calm",
+        action="store_true",
+        default=None,
+        help="every pair trades forever, no outages or revisions (default: sandbox.calm)",
+    )
 
     p = sub.add_parser("ingest", parents=[common, sandboxed], help="incremental ingest")
     p.add_argument("what", nargs="?", default="all", choices=["ohlcv", "markets", "fear-greed", "all"])
 
     p = sub.add_parser("backfill", parents=[common, sandboxed], help="load a historical window of klines")
     window = p.add_mutually_exclusive_group(required=True)
-    window.add_argument("--days", type=int, help="the last N days up to the last closed hour")
-    window.add_argument("--since", type=_date, help="from this UTC date (YYYY-MM-DD)")
-    p.add_argument("--until", type=_date, help="up to this UTC time (default: the last closed hour)")
+    window.add_argument("--days", type=_days, help="the last N days up to the last closed hour")
+    window.add_argument("--since", type=_date, help="from this UTC date (YYYY-MM-DD), included")
+    p.add_argument(
+        "--until",
+        type=_date,
+        help="up to this UTC time, excluded: [since, until), so 10 days are 240 hourly candles "
+        "(default: through the last closed hour)",
+    )
     p.add_argument("--symbols", nargs="+", metavar="S", help="only these symbols (default: the universe)")
+
+    p = sub.add_parser(
+        "verify",
+        parents=[common, sandboxed],
+        help="re-fetch a window and report every candle that differs from raw ([since, until))",
+    )
+    p.add_argument("--since", type=_date, required=True, help="from this UTC date (YYYY-MM-DD), included")
+    p.add_argument(
+        "--until", type=_date, help="up to this UTC time, excluded (default: the last closed hour)"
+    )
+    p.add_argument("--symbols", nargs="+", metavar="S", help="only these symbols (default: the universe)")
+    p.add_argument(
+        "--apply",
+        action="store_true",
+        help="restate what differs in raw and bronze (recorded in ops.revisions) and the affected gold",
+    )
 
     sub.add_parser("run", parents=[common, sandboxed], help="ingest all sources, transform, check")
 
@@ -122,7 +159,7 @@ def _maybe_sandbox(settings: Settings, enabled: bool) -> Iterator[Settings]:
         return
     from pipelines.sandbox import SandboxServer
 
-    with SandboxServer(port=0, seed=settings.sandbox.seed) as server:
+    with SandboxServer(port=0, seed=settings.sandbox.seed, calm=settings.sandbox.calm) as server:
         print(f"sandbox: synthetic market data served at {server.url} (not real prices)", file=sys.stderr)
         yield sandboxed(settings, server)
 
@@ -218,6 +255,43 @@ def cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines import alerts, delivery
+
+    with _maybe_sandbox(settings, args.sandbox) as active, alerts.alerting(settings, "verify"):
+        found = delivery.verify_klines(
+            active, since=args.since, until=args.until, symbols=args.symbols, apply=args.apply
+        )
+        lo, hi = found.window
+        print(f"verify {lo:%Y-%m-%d %H:%M} .. {hi:%Y-%m-%d %H:%M} UTC (candle open times, both included):")
+        for symbol, at, diff in found.changed:
+            cols = ", ".join(f"{k} {v['old']} -> {v['new']}" for k, v in sorted(diff.items()))
+            print(f"  changed   {symbol:<12} {at:%Y-%m-%d %H:%M}  {cols}")
+        for symbol, at in found.missing_in_raw:
+            print(f"  not in raw {symbol:<11} {at:%Y-%m-%d %H:%M}  (the exchange has it)")
+        for symbol, at in found.missing_on_exchange:
+            print(f"  not on exchange {symbol:<6} {at:%Y-%m-%d %H:%M}  (raw has it)")
+        print(
+            f"{len(found.changed)} changed, {len(found.missing_in_raw)} missing in raw, "
+            f"{len(found.missing_on_exchange)} missing on the exchange, {found.details['unchanged']} equal"
+        )
+        if args.apply and (found.changed or found.missing_in_raw):
+            from pipelines.transform import restate
+
+            seconds = restate(settings, lo, hi + dt.timedelta(hours=1), execution_time=_exchange_now(active))
+            print(f"applied: raw and bronze restated (ops.revisions), gold restated in {seconds:.1f} s")
+        elif not args.apply and (found.changed or found.missing_in_raw):
+            print("run again with --apply to restate raw, bronze and gold")
+    return 0
+
+
+def _exchange_now(settings: Settings) -> dt.datetime:
+    """The exchange's clock: SQLMesh must not run ahead of it (a sandbox's clock can be frozen)."""
+    from pipelines.orchestration import exchange_now_ms
+
+    return dt.datetime.fromtimestamp(exchange_now_ms(settings) / 1000, dt.UTC)
+
+
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     args.what = "all"
     cmd_ingest(settings, args)
@@ -264,7 +338,11 @@ def cmd_sandbox(settings: Settings, args: argparse.Namespace) -> int:
     from pipelines.sandbox import serve
 
     port = settings.sandbox.port if args.port is None else args.port
-    serve(port=port, seed=settings.sandbox.seed if args.seed is None else args.seed)
+    serve(
+        port=port,
+        seed=settings.sandbox.seed if args.seed is None else args.seed,
+        calm=settings.sandbox.calm if args.calm is None else args.calm,
+    )
     return 0
 
 
@@ -390,6 +468,7 @@ COMMANDS = {
     "sandbox": cmd_sandbox,
     "ingest": cmd_ingest,
     "backfill": cmd_backfill,
+    "verify": cmd_verify,
     "run": cmd_run,
     "transform": cmd_transform,
     "check": cmd_check,

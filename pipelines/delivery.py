@@ -21,16 +21,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import dlt
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines import db
+from pipelines import db, lifecycle, revisions
 from pipelines.bronze import delete_load, open_lake, settle_bronze, write_bronze
 from pipelines.errors import UniverseError, root_cause
 from pipelines.http import ApiClient, client_for
 from pipelines.observability import RunRecord, run_ledger
 from pipelines.settings import Settings, validate_symbol
-from pipelines.sources.binance import SymbolWindow, binance_source
+from pipelines.sources.binance import SymbolWindow, iter_klines
 from pipelines.sources.binance import settings as bn
 from pipelines.sources.binance.helpers import (
     ExchangeInfo,
@@ -38,6 +39,7 @@ from pipelines.sources.binance.helpers import (
     last_closed_open_ms,
     plan_pages,
 )
+from pipelines.sources.binance.settings import KLINES_SCHEMA
 from pipelines.sources.coingecko import coingecko_source
 from pipelines.sources.coingecko import settings as cg
 from pipelines.sources.coingecko.helpers import fetch_markets
@@ -59,6 +61,13 @@ class TableSpec:
     name: str
     time_column: str
     key: tuple[str, ...]
+    # the columns whose values a new load replaces whole in bronze (default: the natural key; a market
+    # snapshot replaces every older copy of its snapshot_ts, so two snapshots of one hour never mix)
+    replace_on: tuple[str, ...] | None = None
+
+    @property
+    def replaces(self) -> tuple[str, ...]:
+        return self.replace_on or self.key
 
 
 KLINES = TableSpec(bn.TABLE, "open_time", bn.PRIMARY_KEY)
@@ -88,22 +97,35 @@ def _pipeline(settings: Settings, source: str) -> dlt.Pipeline:
 
 
 def _deliver(
-    settings: Settings, source: str, dlt_source: Any, sink: ExtractSink, spec: TableSpec, load_id: str
-) -> tuple[int, int, int]:
-    """Extract once, write bronze, load raw, queue dead letters. Returns (rows_bronze, rows_raw, queued)."""
+    settings: Settings,
+    source: str,
+    data: Any,
+    sink: ExtractSink,
+    spec: TableSpec,
+    load_id: str,
+    write_disposition: str = "merge",
+) -> tuple[int, int]:
+    """Write one load to bronze and raw. `data` is a dlt source or resource (extracted here, its tables kept
+    in `sink`) or an Arrow table already fetched. Returns (rows_bronze, rows_raw). Dead letters are the
+    caller's (store_dead_letters after this returns)."""
+    if isinstance(data, pa.Table):
+        sink.tables[:] = [data]
+        data = dlt.resource(
+            [data], name=spec.name, primary_key=list(spec.key), write_disposition=write_disposition
+        )
     pipeline = _pipeline(settings, source)
     pipeline.abort_packages()  # a killed run's half-made package must never load later
     with _stage(sink, "extract"):
         try:
-            pipeline.extract(dlt_source, loader_file_format="parquet")
+            pipeline.extract(data, loader_file_format="parquet")
         except Exception as exc:
             pipeline.abort_packages()
             raise root_cause(exc) from None
     lake = open_lake(settings)
     rows = pa.concat_tables(sink.tables) if sink.tables else None
-    if rows is None:
-        queued = store_dead_letters(settings, source, spec.name, sink.rejected, load_id)
-        return 0, 0, queued
+    if rows is None or rows.num_rows == 0:
+        pipeline.abort_packages()
+        return 0, 0
     with _stage(sink, "bronze"):
         rows_bronze = write_bronze(lake, spec.name, rows, spec.time_column, load_id)
     sink.time_range = (pc.min(rows[spec.time_column]).as_py(), pc.max(rows[spec.time_column]).as_py())
@@ -118,13 +140,12 @@ def _deliver(
         delete_load(lake, spec.name, load_id)  # older copies were not touched yet: bronze is as it was
         raise
     with _stage(sink, "bronze_settle"):
-        settle_bronze(lake, spec.name, [load_id], spec.key)
+        settle_bronze(lake, spec.name, [load_id], spec.replaces)
     with _stage(sink, "unique_index"):
         ensure_unique_key(settings, spec)
-    queued = store_dead_letters(settings, source, spec.name, sink.rejected, load_id)
     with _stage(sink, "count"):
         rows_raw = count_rows(settings, spec.name, load_id)
-    return rows_bronze, rows_raw, queued
+    return rows_bronze, rows_raw
 
 
 @contextlib.contextmanager
@@ -132,7 +153,8 @@ def _stage(sink: ExtractSink, name: str):
     """Time one delivery stage and note the process's peak RSS after it (for the benchmark)."""
     started = time.perf_counter()
     yield
-    sink.timings[f"{name}_s"] = time.perf_counter() - started
+    # a run can deliver more than once (new rows, then revised ones): stage times add up
+    sink.timings[f"{name}_s"] = sink.timings.get(f"{name}_s", 0.0) + time.perf_counter() - started
     sink.timings[f"rss_after_{name}_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -198,7 +220,7 @@ def _recover_abandoned(settings: Settings, source: str) -> None:
     for run_id in abandoned:
         for load_id in (run_id, f"{run_id}-refetch"):
             if count_rows(settings, spec.name, load_id):
-                settle_bronze(lake, spec.name, [load_id], spec.key)
+                settle_bronze(lake, spec.name, [load_id], spec.replaces)
             else:
                 delete_load(lake, spec.name, load_id)
     log.warning("recovered abandoned runs", extra={"source": source, "runs": abandoned})
@@ -249,17 +271,21 @@ def coingecko_client(settings: Settings) -> ApiClient:
 
 
 def resolve_universe(settings: Settings, info: ExchangeInfo, requested: list[str] | None = None) -> list[str]:
-    """Pinned symbols (no CoinGecko call) or the top N by market cap that trade as <BASE>USDT pairs."""
+    """The pairs to fetch: pinned symbols (no CoinGecko call) or the top N by market cap, TRADING only."""
+    return resolve_pairs(settings, info, requested).trading
+
+
+def resolve_pairs(
+    settings: Settings, info: ExchangeInfo, requested: list[str] | None = None
+) -> lifecycle.Pairs:
+    """Requested or configured pairs split into TRADING and skipped (with their status). A pair that does
+    not trade never stops the others; only a universe with no trading pair at all is an error."""
     universe = settings.universe
     if requested or universe.mode == "pinned":
         symbols = [validate_symbol(s) for s in (requested or universe.symbols)]
-        unknown = [s for s in symbols if s not in info.trading]
-        if unknown:
-            raise UniverseError(
-                f"not TRADING on Binance: {', '.join(unknown)}; check universe.symbols (or --symbols) "
-                "for typos, or use universe.mode: top_n"
-            )
-        return symbols
+        pairs = lifecycle.split_by_status(symbols, info)
+        lifecycle.require_some_trading(pairs)
+        return pairs
     coins = fetch_markets(coingecko_client(settings), min(1000, universe.top_n * 3))
     stable = {s.upper() for s in universe.stablecoins}
     chosen: list[str] = []
@@ -275,20 +301,30 @@ def resolve_universe(settings: Settings, info: ExchangeInfo, requested: list[str
         raise UniverseError(
             "the top_n universe came out empty: no CoinGecko coin maps to a TRADING USDT pair"
         )
-    return chosen
+    return lifecycle.Pairs(chosen, {})
 
 
 def klines_cursors(settings: Settings) -> dict[str, int]:
     """Per-symbol cursor: open time (ms) of the newest candle in raw."""
+    return {symbol: newest for symbol, (_, newest) in stored_spans(settings).items()}
+
+
+def stored_spans(settings: Settings) -> dict[str, tuple[int, int]]:
+    """Per symbol: open times (ms) of the oldest and the newest candle in raw."""
     with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
         cur.execute("SELECT to_regclass('raw.binance_klines')")
         if cur.fetchone()[0] is None:
             return {}
         cur.execute(
-            "SELECT symbol, (extract(epoch FROM max(open_time)) * 1000)::bigint "
-            "FROM raw.binance_klines GROUP BY symbol"
+            "SELECT symbol, (extract(epoch FROM min(open_time)) * 1000)::bigint, "
+            "(extract(epoch FROM max(open_time)) * 1000)::bigint FROM raw.binance_klines GROUP BY symbol"
         )
-        return dict(cur.fetchall())
+        return {symbol: (oldest, newest) for symbol, oldest, newest in cur.fetchall()}
+
+
+def last_open_before(until: dt.datetime) -> int:
+    """Windows are half-open, [since, until): the newest candle that opens strictly before `until`."""
+    return (int(until.timestamp() * 1000) - 1) // HOUR_MS * HOUR_MS
 
 
 def ingest_ohlcv(
@@ -301,7 +337,10 @@ def ingest_ohlcv(
     command: str = "ingest",
     progress: Progress | None = None,
 ) -> RunSummary:
-    """Incremental by default (each symbol from its own cursor); a backfill when since/days is given."""
+    """Incremental by default (each symbol from its own cursor, re-fetching the trailing
+    `restate_hours` to pick up revised candles); a backfill of [since, until) or the last `days` days."""
+    if days is not None and days < 1:
+        raise ValueError(f"days must be at least 1, got {days}")
     with _run(settings, "binance", command) as run:
         client = binance_client(settings)
         info = fetch_exchange_info(client)
@@ -309,39 +348,43 @@ def ingest_ohlcv(
             client.limiter.weight_limit = min(
                 info.weight_limit, settings.sources.binance.weight_limit_per_minute
             )
-        universe = resolve_universe(settings, info, symbols)
+        pairs = resolve_pairs(settings, info, symbols)
+        lifecycle.record_statuses(settings, info, [*pairs.trading, *pairs.skipped], run.run_id)
+        lifecycle.warn_skipped(settings, pairs)
+        universe = pairs.trading
         end_ms = last_closed_open_ms(info.server_time_ms, settings.interval)
         if until is not None:
-            end_ms = min(end_ms, int(until.timestamp() * 1000) // HOUR_MS * HOUR_MS)
-        cursors = klines_cursors(settings)
-        windows = _windows(settings, universe, end_ms, since, days, cursors)
-        # Rows after every symbol's cursor cannot exist yet: append them in one transaction (COPY speed),
-        # the unique index on (symbol, open_time) stands guard; anything else merges on the natural key.
-        fresh = all(w.start_ms > cursors.get(w.symbol, -1) for w in windows)
+            end_ms = min(end_ms, last_open_before(until))
+        spans = stored_spans(settings)
+        cursors = {symbol: newest for symbol, (_, newest) in spans.items()}
+        incremental = since is None and days is None
+        windows = _windows(settings, universe, end_ms, since, days, spans)
+        windows, listed = _after_listing(settings, client, windows, cursors)
         run.window_start = _ts(min((w.start_ms for w in windows), default=end_ms))
         run.window_end = _ts(end_ms)
         total_pages = sum(len(plan_pages(w.start_ms, w.end_ms, settings.interval)) for w in windows)
         summary = _deliver_klines(
-            settings,
-            run,
-            client,
-            windows,
-            info,
-            run.run_id,
-            progress,
-            total_pages,
-            "append" if fresh else "merge",
-        )
+            settings, run, client, windows, info, run.run_id, progress, total_pages, cursors,
+            "restate" if incremental else "backfill",
+        )  # fmt: skip
         clock = time.perf_counter()
         gap_windows = detect_gaps(settings, run.run_id, windows)
         summary["timings"]["gap_check_s"] = round(time.perf_counter() - clock, 3)
         if gap_windows:
             refill = _deliver_klines(
-                settings, run, client, gap_windows, info, f"{run.run_id}-refetch", None, 0, "merge"
-            )
+                settings, run, client, gap_windows, info, f"{run.run_id}-refetch", None, 0,
+                klines_cursors(settings), "refetch",
+            )  # fmt: skip
             summary["refetched_rows"] = refill["rows_raw"]
             summary["known_gaps"] = settle_gaps(settings, run.run_id, gap_windows)
-        run.details.update(summary, symbols=len(universe), pages=total_pages)
+        summary["gap_classes"] = classify_gaps(settings)
+        run.details.update(
+            summary,
+            symbols=len(universe),
+            pages=total_pages,
+            skipped_pairs=pairs.skipped,
+            listed_inside_window={s: _ts(ms).isoformat() for s, ms in listed.items()},
+        )
         return RunSummary(run.run_id, "binance", run.rows_raw, run.rows_bronze, run.dead_letters, run.details)
 
 
@@ -355,7 +398,7 @@ def _windows(
     end_ms: int,
     since: dt.datetime | None,
     days: int | None,
-    cursors: dict[str, int],
+    spans: dict[str, tuple[int, int]],
 ) -> list[SymbolWindow]:
     if since is not None:
         start = -(-int(since.timestamp() * 1000) // HOUR_MS) * HOUR_MS
@@ -364,12 +407,42 @@ def _windows(
     first = end_ms - (horizon * 24 - 1) * HOUR_MS
     if days is not None:
         return [SymbolWindow(s, first, end_ms) for s in universe]
+    # Incremental: from the cursor, and back over the stored part of the trailing restate window, where
+    # the exchange may have revised closed candles.
+    restate_from = end_ms - (settings.sources.binance.restate_hours - 1) * HOUR_MS
     windows = []
     for symbol in universe:
-        start = cursors[symbol] + HOUR_MS if symbol in cursors else first
+        start = first
+        if symbol in spans:
+            oldest, newest = spans[symbol]
+            start = min(newest + HOUR_MS, max(restate_from, oldest))
         if start <= end_ms:
             windows.append(SymbolWindow(symbol, start, end_ms))
     return windows
+
+
+def _after_listing(
+    settings: Settings, client: ApiClient, windows: list[SymbolWindow], cursors: dict[str, int]
+) -> tuple[list[SymbolWindow], dict[str, int]]:
+    """Start each window no earlier than the pair's first candle on the exchange, so nothing before a listing
+    is fetched or recorded as a gap. Returns the windows and {symbol: first candle} where that cut one."""
+    reaching_back = [w.symbol for w in windows if w.symbol not in cursors or w.start_ms <= cursors[w.symbol]]
+    first = (
+        lifecycle.first_candles(settings, client, reaching_back, settings.interval) if reaching_back else {}
+    )
+    out, listed = [], {}
+    for w in windows:
+        start = max(w.start_ms, first.get(w.symbol, w.start_ms))
+        if start > w.start_ms:
+            listed[w.symbol] = start
+            log.warning(
+                f"{w.symbol} starts at its first candle on the exchange, {_ts(start).isoformat()}: "
+                "nothing before its listing is fetched or counted as missing",
+                extra={"symbol": w.symbol},
+            )
+        if start <= w.end_ms:
+            out.append(SymbolWindow(w.symbol, start, w.end_ms))
+    return out, listed
 
 
 def _deliver_klines(
@@ -381,8 +454,160 @@ def _deliver_klines(
     load_id: str,
     progress: Progress | None,
     total_pages: int,
-    write_disposition: str,
+    cursors: dict[str, int],
+    found_by: str,
 ) -> dict[str, Any]:
+    """Fetch the windows once; append the candles raw does not have, restate the ones the exchange changed
+    (recorded in ops.revisions first), drop the unchanged ones."""
+    sink = _fetch_klines(settings, run, client, windows, info, load_id, progress, total_pages)
+    fetched = pa.concat_tables(sink.tables) if sink.tables else None
+    sink.tables.clear()
+    parts = _against_raw(settings, sink, fetched, cursors)
+    return _store_klines(settings, run, sink, parts, load_id, found_by)
+
+
+def _against_raw(
+    settings: Settings, sink: ExtractSink, fetched: pa.Table | None, cursors: dict[str, int]
+) -> revisions.Split:
+    """Split fetched candles into new, changed and unchanged; only rows at or before their symbol's cursor
+    can be stored already, so only those are read back from raw."""
+    if fetched is None:
+        empty = KLINES_SCHEMA.empty_table()
+        return revisions.Split(empty, empty, pa.table({}), 0)
+    stored_part = _at_or_before_cursor(fetched, cursors)
+    if not pc.any(stored_part).as_py():
+        return revisions.Split(fetched, KLINES_SCHEMA.empty_table(), pa.table({}), 0)
+    with _stage(sink, "compare"):
+        known = fetched.filter(stored_part)
+        parts = revisions.split(known, revisions.stored_candles(settings, *_ranges_of(known)))
+        parts.new = pa.concat_tables([fetched.filter(pc.invert(stored_part)), parts.new])
+    return parts
+
+
+def _store_klines(
+    settings: Settings, run: RunRecord, sink: ExtractSink, parts: revisions.Split, load_id: str, found_by: str
+) -> dict[str, Any]:
+    rows_bronze = rows_raw = 0
+    if parts.new.num_rows:
+        # Every row here is absent from raw: append in one transaction (COPY speed); the unique index on
+        # (symbol, open_time) stands guard.
+        rows_bronze, rows_raw = _deliver(settings, "binance", parts.new, sink, KLINES, load_id, "append")
+    queued = store_dead_letters(settings, "binance", KLINES.name, sink.rejected, load_id)
+    revised = 0
+    if parts.changed.num_rows:
+        revision_load = f"{load_id}-rev"
+        revisions.record(settings, parts.changed, parts.previous, revision_load, found_by, run.run_id)
+        try:
+            b, revised = _deliver(settings, "binance", parts.changed, sink, KLINES, revision_load, "merge")
+        finally:
+            revisions.settle(settings, revision_load)
+        rows_bronze, rows_raw = rows_bronze + b, rows_raw + revised
+        log.warning(
+            "revised candles restated", extra={"run_id": run.run_id, "count": revised, "found_by": found_by}
+        )
+    _record_extract(run, sink, rows_bronze, rows_raw, queued)
+    return {
+        "rows_raw": rows_raw,
+        "revised": revised,
+        "unchanged": parts.unchanged,
+        "open_candles_skipped": sink.open_skipped,
+        "duplicates_dropped": sink.duplicates_dropped,
+        "outside_window_dropped": sink.outside_window,
+        "timings": {
+            **{k: round(v, 3) for k, v in sink.timings.items()},
+            "fetch_thread_s": round(sink.fetch_s, 3),
+            "parse_thread_s": round(sink.parse_s, 3),
+        },
+    }
+
+
+@dataclass
+class Verification:
+    """What `cryptoflow verify` found: per pair and hour, what differs between the exchange and raw."""
+
+    run_id: str
+    window: tuple[dt.datetime, dt.datetime]
+    changed: list[tuple[str, dt.datetime, dict[str, dict[str, str]]]]
+    missing_in_raw: list[tuple[str, dt.datetime]]
+    missing_on_exchange: list[tuple[str, dt.datetime]]
+    applied: bool
+    details: dict[str, Any]
+
+
+def verify_klines(
+    settings: Settings,
+    *,
+    since: dt.datetime,
+    until: dt.datetime | None = None,
+    symbols: list[str] | None = None,
+    apply: bool = False,
+) -> Verification:
+    """Re-fetch [since, until) and compare it with raw, per pair and hour. With apply: changed candles are
+    restated (ops.revisions, found_by verify), candles raw lacks are added; gold is restated by the caller
+    (transform.restate) over the window."""
+    with _run(settings, "binance", "verify --apply" if apply else "verify") as run:
+        client = binance_client(settings)
+        info = fetch_exchange_info(client)
+        pairs = resolve_pairs(settings, info, symbols)
+        lifecycle.warn_skipped(settings, pairs)
+        end_ms = last_closed_open_ms(info.server_time_ms, settings.interval)
+        if until is not None:
+            end_ms = min(end_ms, last_open_before(until))
+        start_ms = -(-int(since.timestamp() * 1000) // HOUR_MS) * HOUR_MS
+        windows = [SymbolWindow(s, start_ms, end_ms) for s in pairs.trading if start_ms <= end_ms]
+        run.window_start, run.window_end = _ts(start_ms), _ts(end_ms)
+        sink = _fetch_klines(settings, run, client, windows, info, run.run_id, None, 0)
+        fetched = pa.concat_tables(sink.tables) if sink.tables else KLINES_SCHEMA.empty_table()
+        sink.tables.clear()
+        symbols_ = [w.symbol for w in windows]
+        stored = revisions.stored_candles(
+            settings, symbols_, [start_ms] * len(symbols_), [end_ms] * len(symbols_)
+        )
+        parts = revisions.split(fetched, stored)
+        fetched_keys = set(
+            zip(fetched["symbol"].to_pylist(), revisions._ms(fetched["open_time"]).to_pylist(), strict=True)
+        )
+        stored_keys = set(zip(stored["symbol"].to_pylist(), stored["k_ms"].to_pylist(), strict=True))
+        diffs = revisions.differences(parts.changed, parts.previous)
+        result = Verification(
+            run.run_id,
+            (_ts(start_ms), _ts(end_ms)),
+            changed=[
+                (sym, _ts(ms), diff)
+                for sym, ms, diff in zip(
+                    parts.changed["symbol"].to_pylist(),
+                    revisions._ms(parts.changed["open_time"]).to_pylist(),
+                    diffs,
+                    strict=True,
+                )
+            ],
+            missing_in_raw=sorted((s, _ts(ms)) for s, ms in fetched_keys - stored_keys),
+            missing_on_exchange=sorted((s, _ts(ms)) for s, ms in stored_keys - fetched_keys),
+            applied=apply,
+            details={},
+        )
+        summary = {"changed": len(result.changed), "missing_in_raw": len(result.missing_in_raw),
+                   "missing_on_exchange": len(result.missing_on_exchange), "unchanged": parts.unchanged}  # fmt: skip
+        if apply:
+            summary |= _store_klines(settings, run, sink, parts, run.run_id, "verify")
+        else:
+            _record_http(run, client)
+        run.details.update(summary, skipped_pairs=pairs.skipped)
+        result.details = run.details
+        return result
+
+
+def _fetch_klines(
+    settings: Settings,
+    run: RunRecord,
+    client: ApiClient,
+    windows: list[SymbolWindow],
+    info: ExchangeInfo,
+    load_id: str,
+    progress: Progress | None,
+    total_pages: int,
+) -> ExtractSink:
+    """Every page of the windows, once: the sink holds one Arrow table per symbol."""
     sink = ExtractSink()
     done = [0]
     lock = threading.Lock()
@@ -393,33 +618,37 @@ def _deliver_klines(
             if progress:
                 progress(done[0], total_pages)
 
-    source = binance_source(
-        client,
-        windows,
-        settings.interval,
-        info.server_time_ms,
-        load_id,
-        sink,
-        settings.sources.binance.concurrency,
-        on_page,
-        write_disposition,
-    )
+    pages = iter_klines(
+        client, windows, settings.interval, info.server_time_ms, load_id, sink,
+        settings.sources.binance.concurrency, on_page,
+    )  # fmt: skip
     try:
-        rows_bronze, rows_raw, queued = _deliver(settings, "binance", source, sink, KLINES, load_id)
+        with _stage(sink, "fetch"):
+            for _table in pages:  # each symbol's table is kept in the sink as it is yielded
+                pass
+    except Exception as exc:
+        raise root_cause(exc) from None
     finally:
         _record_http(run, client)
-    _record_extract(run, sink, rows_bronze, rows_raw, queued)
-    return {
-        "rows_raw": rows_raw,
-        "open_candles_skipped": sink.open_skipped,
-        "duplicates_dropped": sink.duplicates_dropped,
-        "write_disposition": write_disposition,
-        "timings": {
-            **{k: round(v, 3) for k, v in sink.timings.items()},
-            "fetch_thread_s": round(sink.fetch_s, 3),
-            "parse_thread_s": round(sink.parse_s, 3),
-        },
-    }
+    return sink
+
+
+def _at_or_before_cursor(table: pa.Table, cursors: dict[str, int]) -> pa.Array:
+    """True for rows at or before their symbol's cursor: raw may already hold them."""
+    if not cursors:
+        return pa.array(np.zeros(table.num_rows, dtype=bool))
+    symbols = pa.array(list(cursors))
+    limits = pa.array(list(cursors.values()), pa.int64())
+    index = pc.index_in(table["symbol"], value_set=symbols)
+    cursor = pc.fill_null(pc.take(limits, index), -1)
+    return pc.less_equal(revisions._ms(table["open_time"]), cursor).combine_chunks()
+
+
+def _ranges_of(table: pa.Table) -> tuple[list[str], list[int], list[int]]:
+    """(symbols, first ms, last ms) of the rows of each symbol in the table."""
+    grouped = table.append_column("ms", revisions._ms(table["open_time"])).group_by("symbol")
+    agg = grouped.aggregate([("ms", "min"), ("ms", "max")])
+    return agg["symbol"].to_pylist(), agg["ms_min"].to_pylist(), agg["ms_max"].to_pylist()
 
 
 def detect_gaps(settings: Settings, run_id: str, windows: list[SymbolWindow]) -> list[SymbolWindow]:
@@ -528,6 +757,32 @@ def settle_gaps(settings: Settings, run_id: str, windows: list[SymbolWindow]) ->
         return sum(1 for (status,) in cur.fetchall() if status == "known_gap")
 
 
+def classify_gaps(settings: Settings) -> dict[str, int]:
+    """Give every settled missing hour its class: ingest_failure when the re-fetch found it; else
+    exchange_outage when at least two pairs miss that hour and no tracked pair has a candle in it;
+    else pair_halt. Re-evaluated each run: a pair loaded later can turn an outage into a halt."""
+    with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
+        cur.execute("UPDATE ops.gaps SET gap_class = 'ingest_failure' WHERE status = 'refilled'")
+        cur.execute(
+            """
+            WITH tracked AS (SELECT coalesce(array_agg(symbol), '{}') AS symbols FROM ops.pairs),
+            hours AS (
+                SELECT g.open_time, count(*) AS missing_pairs,
+                       EXISTS (SELECT 1 FROM raw.binance_klines k, tracked t
+                               WHERE k.symbol = ANY(t.symbols) AND k.open_time = g.open_time) AS someone_traded
+                FROM ops.gaps g WHERE g.status = 'known_gap' GROUP BY g.open_time
+            )
+            UPDATE ops.gaps g
+            SET gap_class = CASE WHEN NOT h.someone_traded AND h.missing_pairs >= 2
+                                 THEN 'exchange_outage' ELSE 'pair_halt' END
+            FROM hours h
+            WHERE h.open_time = g.open_time AND g.status = 'known_gap'
+            """
+        )
+        cur.execute("SELECT gap_class, count(*) FROM ops.gaps WHERE gap_class IS NOT NULL GROUP BY 1")
+        return dict(cur.fetchall())
+
+
 # --- CoinGecko and Fear & Greed ---------------------------------------------------------------------------
 
 
@@ -544,7 +799,8 @@ def ingest_markets(settings: Settings, *, command: str = "ingest") -> RunSummary
             rows = _deliver(settings, "coingecko", source, sink, MARKETS, run.run_id)
         finally:
             _record_http(run, client)
-        _record_extract(run, sink, *rows)
+        queued = store_dead_letters(settings, "coingecko", MARKETS.name, sink.rejected, run.run_id)
+        _record_extract(run, sink, *rows, queued)
         run.details["snapshot_ts"] = snapshot.isoformat()
         return RunSummary(
             run.run_id, "coingecko", run.rows_raw, run.rows_bronze, run.dead_letters, run.details
@@ -574,7 +830,8 @@ def ingest_fear_greed(settings: Settings, *, command: str = "ingest") -> RunSumm
             rows = _deliver(settings, "fear_greed", source, sink, FEAR_GREED, run.run_id)
         finally:
             _record_http(run, client)
-        _record_extract(run, sink, *rows)
+        queued = store_dead_letters(settings, "fear_greed", FEAR_GREED.name, sink.rejected, run.run_id)
+        _record_extract(run, sink, *rows, queued)
         run.details["limit"] = limit
         if sink.time_range:
             run.window_start, run.window_end = sink.time_range

@@ -87,9 +87,7 @@ def replay(settings: Settings, ids: list[int] | None = None) -> ReplayResult:
                     pa.concat_tables(sink.tables), name=table_name, primary_key=list(spec.key),
                     write_disposition="merge",
                 )  # fmt: skip
-                run.rows_bronze, run.rows_raw, _ = _deliver(
-                    settings, source, resource, sink, spec, run.run_id
-                )
+                run.rows_bronze, run.rows_raw = _deliver(settings, source, resource, sink, spec, run.run_id)
                 _mark_replayed(settings, good_ids, run.run_id)
             replayed += len(good_ids)
             run.details["replayed_ids"] = good_ids

@@ -69,7 +69,7 @@ def _sources(settings: Settings) -> Iterator[Settings]:
         return
     from pipelines.sandbox import SandboxServer
 
-    with SandboxServer(port=0, seed=settings.sandbox.seed) as server:
+    with SandboxServer(port=0, seed=settings.sandbox.seed, calm=settings.sandbox.calm) as server:
         log.warning("no sandbox on %s: serving one for this task", url)
         yield settings.with_sandbox(server.url)
 

@@ -49,6 +49,45 @@ CREATE TABLE IF NOT EXISTS ops.gaps (
     refetched_at    timestamptz,
     PRIMARY KEY (symbol, interval, open_time)
 );
+-- Why the hour is missing: exchange_outage (no tracked pair has it), pair_halt (only this pair misses it),
+-- ingest_failure (the exchange had it and the re-fetch found it: status refilled).
+ALTER TABLE ops.gaps ADD COLUMN IF NOT EXISTS gap_class text;
+CREATE INDEX IF NOT EXISTS gaps_open_time ON ops.gaps (open_time);
+
+-- Pair lifecycle (pipelines/lifecycle.py): what exchangeInfo says about each pair the pipeline knows.
+CREATE TABLE IF NOT EXISTS ops.pairs (
+    symbol             text PRIMARY KEY,
+    status             text        NOT NULL,  -- TRADING | BREAK | ... | NOT_LISTED (-1121: removed)
+    status_since       timestamptz NOT NULL,  -- first run (exchange clock) that saw this status
+    first_seen_trading timestamptz,
+    last_seen_trading  timestamptz,
+    first_candle       timestamptz,           -- the exchange's first candle: the listing
+    successor          text,                  -- universe.successors
+    updated_at         timestamptz NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ops.pair_status_history (  -- SCD2: one row per pair per status spell
+    symbol     text        NOT NULL,
+    status     text        NOT NULL,
+    valid_from timestamptz NOT NULL,
+    valid_to   timestamptz,                          -- NULL: still the status
+    run_id     text        NOT NULL,
+    PRIMARY KEY (symbol, valid_from)
+);
+
+-- Revised candles (pipelines/revisions.py): old and new values of every candle the exchange changed.
+CREATE TABLE IF NOT EXISTS ops.revisions (
+    symbol      text        NOT NULL,
+    interval    text        NOT NULL,
+    open_time   timestamptz NOT NULL,
+    changes     jsonb       NOT NULL,  -- {"volume": {"old": "...", "new": "..."}, ...}
+    old_load_id text        NOT NULL,  -- the load that wrote the old values
+    new_load_id text        NOT NULL,  -- the load that wrote the new ones
+    found_by    text        NOT NULL,  -- restate (the trailing re-fetch) | backfill | verify
+    run_id      text        NOT NULL,
+    detected_at timestamptz NOT NULL DEFAULT now(),
+    applied_at  timestamptz,           -- NULL until raw holds the new values
+    PRIMARY KEY (symbol, interval, open_time, new_load_id)
+);
 
 CREATE TABLE IF NOT EXISTS ops.dq_results (
     run_id         text        NOT NULL,  -- one `cryptoflow check` invocation

@@ -53,6 +53,16 @@ class Universe(_Strict):
     stablecoins: list[str] = Field(
         default_factory=lambda: ["USDT", "USDC", "DAI", "FDUSD", "TUSD", "USDE", "BUSD", "USDD", "PYUSD"]
     )
+    # pair -> the pair that replaced it when the exchange migrated the coin (shown in gold.dim_pair)
+    successors: dict[str, str] = Field(default_factory=lambda: {"MATICUSDT": "POLUSDT", "FTMUSDT": "SUSDT"})
+
+    @field_validator("successors")
+    @classmethod
+    def _successors_valid(cls, value: dict[str, str]) -> dict[str, str]:
+        for old, new in value.items():
+            validate_symbol(old)
+            validate_symbol(new)
+        return value
 
     @field_validator("symbols")
     @classmethod
@@ -97,6 +107,9 @@ class BinanceSource(HttpSource):
     weight_limit_per_minute: int = Field(6000, ge=10)
     weight_budget: float = Field(0.8, gt=0, le=1.0)
     page_limit: int = Field(1000, ge=1, le=1000)
+    # every incremental run re-fetches this many trailing closed hours, so candles the exchange revised
+    # after their close reach raw (ops.revisions); 48 matches the models' lookback
+    restate_hours: int = Field(48, ge=1, le=720)
     concurrency: int = Field(4, ge=1, le=32)
 
 
@@ -161,6 +174,9 @@ class Sandbox(_Strict):
     enabled: bool = False
     port: int = Field(8765, ge=0, le=65535)
     seed: int = 42
+    # false: the market is as unkind as the real one (listings, a delisting and migration, outages,
+    # revised candles); true: every pair trades forever and nothing is revised
+    calm: bool = False
 
 
 class Checks(_Strict):

@@ -157,6 +157,38 @@ def transform(
     return TransformSummary(environment, plan_s, run_s, changed, run.run_id)
 
 
+def restate(
+    settings: Settings,
+    start: dt.datetime,
+    end: dt.datetime,
+    *,
+    execution_time: dt.datetime | None = None,
+    wait_s: float = 600,
+) -> float:
+    """Recompute prod's silver and gold over [start, end] after raw changed there (`verify --apply`):
+    the staging model and everything downstream of it are restated for those intervals. Returns seconds."""
+    from sqlmesh.utils.errors import SQLMeshError
+
+    db.ensure_database(settings)
+    started = time.perf_counter()
+    with db.advisory_lock(settings, LOCK, wait_s=wait_s):
+        ctx = context(settings)
+        try:
+            ctx.plan(
+                "prod",
+                restate_models=["silver.stg_binance__ohlcv"],  # and every model downstream of it
+                start=start,
+                end=end,
+                auto_apply=True,
+                no_prompts=True,
+                execution_time=execution_time,
+                skip_tests=True,
+            )
+        except SQLMeshError as exc:
+            raise TransformError(_failure_message(settings, "prod", str(exc))) from None
+    return time.perf_counter() - started
+
+
 def _grant_reader(settings: Settings, schema: str) -> None:
     """Let the read-only dashboard role read a SQLMesh environment's gold views (e.g. gold__dev)."""
     reader = settings.database.reader_role

@@ -26,7 +26,8 @@ LAST_CLOSED = NOW_MS // HOUR * HOUR - HOUR
 
 @pytest.fixture
 def sandbox():
-    with SandboxServer(seed=42, now_ms=NOW_MS) as server:
+    # calm: these tests are about the mechanics; tests/test_real_exchange.py meets the unkind market
+    with SandboxServer(seed=42, now_ms=NOW_MS, calm=True) as server:
         yield server
 
 
@@ -68,7 +69,7 @@ def test_backfill_exact_rows_in_raw_and_bronze(settings):
         assert (int(lo.timestamp() * 1000), int(hi.timestamp() * 1000), n) == (first, LAST_CLOSED, 72), symbol
 
     # values equal the sandbox's own series, computed without HTTP
-    expected = klines_rows("ETHUSDT", "1h", first, LAST_CLOSED, NOW_MS, seed=42)
+    expected = klines_rows("ETHUSDT", "1h", first, LAST_CLOSED, NOW_MS, seed=42, calm=True)
     got = query(
         settings,
         "SELECT open, high, low, close, volume, quote_volume, trades FROM raw.binance_klines "
@@ -117,19 +118,19 @@ def _files(root):
 def test_rerun_adds_nothing_and_incremental_adds_exactly_the_new_hours(settings, sandbox):
     first = delivery.ingest_ohlcv(settings, days=2)
     again = delivery.ingest_ohlcv(settings, days=2)
-    # new rows are appended in one transaction; a window overlapping stored rows merges on the key
-    assert (first.details["write_disposition"], again.details["write_disposition"]) == ("append", "merge")
+    # a window over stored hours is compared with raw: nothing changed, so nothing is rewritten
+    assert (first.rows_raw, again.rows_raw, again.details["unchanged"]) == (96, 0, 96)
     assert klines_count(settings) == 96
-    assert len(bronze_keys(settings)) == 96  # bronze replaced the older copies, no duplicates
-    assert query(settings, "SELECT count(DISTINCT load_id) FROM raw.binance_klines")[0][0] == 1
-    assert {k[2] for k in bronze_keys(settings)} == {again.run_id}
+    assert len(bronze_keys(settings)) == 96  # no duplicates
+    assert query(settings, "SELECT DISTINCT load_id FROM raw.binance_klines")[0][0] == first.run_id
+    assert {k[2] for k in bronze_keys(settings)} == {first.run_id}
 
-    nothing = delivery.ingest_ohlcv(settings)
-    assert nothing.rows_raw == 0
+    nothing = delivery.ingest_ohlcv(settings)  # re-fetches the trailing 48 hours (restate_hours)
+    assert (nothing.rows_raw, nothing.details["unchanged"], nothing.details["revised"]) == (0, 96, 0)
 
     sandbox.set_now(NOW_MS + 3 * HOUR)
     later = delivery.ingest_ohlcv(settings)
-    assert later.rows_raw == 2 * 3 and later.details["write_disposition"] == "append"
+    assert later.rows_raw == 2 * 3 and later.details["unchanged"] == 2 * 45
     assert klines_count(settings) == 96 + 6
     assert len(bronze_keys(settings)) == 102
     newest = query(settings, "SELECT max(open_time) FROM raw.binance_klines")[0][0]
@@ -241,9 +242,16 @@ def test_duplicate_rows_from_the_api_are_stored_once(settings, sandbox):
     assert summary.details["duplicates_dropped"] == 48
 
 
-def test_unknown_symbol_is_a_clear_error(settings):
-    with pytest.raises(delivery.UniverseError, match="not TRADING on Binance: NOPEUSDT"):
-        delivery.ingest_ohlcv(settings, days=1, symbols=["BTCUSDT", "NOPEUSDT"])
+def test_unknown_symbol_is_a_clear_error(settings, caplog):
+    # one pair that does not trade is skipped with a warning; the others load
+    summary = delivery.ingest_ohlcv(settings, days=1, symbols=["BTCUSDT", "NOPEUSDT"])
+    assert summary.rows_raw == 24 and summary.details["skipped_pairs"] == {"NOPEUSDT": "NOT_LISTED"}
+    assert [r.getMessage() for r in caplog.records if "NOPEUSDT" in r.getMessage()] == [
+        "skipping NOPEUSDT: not on the exchange (-1121 Invalid symbol); its stored history stays "
+        "(remove it from universe.symbols to silence this)"
+    ]
+    with pytest.raises(delivery.UniverseError, match=r"none of the requested pairs trades.*NOPEUSDT \(NOT_LISTED\)"):
+        delivery.ingest_ohlcv(settings, days=1, symbols=["NOPEUSDT"])
     with pytest.raises(ValueError, match="invalid symbol 'btc'"):
         delivery.ingest_ohlcv(settings, days=1, symbols=["btc"])
 

@@ -256,7 +256,12 @@ def test_clock_control_over_http(srv: SandboxServer) -> None:
 
 
 @pytest.mark.parametrize("interval,hours", [("1d", 24), ("4h", 4)])
-def test_aggregated_intervals_equal_hourly_aggregation(srv: SandboxServer, interval: str, hours: int) -> None:
+def test_aggregated_intervals_equal_hourly_aggregation(interval: str, hours: int) -> None:
+    with SandboxServer(seed=42, now_ms=NOW, calm=True) as srv:  # revisions touch hourly candles only
+        _aggregation_matches(srv, interval, hours)
+
+
+def _aggregation_matches(srv: SandboxServer, interval: str, hours: int) -> None:
     span = hours * HOUR
     start = (NOW - 40 * DAY) // span * span
     _, _, bars = get_json(klines_url(srv, "DOGEUSDT", interval, startTime=start, limit=1000))
@@ -311,7 +316,9 @@ def test_exchange_info_shape(srv: SandboxServer, fixtures_dir: Path) -> None:
     real_keys = set(real["symbols"][0])
     assert all(set(s) == real_keys for s in info["symbols"])
     status = {s["symbol"]: s["status"] for s in info["symbols"]}
-    assert all(status[s] == "TRADING" for s in mk.SYMBOLS)
+    # at NOW the migrated pairs are gone (-1121) and their successors trade (sandbox/events.py)
+    assert {s for s in mk.SYMBOLS if s not in status} == {"MATICUSDT", "FTMUSDT"}
+    assert all(status[s] == "TRADING" for s in mk.SYMBOLS if s not in {"MATICUSDT", "FTMUSDT"})
     assert sorted(s for s, st in status.items() if st == "BREAK") == ["BCCUSDT", "VENUSDT"]
     assert {s["symbol"] for s in info["symbols"] if s["quoteAsset"] != "USDT"} == {"ETHBTC", "BNBBTC"}
     assert not {"USDTUSDT", "USDCUSDT", "DAIUSDT"} & set(status)

@@ -107,18 +107,22 @@ def coin_snapshot(market: Market, coin: Coin, now_ms: int, windows: list[str] = 
 
 
 def coin_markets(
-    market: Market, now_ms: int, order: str = "market_cap_desc", windows: list[str] = ()
+    market: Market,
+    now_ms: int,
+    order: str = "market_cap_desc",
+    windows: list[str] = (),
+    coins: tuple[Coin, ...] = COINS,
 ) -> list[dict]:
-    """Every catalogue coin (incl. the three stablecoins), sorted like CoinGecko's `order`.
+    """Every catalogue coin in `coins` (incl. the three stablecoins), sorted like CoinGecko's `order`.
 
     `market_cap_rank` is the rank by market cap one hour earlier (CoinGecko refreshes ranks less often than
     prices), so - as in the real feed - ranks are occasionally not monotonic in market_cap_desc order.
     """
     h_prev = (now_ms - T0_MS) // HOUR_MS - 1
-    items = [coin_snapshot(market, coin, now_ms, windows) for coin in COINS]
-    prev_cap = [int(market.hours(c, h_prev, h_prev)[CLOSE, 0]) * c.circulating_supply for c in COINS]
+    items = [coin_snapshot(market, coin, now_ms, windows) for coin in coins]
+    prev_cap = [int(market.hours(c, h_prev, h_prev)[CLOSE, 0]) * c.circulating_supply for c in coins]
     for rank, i in enumerate(
-        sorted(range(len(COINS)), key=lambda i: (-prev_cap[i], COINS[i].cg_id)), start=1
+        sorted(range(len(coins)), key=lambda i: (-prev_cap[i], coins[i].cg_id)), start=1
     ):
         items[i]["market_cap_rank"] = rank
     key, reverse = {

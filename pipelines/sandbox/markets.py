@@ -167,6 +167,9 @@ COINS: tuple[Coin, ...] = (
     _c("IMX", "immutable-x", "Immutable", 1.5, 0.0140, 1.6e9, 2e9, 2e9, 2, 1.5e6),
     _c("STX", "blockstack", "Stacks", 1.2, 0.0140, 1.47e9, 1.8e9, 1.82e9, 1, 1.5e6),
     _c("GALA", "gala", "GALA", 0.03, 0.0150, 35e9, 35e9, 50e9, 0, 2e6),
+    # Successors of migrated pairs, trading only from their listing (sandbox/events.py) unless calm.
+    _c("POL", "polygon-ecosystem-token", "POL (ex-MATIC)", 0.45, 0.0130, 8.2e9, 10.3e9, None, 1, 4e6),
+    _c("S", "sonic-3", "Sonic", 0.5, 0.0150, 2.9e9, 3.18e9, None, 1, 3e6),
     # Stablecoins: in the CoinGecko catalogue only; a universe builder must skip them.
     _c("USDT", "tether", "Tether", 1.0, 0.0004, 1.1e11, 1.13e11, None, 2, 3e8, stable=True, trade_usd=500),
     _c("USDC", "usd-coin", "USDC", 1.0, 0.0004, 3.3e10, 3.3e10, None, 2, 8e7, stable=True, trade_usd=500),
@@ -610,12 +613,13 @@ def klines(
     now_ms: int | None = None,
     seed: int = 42,
     limit: int | None = None,
+    calm: bool = False,
 ) -> np.ndarray:
     """The bars the sandbox serves (no faults), as a structured array (KLINE_DTYPE) of floats.
 
     Floats equal `float()` of the wire strings exactly. No limit means every bar in the window.
     """
-    bars = market(seed).bars(symbol, interval, start_ms, end_ms, now_default(now_ms), limit)
+    bars = _served(symbol, interval, start_ms, end_ms, now_ms, seed, limit, calm)
     out = np.empty(len(bars.open_time), dtype=KLINE_DTYPE)
     out["open_time"] = bars.open_time
     out["close_time"] = bars.open_time + bars.interval_ms - 1
@@ -635,10 +639,18 @@ def klines_rows(
     now_ms: int | None = None,
     seed: int = 42,
     limit: int | None = None,
+    calm: bool = False,
 ) -> list[list[object]]:
     """The exact JSON rows the sandbox serves (no faults): `json.loads(body) == klines_rows(...)`."""
-    bars = market(seed).bars(symbol, interval, start_ms, end_ms, now_default(now_ms), limit)
-    return rows_from_bars(bars)
+    return rows_from_bars(_served(symbol, interval, start_ms, end_ms, now_ms, seed, limit, calm))
+
+
+def _served(symbol, interval, start_ms, end_ms, now_ms, seed, limit, calm) -> Bars:
+    from .events import exchange_bars  # events builds on this module
+
+    return exchange_bars(
+        market(seed), symbol, interval, start_ms, end_ms, now_default(now_ms), limit, None, calm
+    )
 
 
 def rows_from_bars(bars: Bars) -> list[list[object]]:

@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
-from . import feeds, markets
+from . import events, feeds, markets
 from .markets import COIN_BY_SYMBOL, HOUR_MS, INTERVAL_HOURS, SYMBOLS, T0_MS, Bars
 
 ROUTES = ("klines", "exchangeInfo", "ping", "time", "markets", "fng")
@@ -181,9 +181,24 @@ def _int_param(q: dict[str, str], name: str) -> int | str | None:
     return int(raw) if raw.isdigit() and len(raw) <= 20 else "bad"
 
 
+def _exchange_symbols(now_ms: int, calm: bool) -> tuple[dict[str, Any], ...]:
+    """exchangeInfo `symbols` at now_ms: each sandbox pair with its status (sandbox/events.py; a removed or
+    not yet listed pair is absent), plus long-delisted (BREAK) and non-USDT pairs."""
+    listed = []
+    for entry in _symbol_entries():
+        state = (
+            events.status(entry["symbol"], now_ms, calm)
+            if entry["symbol"] in COIN_BY_SYMBOL
+            else entry["status"]
+        )
+        if state is not None:
+            listed.append({**entry, "status": state})
+    return tuple(listed)
+
+
 @cache
-def _exchange_symbols() -> tuple[dict[str, Any], ...]:
-    """exchangeInfo `symbols`: every sandbox pair TRADING, plus delisted (BREAK) and non-USDT pairs."""
+def _symbol_entries() -> tuple[dict[str, Any], ...]:
+    """Every pair the sandbox has ever listed, with its static exchangeInfo fields."""
     pairs = [
         (c.symbol, c.base, "USDT", "TRADING", c.tick_units, c.lot_decimals) for c in COIN_BY_SYMBOL.values()
     ]
@@ -322,8 +337,10 @@ class SandboxServer:
         weight_limit: int = 6000,
         *,
         verbose: bool = False,
+        calm: bool = False,
     ) -> None:
         self.host = host
+        self.calm = calm  # True: every pair trades forever, no outages, nothing revised (sandbox/events.py)
         self.port = port
         self.seed = seed
         self.weight_limit = weight_limit
@@ -435,6 +452,7 @@ class SandboxServer:
         return {
             "data": "synthetic",
             "seed": self.seed,
+            "market": "calm" if self.calm else "realistic",
             "now_ms": self.now(),
             "clock": "real" if self._now is None else "frozen",
             "weight_limit": self.weight_limit,
@@ -549,7 +567,7 @@ class SandboxServer:
             return _mandatory("interval", headers)
         if interval not in INTERVAL_HOURS:
             return _binance_error(400, -1120, "Invalid interval.", headers)
-        if symbol not in COIN_BY_SYMBOL:
+        if symbol not in COIN_BY_SYMBOL or events.status(symbol, self.now(), self.calm) is None:
             return _binance_error(400, -1121, "Invalid symbol.", headers)
         values = {}
         for name in ("startTime", "endTime", "limit"):
@@ -560,8 +578,16 @@ class SandboxServer:
         if not 1 <= limit <= 1000:
             return _binance_error(400, -1130, "Data sent for parameter 'limit' is not valid.", headers)
         missing = [(f.params["start_ms"], f.params["end_ms"]) for f in faults if f.kind == "missing_hours"]
-        bars = self.market.bars(
-            symbol, interval, values["startTime"], values["endTime"], self.now(), limit, missing
+        bars = events.exchange_bars(
+            self.market,
+            symbol,
+            interval,
+            values["startTime"],
+            values["endTime"],
+            self.now(),
+            limit,
+            missing,
+            self.calm,
         )
         for f in faults:
             if f.kind == "duplicate_rows":
@@ -576,7 +602,7 @@ class SandboxServer:
         return Reply(200, _json(rows), BINANCE_JSON, headers)
 
     def _route_exchangeInfo(self, q: dict[str, str], faults: list[Fault], headers: dict[str, str]) -> Reply:
-        symbols = _exchange_symbols()
+        symbols = _exchange_symbols(self.now(), self.calm)
         if q.get("symbol"):
             wanted = [q["symbol"]]
         elif q.get("symbols"):
@@ -639,7 +665,8 @@ class SandboxServer:
         now = self.now()
         if now < T0_MS + 2 * 24 * HOUR_MS:
             return Reply(200, b"[]", COINGECKO_JSON)
-        items = feeds.coin_markets(self.market, now, order, windows)
+        coins = tuple(c for c in markets.COINS if events.on_coingecko(c.cg_id, now, self.calm))
+        items = feeds.coin_markets(self.market, now, order, windows, coins)
         if q.get("ids"):
             ids = {s.strip().lower() for s in q["ids"].split(",")}
             items = [i for i in items if i["id"] in ids]
@@ -751,10 +778,15 @@ def _fault_reply(api: str, fault: Fault, headers: dict[str, str], weight_limit: 
     return Reply(status, _nginx(status, reasons[status]), HTML, headers)
 
 
-def serve(host: str = "127.0.0.1", port: int = 8765, seed: int = 42, *, verbose: bool = False) -> None:
+def serve(
+    host: str = "127.0.0.1", port: int = 8765, seed: int = 42, *, verbose: bool = False, calm: bool = False
+) -> None:
     """Run the sandbox in the foreground until Ctrl-C (the `cryptoflow sandbox` command)."""
-    srv = SandboxServer(host, port, seed, verbose=verbose).start()
-    print(f"cryptoflow sandbox - SYNTHETIC data (seed={seed}); nothing here is real market data")
+    srv = SandboxServer(host, port, seed, verbose=verbose, calm=calm).start()
+    market = (
+        "calm: every pair trades forever" if calm else "realistic: listings, delistings, outages, revisions"
+    )
+    print(f"cryptoflow sandbox - SYNTHETIC data (seed={seed}, {market}); nothing here is real market data")
     print(f"  Binance       {srv.binance_url}      (GET /api/v3/klines, /api/v3/exchangeInfo, /api/v3/ping)")
     print(f"  CoinGecko     {srv.coingecko_url}    (GET /api/v3/coins/markets)")
     print(f"  Fear & Greed  {srv.fear_greed_url}  (GET /fng/)")

@@ -28,6 +28,7 @@ class ExtractSink:
     fetched_rows: int = 0
     open_skipped: int = 0
     duplicates_dropped: int = 0
+    outside_window: int = 0  # candles the API returned outside the requested window (dropped)
     fetch_s: float = 0.0  # summed over worker threads
     parse_s: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)

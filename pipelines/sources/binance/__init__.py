@@ -1,4 +1,7 @@
-"""Binance spot klines as a dlt source: one cursor per symbol, grid-aligned pages fetched in parallel."""
+"""Binance spot klines: one window per symbol, grid-aligned pages fetched in parallel, Arrow tables out.
+
+The engine (pipelines/delivery.py) compares them with raw before it hands them to dlt (revisions).
+"""
 
 from __future__ import annotations
 
@@ -8,8 +11,8 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
-import dlt
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipelines.http import ApiClient
 from pipelines.sources.binance.helpers import (
@@ -18,7 +21,6 @@ from pipelines.sources.binance.helpers import (
     fetch_klines_page,
     plan_pages,
 )
-from pipelines.sources.binance.settings import PRIMARY_KEY, TABLE
 from pipelines.sources.common import ExtractSink
 
 
@@ -31,26 +33,7 @@ class SymbolWindow:
     end_ms: int
 
 
-@dlt.source(name="binance")
-def binance_source(
-    client: ApiClient,
-    windows: list[SymbolWindow],
-    interval: str,
-    server_time_ms: int,
-    load_id: str,
-    sink: ExtractSink,
-    concurrency: int = 4,
-    on_page: Callable[[int], None] | None = None,
-    write_disposition: str = "merge",
-) -> dlt.sources.DltResource:
-    """`write_disposition="append"` is only for windows that lie wholly after every symbol's cursor."""
-    resource = klines(client, windows, interval, server_time_ms, load_id, sink, concurrency, on_page)
-    resource.apply_hints(write_disposition=write_disposition)
-    return resource
-
-
-@dlt.resource(name=TABLE, primary_key=list(PRIMARY_KEY), write_disposition="merge")
-def klines(
+def iter_klines(
     client: ApiClient,
     windows: list[SymbolWindow],
     interval: str,
@@ -60,7 +43,8 @@ def klines(
     concurrency: int = 4,
     on_page: Callable[[int], None] | None = None,
 ) -> Iterator[pa.Table]:
-    """Closed, valid candles, one Arrow table per symbol; rejects and counters go to `sink`."""
+    """Closed, valid candles inside the requested windows, one Arrow table per symbol; rejects and counters
+    go to `sink`. A candle the exchange returns outside every window of its symbol is dropped and counted."""
 
     def fetch(symbol: str, start_ms: int, end_ms: int) -> tuple[str, int, ParsedPage, float]:
         t0 = time.perf_counter()
@@ -72,6 +56,9 @@ def klines(
     jobs = [
         (w.symbol, start, end) for w in windows for start, end in plan_pages(w.start_ms, w.end_ms, interval)
     ]
+    by_symbol: dict[str, list[SymbolWindow]] = {}
+    for w in windows:
+        by_symbol.setdefault(w.symbol, []).append(w)
     pending = Counter(symbol for symbol, _, _ in jobs)  # a symbol can have several windows (gap re-fetch)
     pages: dict[str, list[pa.Table]] = {symbol: [] for symbol in pending}
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
@@ -97,12 +84,30 @@ def klines(
                         chunks = sorted(pages.pop(symbol), key=_first_open_time)  # usually no re-sort needed
                         table, dropped = dedupe_candles(pa.concat_tables(chunks))
                         sink.duplicates_dropped += dropped
+                        table, outside = _inside(table, by_symbol[symbol])
+                        sink.outside_window += outside
                         if table.num_rows:
                             yield sink.keep(table)
                 del done
         finally:
             for future in running:
                 future.cancel()
+
+
+def _inside(table: pa.Table, windows: list[SymbolWindow]) -> tuple[pa.Table, int]:
+    """Keep the rows whose open time lies in one of the windows; returns (rows, how many were dropped)."""
+    if not table.num_rows:
+        return table, 0
+    ms = pc.cast(pc.cast(table["open_time"], pa.timestamp("ms")), pa.int64())
+    lo, hi = pc.min(ms).as_py(), pc.max(ms).as_py()
+    if any(w.start_ms <= lo and hi <= w.end_ms for w in windows):
+        return table, 0  # the usual case: no row to drop
+    keep = None
+    for w in windows:
+        inside = pc.and_(pc.greater_equal(ms, w.start_ms), pc.less_equal(ms, w.end_ms))
+        keep = inside if keep is None else pc.or_(keep, inside)
+    kept = table.filter(keep)
+    return kept, table.num_rows - kept.num_rows
 
 
 def _first_open_time(table: pa.Table) -> int:

@@ -61,6 +61,7 @@ class ExchangeInfo:
     server_time_ms: int
     trading: frozenset[str]
     weight_limit: int | None
+    statuses: dict[str, str] = field(default_factory=dict)  # every listed symbol -> TRADING, BREAK, ...
 
 
 def fetch_exchange_info(client: ApiClient) -> ExchangeInfo:
@@ -75,8 +76,23 @@ def fetch_exchange_info(client: ApiClient) -> ExchangeInfo:
         ),
         None,
     )
-    trading = frozenset(s["symbol"] for s in body["symbols"] if s.get("status") == "TRADING")
-    return ExchangeInfo(int(body["serverTime"]), trading, weight)
+    statuses = {
+        s["symbol"]: str(s.get("status"))
+        for s in body["symbols"]
+        if isinstance(s, dict) and isinstance(s.get("symbol"), str)
+    }
+    trading = frozenset(symbol for symbol, state in statuses.items() if state == "TRADING")
+    return ExchangeInfo(int(body["serverTime"]), trading, weight, statuses)
+
+
+def first_candle_ms(client: ApiClient, symbol: str, interval: str) -> int | None:
+    """Open time of the pair's first candle on the exchange (klines from time 0, one row), None if none."""
+    body = client.get_json(KLINES_PATH, {"symbol": symbol, "interval": interval, "startTime": 0, "limit": 1})
+    if not isinstance(body, list):
+        raise MalformedResponse(f"binance: klines for {symbol} is not a list: {str(body)[:200]}")
+    if not body or not isinstance(body[0], list) or type(body[0][0]) is not int:
+        return None
+    return int(body[0][0])
 
 
 def last_closed_open_ms(server_time_ms: int, interval: str) -> int:
