@@ -496,9 +496,14 @@ def _store_klines(
     revised = 0
     if parts.changed.num_rows:
         revision_load = f"{load_id}-rev"
-        revisions.record(settings, parts.changed, parts.previous, revision_load, found_by, run.run_id)
+        changed = parts.changed.set_column(
+            parts.changed.schema.get_field_index("load_id"),
+            KLINES_SCHEMA.field("load_id"),
+            pa.array([revision_load] * parts.changed.num_rows, pa.string()),
+        )
+        revisions.record(settings, changed, parts.previous, revision_load, found_by, run.run_id)
         try:
-            b, revised = _deliver(settings, "binance", parts.changed, sink, KLINES, revision_load, "merge")
+            b, revised = _deliver(settings, "binance", changed, sink, KLINES, revision_load, "merge")
         finally:
             revisions.settle(settings, revision_load)
         rows_bronze, rows_raw = rows_bronze + b, rows_raw + revised

@@ -62,8 +62,8 @@ OUTAGES: tuple[tuple[int, int], ...] = (
 PAIR_HALTS: dict[str, tuple[tuple[int, int], ...]] = {
     "DOTUSDT": ((_ms("2025-10-07T05:00"), _ms("2025-10-07T07:00")),),
 }
-REVISE_EVERY = 24  # about one closed hour in 24 is revised ...
-REVISE_AFTER_MS = 6 * HOUR_MS  # ... this long after it closed
+REVISE_EVERY = 12  # about one closed hour in 12 is revised ...
+REVISE_AFTER_MS = 24 * HOUR_MS  # ... within a day of its close (inside the 48 h restate window)
 REVISE_PER_MILLE = 2  # volumes grow by 0.2%
 
 

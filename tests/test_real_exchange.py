@@ -1,0 +1,242 @@
+"""The exchange changes under the pipeline (sandbox/events.py models it on fixed dates): delisted and
+migrated pairs, listings inside the window, exchange-wide outages, a single pair's halt, revised candles,
+half-open windows, `verify`. Embedded Postgres + the sandbox over real HTTP; expected values are computed
+from the sandbox's own series, not read back from the pipeline."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from decimal import Decimal
+
+import numpy as np
+import pytest
+
+from pipelines import db, delivery
+from pipelines.bronze import open_lake, read_bronze
+from pipelines.cli import sandboxed
+from pipelines.sandbox import SandboxServer, events
+from pipelines.sandbox.markets import klines_rows
+
+HOUR = 3_600_000
+
+
+def ms(text: str) -> int:
+    return int(dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC).timestamp() * 1000)
+
+
+def utc(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def sandbox():
+    with SandboxServer(seed=42) as server:  # the realistic market: the default
+        yield server
+
+
+@pytest.fixture
+def settings(make_settings, sandbox):
+    fast = {"max_retries": 2, "backoff_base_s": 0.01, "backoff_max_s": 0.05, "timeout_s": 5}
+    return sandboxed(make_settings(sources={"binance": fast}), sandbox)
+
+
+def query(settings, sql, params=()):
+    with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
+        cur.execute(sql, params)
+        return cur.fetchall()
+
+
+def counts(settings) -> dict[str, int]:
+    return dict(query(settings, "SELECT symbol, count(*) FROM raw.binance_klines GROUP BY symbol"))
+
+
+def test_a_delisted_pair_is_skipped_its_history_stays_and_its_successor_loads(settings, sandbox, caplog):
+    sandbox.set_now(ms("2024-09-08T12:30"))  # MATIC trades, POL is not listed yet
+    first = delivery.ingest_ohlcv(settings, days=2, symbols=["BTCUSDT", "MATICUSDT", "POLUSDT"])
+    assert first.details["skipped_pairs"] == {"POLUSDT": "NOT_LISTED"}
+    assert counts(settings) == {"BTCUSDT": 48, "MATICUSDT": 48}
+
+    sandbox.set_now(
+        ms("2024-09-20T00:30")
+    )  # MATIC is in BREAK since 09-10 04:00, POL trades since 09-13 10:00
+    caplog.clear()
+    second = delivery.ingest_ohlcv(settings, symbols=["BTCUSDT", "MATICUSDT", "POLUSDT"])
+    assert second.details["skipped_pairs"] == {"MATICUSDT": "BREAK"}
+    warnings = [r.getMessage() for r in caplog.records if "MATICUSDT" in r.getMessage()]
+    assert warnings == [
+        "skipping MATICUSDT: status BREAK; its successor is POLUSDT; its stored history stays "
+        "(remove it from universe.symbols to silence this)"
+    ]
+    # POL starts at its first candle: nothing before its listing is fetched or called missing
+    assert second.details["listed_inside_window"] == {"POLUSDT": "2024-09-13T10:00:00+00:00"}
+    last_closed = ms("2024-09-19T23:00")
+    btc_expected = (last_closed - ms("2024-09-06T12:00")) // HOUR + 1
+    assert counts(settings) == {
+        "BTCUSDT": btc_expected,
+        "MATICUSDT": 48,  # history kept
+        "POLUSDT": (last_closed - ms("2024-09-13T10:00")) // HOUR + 1,
+    }
+    assert query(settings, "SELECT count(*) FROM ops.gaps")[0][0] == 0
+
+    sandbox.set_now(ms("2024-10-15T00:30"))  # MATIC is gone: exchangeInfo no longer lists it (-1121)
+    third = delivery.ingest_ohlcv(settings, symbols=["BTCUSDT", "MATICUSDT", "POLUSDT"])
+    assert third.details["skipped_pairs"] == {"MATICUSDT": "NOT_LISTED"}
+    assert counts(settings)["MATICUSDT"] == 48
+    history = query(
+        settings,
+        "SELECT status, valid_from, valid_to FROM ops.pair_status_history WHERE symbol = 'MATICUSDT' "
+        "ORDER BY valid_from",
+    )
+    assert history == [
+        ("TRADING", utc("2024-09-08T12:30"), utc("2024-09-20T00:30")),
+        ("BREAK", utc("2024-09-20T00:30"), utc("2024-10-15T00:30")),
+        ("NOT_LISTED", utc("2024-10-15T00:30"), None),
+    ]
+    pairs = query(
+        settings,
+        "SELECT symbol, status, first_seen_trading, last_seen_trading, first_candle, successor FROM ops.pairs "
+        "ORDER BY symbol",
+    )
+    assert pairs == [
+        ("BTCUSDT", "TRADING", utc("2024-09-08T12:30"), utc("2024-10-15T00:30"), utc("2019-01-01"), None),
+        (
+            "MATICUSDT",
+            "NOT_LISTED",
+            utc("2024-09-08T12:30"),
+            utc("2024-09-08T12:30"),
+            utc("2019-01-01"),
+            "POLUSDT",
+        ),
+        (
+            "POLUSDT",
+            "TRADING",
+            utc("2024-09-20T00:30"),
+            utc("2024-10-15T00:30"),
+            utc("2024-09-13T10:00"),
+            None,
+        ),
+    ]
+
+
+def test_only_when_no_requested_pair_trades_is_it_an_error(settings, sandbox):
+    sandbox.set_now(ms("2025-03-01T00:30"))
+    with pytest.raises(delivery.UniverseError, match=r"MATICUSDT \(NOT_LISTED\), FTMUSDT \(NOT_LISTED\)"):
+        delivery.ingest_ohlcv(settings, days=1, symbols=["MATICUSDT", "FTMUSDT"])
+
+
+def test_a_ten_day_window_is_half_open(settings, sandbox):
+    sandbox.set_now(ms("2025-03-01T00:30"))
+    summary = delivery.ingest_ohlcv(
+        settings, since=utc("2025-01-01"), until=utc("2025-01-11"), symbols=["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+    )
+    assert counts(settings) == {"BTCUSDT": 240, "ETHUSDT": 240, "SOLUSDT": 240}
+    assert summary.rows_raw == 720
+    newest = query(settings, "SELECT max(open_time), min(open_time) FROM raw.binance_klines")[0]
+    assert newest == (utc("2025-01-10T23:00"), utc("2025-01-01T00:00"))
+
+
+def test_exchange_outage_and_pair_halt_are_classified(settings, sandbox):
+    sandbox.set_now(ms("2023-04-01T00:30"))
+    delivery.ingest_ohlcv(
+        settings, since=utc("2023-03-23"), until=utc("2023-03-26"), symbols=["BTCUSDT", "BNBUSDT", "SOLUSDT"]
+    )
+    assert counts(settings) == {"BTCUSDT": 71, "BNBUSDT": 71, "SOLUSDT": 71}  # 13:00 on the 24th is missing
+    gaps = query(settings, "SELECT symbol, open_time, status, gap_class FROM ops.gaps ORDER BY symbol")
+    assert gaps == [
+        (s, utc("2023-03-24T13:00"), "known_gap", "exchange_outage")
+        for s in ("BNBUSDT", "BTCUSDT", "SOLUSDT")
+    ]
+
+    sandbox.set_now(ms("2025-10-10T00:30"))
+    delivery.ingest_ohlcv(
+        settings, since=utc("2025-10-06"), until=utc("2025-10-09"), symbols=["BTCUSDT", "DOTUSDT"]
+    )
+    halted = query(
+        settings,
+        "SELECT open_time, gap_class FROM ops.gaps WHERE symbol = 'DOTUSDT' ORDER BY open_time",
+    )
+    assert halted == [(utc(f"2025-10-07T0{h}:00"), "pair_halt") for h in (5, 6, 7)]
+    assert counts(settings)["DOTUSDT"] == 72 - 3
+
+
+def _revised_between(symbol: str, lo_ms: int, hi_ms: int, seen_at: int, now: int) -> list[int]:
+    """Open times in [lo, hi] that the sandbox served unrevised at seen_at and revised at now."""
+    opens = np.arange(lo_ms, hi_ms + 1, HOUR, dtype=np.int64)
+    closes_plus = opens + HOUR + events.REVISE_AFTER_MS
+    hit = events.revised(symbol, opens, 42) & (closes_plus > seen_at) & (closes_plus <= now)
+    return opens[hit].tolist()
+
+
+def test_the_hourly_run_restates_revised_candles_with_a_trace(settings, sandbox):
+    t0 = ms("2026-03-10T12:30")
+    sandbox.set_now(t0)
+    first = delivery.ingest_ohlcv(settings, days=2)
+    last_closed = ms("2026-03-10T11:00")
+    lo = last_closed - 47 * HOUR
+    t1 = t0 + 24 * HOUR
+    sandbox.set_now(t1)
+    expected = {s: _revised_between(s, lo, last_closed, t0, t1) for s in ("BTCUSDT", "ETHUSDT")}
+    assert sum(map(len, expected.values())) > 0  # the seed gives this window some revisions
+
+    summary = delivery.ingest_ohlcv(settings)
+    revised = query(
+        settings,
+        "SELECT symbol, (extract(epoch FROM open_time) * 1000)::bigint, old_load_id, new_load_id, found_by, "
+        "applied_at IS NOT NULL, changes FROM ops.revisions ORDER BY 1, 2",
+    )
+    assert [(s, t) for s, t, *_ in revised] == sorted((s, t) for s, ts in expected.items() for t in ts)
+    assert {(old, new, by, applied) for _, _, old, new, by, applied, _ in revised} == {
+        (first.run_id, f"{summary.run_id}-rev", "restate", True)
+    }
+    assert summary.details["revised"] == len(revised)
+    assert all(set(changes) == {"volume", "quote_volume", "taker_buy_base_volume", "taker_buy_quote_volume"}
+               for *_, changes in revised)  # fmt: skip
+    # raw now equals what the exchange serves at t1, for every stored hour; bronze holds each key once
+    for symbol in ("BTCUSDT", "ETHUSDT"):
+        rows = klines_rows(symbol, "1h", lo, t1 // HOUR * HOUR - HOUR, t1, seed=42)
+        got = query(
+            settings,
+            "SELECT (extract(epoch FROM open_time) * 1000)::bigint, volume, quote_volume FROM raw.binance_klines "
+            "WHERE symbol = %s ORDER BY open_time",
+            (symbol,),
+        )
+        assert got == [(r[0], Decimal(r[5]), Decimal(r[7])) for r in rows]
+    bronze = read_bronze(open_lake(settings), "binance_klines")
+    keys = list(zip(bronze["symbol"].to_pylist(), bronze["open_time"].to_pylist(), strict=True))
+    assert len(keys) == len(set(keys)) == query(settings, "SELECT count(*) FROM raw.binance_klines")[0][0]
+    by_key = dict(zip(keys, bronze["volume"].to_pylist(), strict=True))
+    for symbol, t, *_ in revised:
+        stored = query(
+            settings,
+            "SELECT open_time, volume FROM raw.binance_klines WHERE symbol = %s AND open_time = to_timestamp(%s / 1000.0)",
+            (symbol, t),
+        )[0]
+        assert by_key[(symbol, stored[0])] == stored[1]
+
+
+def test_verify_reports_exactly_the_revised_hours_and_apply_restates_them(settings, sandbox):
+    t0 = ms("2026-03-10T12:30")
+    sandbox.set_now(t0)
+    delivery.ingest_ohlcv(settings, days=2)
+    t1 = t0 + 30 * HOUR
+    sandbox.set_now(t1)
+    lo, hi = ms("2026-03-08T12:00"), ms("2026-03-10T11:00")
+    expected = sorted((s, t) for s in ("BTCUSDT", "ETHUSDT") for t in _revised_between(s, lo, hi, t0, t1))
+    assert len(expected) > 0  # the seed gives this window some revisions
+    found = delivery.verify_klines(settings, since=utc("2026-03-08T12:00"), until=utc("2026-03-10T12:00"))
+    assert sorted((s, int(at.timestamp() * 1000)) for s, at, _ in found.changed) == expected
+    assert found.missing_in_raw == found.missing_on_exchange == []
+    assert query(settings, "SELECT count(*) FROM ops.revisions")[0][0] == 0  # a report changes nothing
+
+    applied = delivery.verify_klines(
+        settings, since=utc("2026-03-08T12:00"), until=utc("2026-03-10T12:00"), apply=True
+    )
+    assert applied.details["revised"] == len(expected)
+    got = query(
+        settings,
+        "SELECT symbol, (extract(epoch FROM open_time) * 1000)::bigint, found_by FROM ops.revisions ORDER BY 1, 2",
+    )
+    assert got == [(s, t, "verify") for s, t in expected]
+    again = delivery.verify_klines(settings, since=utc("2026-03-08T12:00"), until=utc("2026-03-10T12:00"))
+    assert again.changed == []
