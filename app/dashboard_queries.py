@@ -295,9 +295,10 @@ FRESHNESS = {
         "ohlcv",
         0,
     ),
-    # a UTC day appears with its first candle: 24 h + the candle threshold after the day starts
-    "fct_daily_summary": ("(SELECT max(day)::timestamp AT TIME ZONE 'UTC' FROM {fd})", "ohlcv", 24),
-    "fct_market_sentiment": ("(SELECT max(day)::timestamp AT TIME ZONE 'UTC' FROM {fs})", "markets", 0),
+    # a daily table covers up to the END of its newest UTC day (the next midnight); the day after it
+    # completes 24 h later, so its age runs up to 24 h plus the source's own threshold
+    "fct_daily_summary": ("(SELECT (max(day) + 1)::timestamp AT TIME ZONE 'UTC' FROM {fd})", "ohlcv", 24),
+    "fct_market_sentiment": ("(SELECT (max(day) + 1)::timestamp AT TIME ZONE 'UTC' FROM {fs})", "markets", 0),
     "mart_market_overview": ("(SELECT max(snapshot_ts) FROM {mo})", "markets", 0),
 }
 

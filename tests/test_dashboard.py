@@ -361,3 +361,41 @@ def test_command_and_env_of_the_server(built, tmp_path):
     environment = dashboard.env(settings, config)
     assert environment["CRYPTOFLOW_CONFIG"] == str(config.resolve())
     assert environment["STREAMLIT_BROWSER_GATHER_USAGE_STATS"] == "false"
+
+
+@pytest.fixture(scope="module")
+def historical(tmp_path_factory, settings_in):
+    """Only a historical window, with a delisted pair and no market snapshot inside it (CoinGecko's only
+    snapshot is years later): what a backfill of the past gives a new user."""
+    root = tmp_path_factory.mktemp("historical")
+    symbols = ["BTCUSDT", "FTMUSDT"]
+    settings = settings_in(root, universe={"symbols": symbols})
+    now = dt.datetime(2025, 1, 20, 0, 30, tzinfo=dt.UTC)  # FTM halted on 01-13: in BREAK, history kept
+    with SandboxServer(seed=11, now_ms=int(now.timestamp() * 1000)) as sandbox:
+        active = sandboxed(settings, sandbox)
+        sandbox.set_now(int(dt.datetime(2025, 1, 12, 0, 30, tzinfo=dt.UTC).timestamp() * 1000))
+        delivery.ingest_ohlcv(active, since=dt.datetime(2025, 1, 8, tzinfo=dt.UTC))
+        sandbox.set_now(int(now.timestamp() * 1000))
+        delivery.ingest_ohlcv(active)  # FTM is skipped now; BTC goes on
+        delivery.ingest_fear_greed(active)
+        delivery.ingest_markets(active)
+    execute(settings, "UPDATE raw.coingecko_markets SET snapshot_ts = %s", (now + dt.timedelta(days=400),))
+    transform.transform(settings, execution_time=now)
+    return settings, write_config(
+        settings, root / "config.yaml", universe={"mode": "pinned", "symbols": symbols}
+    )
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders_on_a_historical_window_without_a_snapshot(historical, monkeypatch, page):
+    settings, config = historical
+    assert (
+        execute(settings, "SELECT count(*) FROM gold.fct_market_sentiment WHERE decliners IS NULL")[0][0] > 0
+    )
+    at = open_page(config, monkeypatch, page)
+    if page == SENTIMENT:
+        assert [s.value for s in at.subheader][-2:] == [
+            "Market volume (24 h, all coins)",
+            "Breadth: advancers vs decliners",
+        ]
+        assert any("No market snapshot falls on these days" in i.value for i in at.info)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import dashboard_queries as q
+import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
@@ -83,38 +84,53 @@ fng.update_yaxes(title_text="BTC (USDT)", secondary_y=True, showgrid=False)
 fng.update_layout(height=420, margin={"l": 10, "r": 10, "t": 20, "b": 10}, legend={"orientation": "h"})
 st.plotly_chart(fng, key="fng_chart")
 
+# A historical window can hold days with no market snapshot (volume) or no tracked pair (breadth): NULLs.
+volume_24h = pd.to_numeric(days["total_volume_24h_usd"], errors="coerce")
+advancers = pd.to_numeric(days["advancers"], errors="coerce")
+decliners = pd.to_numeric(days["decliners"], errors="coerce")
+
 left, right = st.columns(2)
 with left:
     st.subheader("Market volume (24 h, all coins)")
-    volume = go.Figure(
-        go.Scatter(
-            x=days["day"],
-            y=days["total_volume_24h_usd"],
-            mode="lines",
-            fill="tozeroy",
-            name="Volume 24 h (USD)",
+    if volume_24h.notna().any():
+        volume = go.Figure(
+            go.Scatter(
+                x=days["day"],
+                y=volume_24h,
+                mode="lines+markers" if volume_24h.notna().sum() < 3 else "lines",
+                fill="tozeroy",
+                name="Volume 24 h (USD)",
+            )
         )
-    )
-    volume.update_layout(height=320, margin={"l": 10, "r": 10, "t": 20, "b": 10})
-    st.plotly_chart(volume, key="volume_chart")
+        volume.update_layout(height=320, margin={"l": 10, "r": 10, "t": 20, "b": 10})
+        st.plotly_chart(volume, key="volume_chart")
+    else:
+        st.info(
+            "No market snapshot falls on these days: CoinGecko's free API gives only the present, so market "
+            "totals exist from the pipeline's first snapshot on (Overview shows the latest).",
+            icon=":material/info:",
+        )
 with right:
     st.subheader("Breadth: advancers vs decliners")
-    breadth = go.Figure()
-    breadth.add_trace(go.Bar(x=days["day"], y=days["advancers"], name="Advancers", marker_color="#0a8f3c"))
-    breadth.add_trace(
-        go.Bar(
-            x=days["day"],
-            y=-days["decliners"],
-            name="Decliners",
-            marker_color="#d32f2f",
-            customdata=days["decliners"],
-            hovertemplate="%{customdata}",
+    if advancers.notna().any() or decliners.notna().any():
+        breadth = go.Figure()
+        breadth.add_trace(go.Bar(x=days["day"], y=advancers, name="Advancers", marker_color="#0a8f3c"))
+        breadth.add_trace(
+            go.Bar(
+                x=days["day"],
+                y=-decliners,
+                name="Decliners",
+                marker_color="#d32f2f",
+                customdata=decliners,
+                hovertemplate="%{customdata}",
+            )
         )
-    )
-    breadth.update_layout(
-        barmode="relative",
-        height=320,
-        margin={"l": 10, "r": 10, "t": 20, "b": 10},
-        legend={"orientation": "h"},
-    )
-    st.plotly_chart(breadth, key="breadth_chart")
+        breadth.update_layout(
+            barmode="relative",
+            height=320,
+            margin={"l": 10, "r": 10, "t": 20, "b": 10},
+            legend={"orientation": "h"},
+        )
+        st.plotly_chart(breadth, key="breadth_chart")
+    else:
+        st.info("No tracked pair has a complete day in this range.", icon=":material/info:")
