@@ -187,4 +187,11 @@ def delete_load(lake: BronzeLake, table: str, load_id: str) -> int:
 def read_bronze(lake: BronzeLake, table: str) -> pa.Table:
     """Read a whole bronze table back (partition columns year/month/day included)."""
     dataset = ds.dataset(lake.table_dir(table), filesystem=lake.fs, format="parquet", partitioning="hive")
+    # files written before and after a source added a field differ in columns: read the union of them
+    schemas = [fragment.physical_schema for fragment in dataset.get_fragments()]
+    if len({tuple(s.names) for s in schemas}) > 1:
+        unified = pa.unify_schemas([*schemas, dataset.partitioning.schema])
+        dataset = ds.dataset(
+            lake.table_dir(table), schema=unified, filesystem=lake.fs, format="parquet", partitioning="hive"
+        )
     return dataset.to_table()

@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import datetime as dt
 import json
+import logging
 import sys
 import time
 import warnings
@@ -413,26 +414,49 @@ def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
-    from pipelines import db, delivery
+    """The main job on the sandbox, as a time-lapse of the real exchange: backfill the horizon as of a day
+    ago, then one incremental run as of now (the day's new hours, and the candles revised since), then
+    transform and checks. The universe is the configured list plus the pairs it replaced (a stale list),
+    so the run meets listings, delistings with their successors, outages and revisions."""
+    from pipelines import db, delivery, quality
+    from pipelines.sandbox import SandboxServer
+    from pipelines.transform import describe_gold, transform
 
     started = time.perf_counter()
     db.ensure_database(settings)
     days = args.days or settings.backfill.days
-    with _maybe_sandbox(settings, True) as active:
+    symbols = list(dict.fromkeys([*settings.universe.symbols, *settings.universe.successors]))
+    now_ms = int(time.time() * 1000)
+    with SandboxServer(port=0, seed=settings.sandbox.seed, calm=settings.sandbox.calm) as server:
+        print(f"sandbox: synthetic market data served at {server.url} (not real prices)", file=sys.stderr)
+        active = sandboxed(settings, server)
+        server.set_now(now_ms - 24 * 3_600_000)
         update, stop = _progress()
         try:
-            klines = delivery.ingest_ohlcv(active, days=days, command="demo", progress=update)
+            klines = delivery.ingest_ohlcv(
+                active, days=days, symbols=symbols, command="demo", progress=update
+            )
         finally:
             stop()
+        server.set_now(now_ms)
+        hourly = delivery.ingest_ohlcv(active, symbols=symbols, command="demo")
         markets = delivery.ingest_markets(active, command="demo")
         fng = delivery.ingest_fear_greed(active, command="demo")
-    for summary in (klines, markets, fng):
+        server.set_now(None)
+    for summary in (klines, hourly, markets, fng):
         _print_summary(summary)
-    from pipelines.transform import describe_gold, transform
-
     built = transform(settings)
     print(f"transform: silver and gold built in {built.plan_s + built.run_s:.1f} s")
+    logging.getLogger("soda").setLevel(logging.WARNING)  # one summary line below instead of every check
+    checks = quality.run_checks(settings)
+    failed = [r.name for r in checks.results if r.outcome in ("fail", "error")]
+    print(
+        f"checks: {len(checks.results)} run, {len(failed)} failed"
+        + (f" ({', '.join(failed)})" if failed else "")
+        + " - the Data Quality page shows them"
+    )
     print(delivery.describe_data(settings, time.perf_counter() - started))
+    print(delivery.describe_exchange(settings, [klines, hourly]))
     print(describe_gold(settings))
     port = settings.services.dashboard_port
     print(

@@ -30,6 +30,7 @@ from pipelines.bronze import delete_load, open_lake, settle_bronze, write_bronze
 from pipelines.errors import UniverseError, root_cause
 from pipelines.http import ApiClient, client_for
 from pipelines.observability import RunRecord, run_ledger
+from pipelines.schema_drift import record_fields
 from pipelines.settings import Settings, validate_symbol
 from pipelines.sources.binance import SymbolWindow, iter_klines
 from pipelines.sources.binance import settings as bn
@@ -71,7 +72,7 @@ class TableSpec:
 
 
 KLINES = TableSpec(bn.TABLE, "open_time", bn.PRIMARY_KEY)
-MARKETS = TableSpec(cg.TABLE, "snapshot_ts", cg.PRIMARY_KEY)
+MARKETS = TableSpec(cg.TABLE, "snapshot_ts", cg.PRIMARY_KEY, replace_on=("snapshot_ts",))
 FEAR_GREED = TableSpec(fg.TABLE, "ts", fg.PRIMARY_KEY)
 SPECS = {"binance": KLINES, "coingecko": MARKETS, "fear_greed": FEAR_GREED}
 
@@ -806,6 +807,9 @@ def ingest_markets(settings: Settings, *, command: str = "ingest") -> RunSummary
             _record_http(run, client)
         queued = store_dead_letters(settings, "coingecko", MARKETS.name, sink.rejected, run.run_id)
         _record_extract(run, sink, *rows, queued)
+        run.details["schema_changes"] = record_fields(
+            settings, "coingecko", MARKETS.name, sink.fields, run.run_id
+        )
         run.details["snapshot_ts"] = snapshot.isoformat()
         return RunSummary(
             run.run_id, "coingecko", run.rows_raw, run.rows_bronze, run.dead_letters, run.details
@@ -837,6 +841,9 @@ def ingest_fear_greed(settings: Settings, *, command: str = "ingest") -> RunSumm
             _record_http(run, client)
         queued = store_dead_letters(settings, "fear_greed", FEAR_GREED.name, sink.rejected, run.run_id)
         _record_extract(run, sink, *rows, queued)
+        run.details["schema_changes"] = record_fields(
+            settings, "fear_greed", FEAR_GREED.name, sink.fields, run.run_id
+        )
         run.details["limit"] = limit
         if sink.time_range:
             run.window_start, run.window_end = sink.time_range
@@ -862,4 +869,43 @@ def describe_data(settings: Settings, elapsed_s: float) -> str:
         f"bronze Parquet lake: {lake.url}/crypto/<table>/year=YYYY/month=MM/day=DD/",
         f"Postgres: {db.redact(db.writer_url(settings))}  (cryptoflow db url prints it with the password)",
     ]
+    return "\n".join(lines)
+
+
+def describe_exchange(settings: Settings, runs: list[RunSummary]) -> str:
+    """What the runs met on the exchange: listings inside the window, delisted pairs and their successors,
+    classified missing hours, revisions applied."""
+    listed: dict[str, str] = {}
+    skipped: dict[str, str] = {}
+    revised = 0
+    for run in runs:
+        listed |= run.details.get("listed_inside_window", {})
+        skipped |= run.details.get("skipped_pairs", {})
+        revised += run.details.get("revised", 0)
+    with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT count(DISTINCT open_time) FILTER (WHERE gap_class = 'exchange_outage'), "
+            "count(*) FILTER (WHERE gap_class = 'pair_halt') FROM ops.gaps"
+        )
+        outage_hours, halt_hours = cur.fetchone()
+    successors = settings.universe.successors
+    lines = ["", "what the exchange did (ops.pairs, ops.gaps, ops.revisions):"]
+    lines.append(
+        f"  {len(listed)} listing(s) inside the horizon: "
+        + (", ".join(f"{s} from {t[:10]}" for s, t in sorted(listed.items())) or "none")
+    )
+    lines.append(
+        f"  {len(skipped)} pair(s) not trading, skipped with their history kept: "
+        + (
+            ", ".join(
+                f"{s} ({state}{', successor ' + successors[s] if s in successors else ''})"
+                for s, state in sorted(skipped.items())
+            )
+            or "none"
+        )
+    )
+    lines.append(
+        f"  {outage_hours} exchange-wide outage hour(s), {halt_hours} pair-halt hour(s): known, not failures"
+    )
+    lines.append(f"  {revised} revised candle(s) restated")
     return "\n".join(lines)

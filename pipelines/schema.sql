@@ -51,7 +51,15 @@ CREATE TABLE IF NOT EXISTS ops.gaps (
 );
 -- Why the hour is missing: exchange_outage (no tracked pair has it), pair_halt (only this pair misses it),
 -- ingest_failure (the exchange had it and the re-fetch found it: status refilled).
-ALTER TABLE ops.gaps ADD COLUMN IF NOT EXISTS gap_class text;
+-- (checked first: ALTER TABLE would take an exclusive lock on every run, even with IF NOT EXISTS)
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns
+                   WHERE table_schema = 'ops' AND table_name = 'gaps' AND column_name = 'gap_class') THEN
+        ALTER TABLE ops.gaps ADD COLUMN gap_class text;
+    END IF;
+END
+$$;
 CREATE INDEX IF NOT EXISTS gaps_open_time ON ops.gaps (open_time);
 
 -- Pair lifecycle (pipelines/lifecycle.py): what exchangeInfo says about each pair the pipeline knows.
@@ -125,3 +133,27 @@ CREATE TABLE IF NOT EXISTS ops.alerts_sent (
     error      text
 );
 CREATE INDEX IF NOT EXISTS alerts_sent_time ON ops.alerts_sent (sent_at DESC);
+
+-- Schema drift of the JSON sources (pipelines/schema_drift.py).
+CREATE TABLE IF NOT EXISTS ops.source_fields (
+    source       text        NOT NULL,
+    table_name   text        NOT NULL,
+    field        text        NOT NULL,
+    json_type    text        NOT NULL,  -- number | string | boolean | object | array | null (or a/b when mixed)
+    present      boolean     NOT NULL,  -- false once a run no longer saw it
+    first_run_id text        NOT NULL,
+    last_run_id  text        NOT NULL,
+    last_seen_at timestamptz NOT NULL,
+    PRIMARY KEY (source, table_name, field)
+);
+CREATE TABLE IF NOT EXISTS ops.schema_changes (
+    id          bigserial PRIMARY KEY,
+    source      text        NOT NULL,
+    table_name  text        NOT NULL,
+    field       text        NOT NULL,
+    change      text        NOT NULL CHECK (change IN ('added', 'dropped', 'restored', 'type_changed')),
+    old_type    text,
+    new_type    text,
+    run_id      text        NOT NULL,
+    detected_at timestamptz NOT NULL DEFAULT now()
+);

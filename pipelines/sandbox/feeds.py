@@ -166,3 +166,27 @@ def fear_greed_payload(
             item["time_until_update"] = str((now_ms // DAY_MS + 1) * 86_400 - now_ms // 1000)  # next midnight
         data.append(item)
     return {"name": "Fear and Greed Index", "data": data, "metadata": {"error": None}}
+
+
+def drift(
+    item: dict[str, Any],
+    add_field: str | None = None,
+    drop_field: str | None = None,
+    string_numbers: list[str] = (),
+    float_ints: list[str] = (),
+) -> dict[str, Any]:
+    """One markets item with schema drift applied (the `schema_drift` fault): `add_field` appears with a
+    number derived from the coin, `drop_field` disappears, `string_numbers` come as numeric strings
+    ("21000000.0") and `float_ints` as floats (5.0)."""
+    out = dict(item)
+    if add_field:
+        out[add_field] = round((out.get("price_change_percentage_24h") or 0.0) * 3.1, 5)
+    if drop_field:
+        out.pop(drop_field, None)
+    for name in string_numbers:
+        if isinstance(out.get(name), int | float):
+            out[name] = repr(float(out[name]))
+    for name in float_ints:
+        if isinstance(out.get(name), int):
+            out[name] = float(out[name])
+    return out

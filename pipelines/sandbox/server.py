@@ -38,9 +38,15 @@ FAULT_PARAMS: dict[str, set[str]] = {
     "invalid_rows": {"every", "rows"},
     "duplicate_rows": {"every"},
     "missing_hours": {"start_ms", "end_ms"},
+    # markets: schema drift as the real feed shows it - a field added (a number per coin), a field dropped,
+    # numbers sent as numeric strings, integers sent as floats
+    "schema_drift": {"add_field", "drop_field", "string_numbers", "float_ints"},
+    # markets, fng: answer with exactly this body (e.g. a real response saved in tests/fixtures/real)
+    "replay": {"body"},
 }
 DATA_KINDS = frozenset({"invalid_rows", "duplicate_rows", "missing_hours"})
-REPLACING_KINDS = frozenset({"429", "418", "451", "500", "502", "503", "timeout", "malformed"})
+ROUTE_KINDS = {"schema_drift": ("markets",), "replay": ("markets", "fng")}
+REPLACING_KINDS = frozenset({"429", "418", "451", "500", "502", "503", "timeout", "malformed", "replay"})
 INVALID_EVERY = 97  # invalid_rows default: bars whose number (open_time // interval_ms) % 97 == 0
 
 BINANCE_JSON = "application/json;charset=UTF-8"
@@ -490,7 +496,9 @@ class SandboxServer:
             slow = [f for f in live if f.kind == "slow"]
             first = next((f for f in live if f.kind in REPLACING_KINDS or f.kind == "truncated"), None)
             data = (
-                [] if first and first.kind in REPLACING_KINDS else [f for f in live if f.kind in DATA_KINDS]
+                []
+                if first and first.kind in REPLACING_KINDS
+                else [f for f in live if f.kind in DATA_KINDS or f.kind in ROUTE_KINDS]
             )
             for f in [*slow, *data, *([first] if first else [])]:
                 if f.times is not None:
@@ -674,6 +682,9 @@ class SandboxServer:
             syms = {s.strip().lower() for s in q["symbols"].split(",")}
             items = [i for i in items if i["symbol"] in syms]
         items = items[(page - 1) * per_page : page * per_page]
+        for fault in faults:
+            if fault.kind == "schema_drift":
+                items = [feeds.drift(item, **fault.params) for item in items]
         return Reply(200, _json(items), COINGECKO_JSON)
 
     # ---- alternative.me -------------------------------------------------------------------------
@@ -711,6 +722,10 @@ def _make_fault(
         raise ValueError(f"unknown fault kind {kind!r}; expected one of {tuple(FAULT_PARAMS)}")
     if kind in DATA_KINDS and route != "klines":
         raise ValueError(f"fault {kind!r} only applies to the klines route")
+    if kind in ROUTE_KINDS and route not in ROUTE_KINDS[kind]:
+        raise ValueError(f"fault {kind!r} only applies to the {' and '.join(ROUTE_KINDS[kind])} route(s)")
+    if kind == "replay" and not isinstance(params.get("body"), str | bytes):
+        raise ValueError("replay needs body= (the exact response body)")
     if symbol is not None and route != "klines":
         raise ValueError("symbol= only applies to the klines route")
     unknown = set(params) - FAULT_PARAMS[kind]
@@ -734,6 +749,13 @@ def _fault_reply(api: str, fault: Fault, headers: dict[str, str], weight_limit: 
     kind = fault.kind
     if kind == "timeout":
         return Reply(0, drop=True, delay=float(fault.params.get("delay", 30.0)))
+    if kind == "replay":
+        body = fault.params["body"]
+        return Reply(
+            200,
+            body.encode() if isinstance(body, str) else body,
+            COINGECKO_JSON if api == "coingecko" else FNG_JSON,
+        )
     if kind == "malformed":
         return Reply(200, MALFORMED_BODY, HTML, headers)
     status = int(kind)

@@ -32,6 +32,7 @@ class ExtractSink:
     fetch_s: float = 0.0  # summed over worker threads
     parse_s: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
+    fields: dict[str, str] = field(default_factory=dict)  # field -> JSON type(s) seen in this extract
     time_range: tuple[Any, Any] | None = (
         None  # min and max of the delivered rows' time column  # wall seconds per delivery stage
     )
@@ -39,3 +40,25 @@ class ExtractSink:
     def keep(self, table: pa.Table) -> pa.Table:
         self.tables.append(table)
         return table
+
+
+def json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
+
+
+def observed_fields(records: list[Any]) -> dict[str, str]:
+    """Every top-level field of the records with the JSON types it arrived as ("null" if only ever null)."""
+    seen: dict[str, set[str]] = {}
+    for record in records:
+        if isinstance(record, dict):
+            for name, value in record.items():
+                seen.setdefault(str(name), set()).add(json_type(value))
+    return {name: "/".join(sorted(types - {"null"})) or "null" for name, types in sorted(seen.items())}

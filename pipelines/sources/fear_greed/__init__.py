@@ -8,7 +8,7 @@ import dlt
 import pyarrow as pa
 
 from pipelines.http import ApiClient
-from pipelines.sources.common import ExtractSink
+from pipelines.sources.common import ExtractSink, observed_fields
 from pipelines.sources.fear_greed.helpers import fetch_fng, fng_to_arrow
 from pipelines.sources.fear_greed.settings import PRIMARY_KEY, TABLE
 
@@ -25,6 +25,7 @@ def fear_greed(client: ApiClient, limit: int, load_id: str, sink: ExtractSink) -
     items = fetch_fng(client, limit)
     sink.pages += 1
     sink.fetched_rows += len(items)
+    sink.fields = observed_fields(items)
     table, rejected = fng_to_arrow(items, load_id)
     sink.rejected.extend(rejected)
     if table.num_rows:
