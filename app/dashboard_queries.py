@@ -360,14 +360,47 @@ def load_dead_letter_runs(url: str) -> pd.DataFrame:
 
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
 def load_gaps(url: str) -> pd.DataFrame:
-    """Missing candle hours recorded by ingestion: still missing or known exchange gaps first."""
+    """Missing candle hours recorded by ingestion, with their class: still missing first, then the newest."""
     return _frame(
         url,
-        "SELECT symbol, interval, open_time, status, detected_at, refetched_at FROM ops.gaps "
-        "ORDER BY status = 'refilled', open_time DESC LIMIT 1000",
+        "SELECT symbol, interval, open_time, coalesce(gap_class, status) AS gap_class, status, detected_at, "
+        "refetched_at FROM ops.gaps ORDER BY status <> 'missing', open_time DESC LIMIT 1000",
     )
+
+
+GAP_CLASSES = {
+    "exchange_outage": "exchange outage (every pair)",
+    "pair_halt": "pair halt (one pair)",
+    "ingest_failure": "ingest failure (re-fetched)",
+    "missing": "still missing",
+}
 
 
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
 def load_gap_counts(url: str) -> pd.DataFrame:
-    return _frame(url, "SELECT status, count(*) AS hours FROM ops.gaps GROUP BY status ORDER BY status")
+    """Missing hours per class (an hour still waiting for its re-fetch counts as `missing`)."""
+    return _frame(
+        url,
+        "SELECT CASE WHEN status = 'missing' THEN 'missing' ELSE coalesce(gap_class, status) END AS gap_class, "
+        "count(*) AS hours FROM ops.gaps GROUP BY 1 ORDER BY 1",
+    )
+
+
+@st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
+def load_pairs_not_trading(url: str) -> pd.DataFrame:
+    """Pairs the exchange no longer trades (skipped by every run, history kept), with their successor."""
+    return _frame(
+        url,
+        "SELECT symbol, status, status_since, last_seen_trading, successor FROM ops.pairs "
+        "WHERE status <> 'TRADING' ORDER BY symbol",
+    )
+
+
+@st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
+def load_revisions(url: str) -> pd.DataFrame:
+    """Candles the exchange revised after their close, newest first, with what changed."""
+    return _frame(
+        url,
+        "SELECT symbol, open_time, found_by, changes::text AS changes, old_load_id, new_load_id, detected_at "
+        "FROM ops.revisions WHERE applied_at IS NOT NULL ORDER BY detected_at DESC, symbol, open_time LIMIT 500",
+    )

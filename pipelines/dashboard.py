@@ -138,5 +138,7 @@ def measure_queries(
         "dead_letter_runs": lambda: raw("load_dead_letter_runs")(url),
         "gaps": lambda: raw("load_gaps")(url),
         "gap_counts": lambda: raw("load_gap_counts")(url),
+        "pairs_not_trading": lambda: raw("load_pairs_not_trading")(url),
+        "revisions": lambda: raw("load_revisions")(url),
     }
     return {name: _best_ms(call, repeats) for name, call in calls.items()}

@@ -105,5 +105,27 @@ with right:
     if gap_counts.empty:
         st.success("No missing candle hours recorded.", icon=":material/check_circle:")
     else:
-        st.caption(" · ".join(f"{r.status}: {r.hours}" for r in gap_counts.itertuples()))
+        st.caption(
+            " · ".join(
+                f"{q.GAP_CLASSES.get(r.gap_class, r.gap_class)}: {r.hours}" for r in gap_counts.itertuples()
+            )
+        )
         st.dataframe(q.load_gaps(ctx.url), hide_index=True, key="gaps")
+
+left, right = st.columns(2)
+with left:
+    st.subheader("Pairs no longer trading")
+    stopped = q.load_pairs_not_trading(ctx.url)
+    if stopped.empty:
+        st.success("Every tracked pair trades.", icon=":material/check_circle:")
+    else:
+        st.caption("Skipped by every run with one warning; their history stays in raw and gold.")
+        st.dataframe(stopped, hide_index=True, key="pairs_not_trading")
+with right:
+    st.subheader("Revised candles")
+    revised = q.load_revisions(ctx.url)
+    if revised.empty:
+        st.success("No candle was revised after its close.", icon=":material/check_circle:")
+    else:
+        st.caption("Old and new values of each restated candle (ops.revisions); gold was restated with them.")
+        st.dataframe(revised, hide_index=True, key="revisions")
