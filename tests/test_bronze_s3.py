@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 
 import boto3
+import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
@@ -20,7 +21,7 @@ from moto.server import ThreadedMotoServer
 from pipelines import db, delivery
 from pipelines.bronze import open_lake, read_bronze
 from pipelines.cli import sandboxed
-from pipelines.sandbox import SandboxServer
+from pipelines.sandbox import SandboxServer, events
 from pipelines.settings import load_settings
 
 HOUR = 3_600_000
@@ -194,36 +195,39 @@ def test_s3_bronze_has_the_local_layout_and_the_rows_of_raw(settings, s3, bucket
 
 def test_s3_rerun_replaces_objects_and_never_duplicates_rows(settings, s3, bucket, sandbox):
     first = delivery.ingest_ohlcv(settings, days=2)
-    assert set(parquet_objects(s3, bucket)) == {day_key(d, first.run_id) for d in (8, 9, 10)}
+    objects = {day_key(d, first.run_id) for d in (8, 9, 10)}
+    assert set(parquet_objects(s3, bucket)) == objects
 
     second = delivery.ingest_ohlcv(settings, days=2)
-    assert (second.rows_raw, second.rows_bronze) == (96, 96)
-    # every older object was fully covered by the new load: deleted, not kept beside it
-    assert set(parquet_objects(s3, bucket)) == {day_key(d, second.run_id) for d in (8, 9, 10)}
-    bronze = bronze_keys(settings)
-    assert len(bronze) == 96 and len({(s, ms) for s, ms, _ in bronze}) == 96
-    assert bronze == raw_keys(settings)
-    assert {lid for *_, lid in bronze} == {second.run_id}
+    assert (second.rows_raw, second.rows_bronze, second.details["unchanged"]) == (0, 0, 96)
+    assert set(parquet_objects(s3, bucket)) == objects  # nothing changed: no object rewritten
 
-    # three hours later the same 2-day backfill overlaps the 8th only in part: that object is rewritten
-    # with the three hours the new window no longer covers, and those keep their load id in raw too
-    sandbox.set_now(NOW_MS + 3 * HOUR)
-    third = delivery.ingest_ohlcv(settings, days=2)
-    assert third.rows_raw == 96
-    assert set(parquet_objects(s3, bucket)) == {
-        day_key(8, second.run_id),
-        *(day_key(d, third.run_id) for d in (8, 9, 10)),
-    }
-    kept = read_object(s3, bucket, day_key(8, second.run_id))
-    kept_ms = pc.cast(pc.cast(kept["open_time"], "timestamp[ms]"), "int64").to_pylist()
-    old_first = LAST_CLOSED - 47 * HOUR
-    assert sorted(zip(kept["symbol"].to_pylist(), kept_ms, strict=True)) == expected_hours(
-        old_first, old_first + 2 * HOUR
+    # 30 hours later the exchange has revised some stored candles (sandbox/events.py): the revision load
+    # writes them as new objects and every older object holding one is rewritten without it
+    later = NOW_MS + 30 * HOUR
+    sandbox.set_now(later)
+    restate_from = LAST_CLOSED + 30 * HOUR - 47 * HOUR  # the 48 trailing hours re-fetched at `later`
+    opens = np.arange(restate_from, LAST_CLOSED + 1, HOUR, dtype=np.int64)
+    revised = sorted(
+        (symbol, int(t))
+        for symbol in SYMBOLS
+        for t in opens[
+            events.revised(symbol, opens, 42)
+            & (opens + HOUR + events.REVISE_AFTER_MS > NOW_MS)
+            & (opens + HOUR + events.REVISE_AFTER_MS <= later)
+        ]
     )
-    assert set(kept["load_id"].to_pylist()) == {second.run_id}
-
+    assert revised  # the seed gives this window some
+    third = delivery.ingest_ohlcv(settings)  # incremental: 30 new hours per pair + the restate window
+    assert (third.rows_raw, third.details["revised"]) == (2 * 30 + len(revised), len(revised))
+    rev_load = f"{third.run_id}-rev"
     bronze = bronze_keys(settings)
-    assert [(s, ms) for s, ms, _ in bronze] == expected_hours(old_first, LAST_CLOSED + 3 * HOUR)
-    assert len(bronze) == 2 * (48 + 3) == 102
+    assert len(bronze) == len({(s, ms) for s, ms, _ in bronze}) == 2 * (48 + 30)
     assert bronze == raw_keys(settings)
-    assert sum(1 for *_, lid in bronze if lid == second.run_id) == 6
+    assert sorted((s, ms) for s, ms, lid in bronze if lid == rev_load) == revised
+    revised_days = {dt.datetime.fromtimestamp(ms / 1000, dt.UTC).day for _, ms in revised}
+    assert {day_key(d, rev_load) for d in revised_days} <= set(parquet_objects(s3, bucket))
+    for d in revised_days:  # the first load's object of that day no longer holds the revised keys
+        kept = read_object(s3, bucket, day_key(d, first.run_id))
+        kept_ms = pc.cast(pc.cast(kept["open_time"], "timestamp[ms]"), "int64").to_pylist()
+        assert not set(zip(kept["symbol"].to_pylist(), kept_ms, strict=True)) & set(revised)

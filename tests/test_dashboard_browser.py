@@ -10,7 +10,7 @@ import subprocess
 import time
 
 import pytest
-from test_dashboard import built, write_config  # noqa: F401  (the module-scoped gold data fixture)
+from test_dashboard import built, historical, write_config  # noqa: F401  (the module-scoped gold data fixtures)
 
 from pipelines import dashboard
 from pipelines.http import answers
@@ -39,9 +39,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(built, tmp_path_factory):  # noqa: F811
-    settings, config = built
+def _serve(settings, config, tmp_path_factory):
+    """The real dashboard server on a free port, stopped (the one process we started) at the end."""
     port = free_port()
     log = (tmp_path_factory.mktemp("server") / "streamlit.log").open("w")
     process = subprocess.Popen(
@@ -71,6 +70,16 @@ def server(built, tmp_path_factory):  # noqa: F811
 
 
 @pytest.fixture(scope="module")
+def server(built, tmp_path_factory):  # noqa: F811
+    yield from _serve(*built, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def historical_server(historical, tmp_path_factory):  # noqa: F811
+    yield from _serve(*historical, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
 def browser():
     executable = shutil.which("chromium")
     if executable is None:
@@ -89,6 +98,42 @@ def browser():
 @pytest.mark.parametrize("viewport", [{"width": 1400, "height": 1000}, {"width": 390, "height": 844}])
 def test_every_page_renders_in_a_real_browser(server, browser, path, viewport, tmp_path):
     title, selector, count = PAGES[path]
+    page, errors = _open(browser, server, path, viewport)
+    try:
+        page.get_by_role("heading", name=title).wait_for(state="visible", timeout=30_000)
+        page.locator(selector).nth(count - 1).wait_for(state="visible", timeout=30_000)
+        page.wait_for_load_state("networkidle")
+        page.screenshot(path=str(tmp_path / f"{path or 'overview'}-{viewport['width']}.png"), full_page=True)
+        assert page.locator(selector).count() == count
+        assert page.locator('[data-testid="stException"]').count() == 0
+        assert page.locator('[data-testid="stAlertContentInfo"]').count() == 0  # data, not an empty state
+    finally:
+        page.close()
+    assert errors == []
+
+
+@pytest.mark.parametrize("path", list(PAGES))
+def test_every_page_renders_on_a_historical_window_in_a_real_browser(
+    historical_server, browser, path, tmp_path
+):
+    """A backfill of the past only: a delisted pair, no market snapshot inside the window."""
+    title, _, _ = PAGES[path]
+    page, errors = _open(browser, historical_server, path, {"width": 1400, "height": 1000})
+    try:
+        page.get_by_role("heading", name=title).wait_for(state="visible", timeout=30_000)
+        page.wait_for_load_state("networkidle")
+        page.locator('[data-testid="stMain"]').get_by_text("Running...").wait_for(
+            state="hidden", timeout=30_000
+        )
+        page.screenshot(path=str(tmp_path / f"historical-{path or 'overview'}.png"), full_page=True)
+        assert page.locator('[data-testid="stException"]').count() == 0
+    finally:
+        page.close()
+    assert errors == []
+
+
+def _open(browser, server: str, path: str, viewport: dict):
+    """A page at server/path that records every console error, failed request, HTTP error and page error."""
     page = browser.new_page(viewport=viewport)
     errors: list[str] = []
     # Opened at /<page>, Streamlit's frontend first probes /<page>/_stcore/{health,host-config} in case the
@@ -109,15 +154,5 @@ def test_every_page_renders_in_a_real_browser(server, browser, path, viewport, t
         "response", lambda r: record(f"HTTP {r.status}", "", r.url, r.status) if r.status >= 400 else None
     )
     page.on("pageerror", lambda error: record("page error", str(error)))
-    try:
-        page.goto(f"{server}/{path}", wait_until="domcontentloaded")
-        page.get_by_role("heading", name=title).wait_for(state="visible", timeout=30_000)
-        page.locator(selector).nth(count - 1).wait_for(state="visible", timeout=30_000)
-        page.wait_for_load_state("networkidle")
-        page.screenshot(path=str(tmp_path / f"{path or 'overview'}-{viewport['width']}.png"), full_page=True)
-        assert page.locator(selector).count() == count
-        assert page.locator('[data-testid="stException"]').count() == 0
-        assert page.locator('[data-testid="stAlertContentInfo"]').count() == 0  # data, not an empty state
-    finally:
-        page.close()
-    assert errors == []
+    page.goto(f"{server}/{path}", wait_until="domcontentloaded")
+    return page, errors

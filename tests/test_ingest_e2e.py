@@ -250,7 +250,9 @@ def test_unknown_symbol_is_a_clear_error(settings, caplog):
         "skipping NOPEUSDT: not on the exchange (-1121 Invalid symbol); its stored history stays "
         "(remove it from universe.symbols to silence this)"
     ]
-    with pytest.raises(delivery.UniverseError, match=r"none of the requested pairs trades.*NOPEUSDT \(NOT_LISTED\)"):
+    with pytest.raises(
+        delivery.UniverseError, match=r"none of the requested pairs trades.*NOPEUSDT \(NOT_LISTED\)"
+    ):
         delivery.ingest_ohlcv(settings, days=1, symbols=["NOPEUSDT"])
     with pytest.raises(ValueError, match="invalid symbol 'btc'"):
         delivery.ingest_ohlcv(settings, days=1, symbols=["btc"])
