@@ -24,6 +24,7 @@ from typing import Any
 
 from pipelines import db
 from pipelines.quality import CheckResult, CheckRun
+from pipelines.redaction import redact
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ def _record(
             cur.execute(
                 "INSERT INTO ops.alerts_sent (check_name, kind, channel, ok, attempts, error) "
                 "VALUES (%s, %s, %s, %s, %s, %s)",
-                (check_name, kind, channel, ok, attempts, error),
+                (check_name, kind, channel, ok, attempts, None if error is None else redact(error)),
             )
     except Exception as exc:  # recording is best effort too: never crash the pipeline
         log.error("could not record an alert delivery", extra={"error": str(exc)[:500]})

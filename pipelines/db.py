@@ -17,6 +17,7 @@ from urllib.parse import quote, urlsplit
 import psycopg2
 import psycopg2.extensions
 
+from pipelines import redaction
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -223,12 +224,8 @@ def _embedded_url(settings: Settings, role: str) -> str:
 
 
 def redact(url: str) -> str:
-    """A URL safe to print in logs: the password replaced by ***."""
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return parts._replace(netloc=netloc).geturl()
-    return url
+    """A URL (or any text) safe to print in logs: passwords, in either form, replaced by ***."""
+    return redaction.redact(url)
 
 
 def connect(settings: Settings, url: str | None = None) -> psycopg2.extensions.connection:

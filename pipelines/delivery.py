@@ -377,7 +377,8 @@ def ingest_ohlcv(
                 klines_cursors(settings), "refetch",
             )  # fmt: skip
             summary["refetched_rows"] = refill["rows_raw"]
-            summary["known_gaps"] = settle_gaps(settings, run.run_id, gap_windows)
+        # also settles hours an earlier (killed) run left 'missing' that raw now holds
+        summary["known_gaps"] = settle_gaps(settings, run.run_id, gap_windows)
         summary["gap_classes"] = classify_gaps(settings)
         run.details.update(
             summary,

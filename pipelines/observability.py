@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipelines import db
+from pipelines.redaction import redact
 from pipelines.settings import Settings
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
@@ -161,7 +162,7 @@ class RunRecord:
 
     def finish(self, error: BaseException | None = None, status: str | None = None) -> None:
         status = status or ("failed" if error else "success")
-        message = f"{type(error).__name__}: {error}" if error else None
+        message = redact(f"{type(error).__name__}: {error}") if error else None
         try:
             self._write(status, message)
         except db.DatabaseUnavailable:

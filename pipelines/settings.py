@@ -13,6 +13,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pipelines.redaction import redact
+
 SYMBOL_PATTERN = re.compile(r"^[A-Z0-9]{2,20}$")
 DEFAULT_CONFIG = Path("config.yaml")
 ENV_PREFIX = "CRYPTOFLOW__"
@@ -289,7 +291,7 @@ def _format_errors(exc: ValidationError, source: str) -> str:
         key = ".".join(str(p) for p in error["loc"]) or "(top level)"
         value = error.get("input")
         shown = "" if isinstance(value, dict) else f" = {value!r}"
-        lines.append(f"{source}: {key}{shown}: {_describe_allowed(error)}")
+        lines.append(redact(f"{source}: {key}{shown}: {_describe_allowed(error)}"))
     return "\n".join(lines)
 
 

@@ -54,8 +54,8 @@ class KlinesGate:
 
     def dispatch(self, method: str, raw_path: str, body: bytes):
         parts = urlsplit(raw_path)
-        if parts.path == "/binance/api/v3/klines":
-            q = {k: v[0] for k, v in parse_qs(parts.query).items()}
+        q = {k: v[0] for k, v in parse_qs(parts.query).items()}
+        if parts.path == "/binance/api/v3/klines" and "endTime" in q:  # pages (not the listing probe)
             request = (q["symbol"], int(q["startTime"]), int(q["endTime"]))
             with self._lock:
                 self.requests.append(request)
@@ -68,7 +68,7 @@ class KlinesGate:
 
 @pytest.fixture
 def sandbox():
-    with SandboxServer(seed=42, now_ms=NOW_MS) as server:
+    with SandboxServer(seed=42, now_ms=NOW_MS, calm=True) as server:  # crash mechanics, not market events
         yield server
 
 
@@ -217,18 +217,24 @@ def the_running_run(settings) -> str:
     return running[0]
 
 
-def rerun(settings) -> str:
-    """The same backfill again, in-process, once the killed process's lock is gone."""
+def rerun(settings, expected_rows: int = EXPECTED_ROWS) -> str:
+    """The same backfill again, in-process, once the killed process's lock is gone: it loads exactly the
+    rows raw lacks (the stored ones are compared, unchanged, and left as they are)."""
     with db.advisory_lock(settings, "ingest:binance", wait_s=10):
         pass  # the killed session's backend released it
     summary = delivery.ingest_ohlcv(settings, days=DAYS, command="backfill")
-    assert (summary.rows_raw, summary.rows_bronze) == (EXPECTED_ROWS, EXPECTED_ROWS)
+    assert (summary.rows_raw, summary.rows_bronze) == (expected_rows, expected_rows)
+    assert summary.details["unchanged"] == EXPECTED_ROWS - expected_rows
     return summary.run_id
 
 
-def assert_exactly_once(settings, load_id: str) -> None:
-    """Every expected hour of every symbol once in raw and once in bronze, both carrying load_id."""
-    expected = [(s, ms, load_id) for s in sorted(SYMBOLS) for ms in range(FIRST, LAST_CLOSED + 1, HOUR)]
+def assert_exactly_once(settings, load_id: str | Callable[[str, int], str]) -> None:
+    """Every expected hour of every symbol once in raw and once in bronze, both carrying the load id that
+    wrote it (one load id, or a function of (symbol, open time ms))."""
+    load_of_key = load_id if callable(load_id) else (lambda _s, _ms: load_id)
+    expected = [
+        (s, ms, load_of_key(s, ms)) for s in sorted(SYMBOLS) for ms in range(FIRST, LAST_CLOSED + 1, HOUR)
+    ]
     assert len(expected) == EXPECTED_ROWS == 11_520
     raw = raw_rows(settings)
     assert len(raw) == EXPECTED_ROWS
@@ -238,8 +244,9 @@ def assert_exactly_once(settings, load_id: str) -> None:
     ]
     assert bronze_rows(settings) == raw  # same keys, each once, same load id per key
     files = bronze_files(settings)
-    assert {load_of(p) for p in files} == {load_id}  # nothing left of the killed run
-    assert len(files) == len({p.parent for p in files}) == PARTITIONS
+    assert {load_of(p) for p in files} == {lid for *_, lid in expected}  # nothing left of the killed run
+    if not callable(load_id):
+        assert len(files) == len({p.parent for p in files}) == PARTITIONS
 
 
 def assert_abandoned(settings, killed: str, rerun_id: str, previous: dict | None = None) -> None:
@@ -287,8 +294,10 @@ def test_kill_while_fetching_then_rerun_is_exact_and_a_concurrent_run_is_refused
 
 
 def test_kill_after_bronze_before_the_raw_commit_then_rerun_is_exact(config, settings):
-    first = delivery.ingest_ohlcv(settings, days=DAYS, command="backfill")
-    assert_exactly_once(settings, first.run_id)
+    # the first backfill leaves out the window's oldest day, so the next one has rows to append
+    first = delivery.ingest_ohlcv(settings, days=DAYS - 1, command="backfill")
+    oldest_day = FIRST + 24 * HOUR
+    assert len(raw_rows(settings)) == EXPECTED_ROWS - 24 * len(SYMBOLS)
     previous = runs(settings)
 
     # hold the raw load of the next run on a table lock (reads such as the cursors pass, writes wait):
@@ -317,14 +326,16 @@ def test_kill_after_bronze_before_the_raw_commit_then_rerun_is_exact(config, set
     # bronze holds the killed run's new files next to the first run's, which are only settled once raw
     # commits; raw still holds the first run's load
     assert {load_of(p) for p in bronze_files(settings)} == {first.run_id, killed}
-    assert sorted({(s, ms) for s, ms, _ in bronze_rows(settings)}) == [
-        (s, ms) for s, ms, _ in raw_rows(settings)
-    ]
+    bronze = bronze_rows(settings)
+    assert [(s, ms) for s, ms, lid in bronze if lid != killed] == [(s, ms) for s, ms, _ in raw_rows(settings)]
+    assert sorted((s, ms) for s, ms, lid in bronze if lid == killed) == [
+        (s, ms) for s in sorted(SYMBOLS) for ms in range(FIRST, oldest_day, HOUR)
+    ]  # the killed load's new rows: bronze only, until the next run removes them
     assert {lid for *_, lid in raw_rows(settings)} == {first.run_id}
-    assert len(raw_rows(settings)) == EXPECTED_ROWS
+    assert len(raw_rows(settings)) == EXPECTED_ROWS - 24 * len(SYMBOLS)
 
-    rerun_id = rerun(settings)
-    assert_exactly_once(settings, rerun_id)
+    rerun_id = rerun(settings, 24 * len(SYMBOLS))
+    assert_exactly_once(settings, lambda _s, ms: rerun_id if ms < oldest_day else first.run_id)
     assert_abandoned(settings, killed, rerun_id, previous)
 
 
@@ -348,8 +359,14 @@ def test_kill_after_the_raw_commit_during_the_gap_refetch_then_rerun_is_exact(
     assert sorted(gaps) == [("SOLUSDT", "missing", killed)] * 3
 
     sandbox.clear_faults()
-    rerun_id = rerun(settings)
-    assert_exactly_once(settings, rerun_id)
+    rerun_id = rerun(settings, 3)  # the three hours the exchange has again
+    assert_exactly_once(
+        settings,
+        lambda s, ms: rerun_id if s == "SOLUSDT" and outage[0] <= ms <= outage[1] else killed,
+    )
+    assert query(settings, "SELECT DISTINCT status, gap_class FROM ops.gaps") == [
+        ("refilled", "ingest_failure")
+    ]
     assert_abandoned(settings, killed, rerun_id)
 
 
@@ -366,7 +383,7 @@ def test_the_refusal_names_the_backend_holding_the_lock(settings):
     )
 
 
-def test_a_failed_raw_load_leaves_bronze_as_it_was(settings):
+def test_a_failed_raw_load_leaves_bronze_as_it_was(settings, sandbox):
     first = delivery.ingest_ohlcv(settings, days=2)
     before = raw_rows(settings)
     assert len(before) == len(SYMBOLS) * 48 and bronze_rows(settings) == before
@@ -376,6 +393,7 @@ def test_a_failed_raw_load_leaves_bronze_as_it_was(settings):
         "ALTER TABLE raw.binance_klines ADD CONSTRAINT refuse_new_loads "
         f"CHECK (load_id = '{first.run_id}') NOT VALID",
     )
+    sandbox.set_now(NOW_MS + 2 * HOUR)  # two new hours per symbol to load
     with pytest.raises(Exception, match="refuse_new_loads"):
         delivery.ingest_ohlcv(settings, days=2)
     assert raw_rows(settings) == before  # raw is as it was

@@ -6,6 +6,7 @@ import datetime as dt
 import json
 from decimal import Decimal
 
+import pyarrow as pa
 import pytest
 
 from pipelines.sources.binance.helpers import dedupe_candles, fetch_exchange_info, parse_klines
@@ -126,11 +127,13 @@ def test_coingecko_exact_bitcoin_2026(fixtures_dir):
     assert btc["roi"] is None and btc["snapshot_ts"] == SNAPSHOT
 
 
-def test_coingecko_extra_fields_are_ignored(fixtures_dir):
+def test_coingecko_extra_fields_are_kept(fixtures_dir):
     coins = load(fixtures_dir, "coingecko/markets_3coins_extra_fields_2026-06-08_pretty.json")
     table, rejected = markets_to_arrow(coins, SNAPSHOT, "L")
     assert table.num_rows == 3 and not rejected
-    assert "price_change_percentage_7d_in_currency" not in table.column_names
+    added = "price_change_percentage_7d_in_currency"
+    assert table.schema.field(added).type == pa.float64()
+    assert table[added].to_pylist() == [c[added] for c in coins]
 
 
 def test_coingecko_error_body_is_an_object(fixtures_dir):

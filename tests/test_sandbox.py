@@ -506,7 +506,12 @@ def test_fault_duplicate_rows(srv: SandboxServer) -> None:
     assert get_json(klines_url(srv, "XRPUSDT", limit=100))[2] == clean
 
 
-def test_fault_missing_hours_is_a_persistent_outage(srv: SandboxServer) -> None:
+def test_fault_missing_hours_is_a_persistent_outage() -> None:
+    with SandboxServer(seed=42, now_ms=NOW, calm=True) as srv:  # hourly vs daily sums: no revisions
+        _missing_hours_persist(srv)
+
+
+def _missing_hours_persist(srv: SandboxServer) -> None:
     day = (NOW - 10 * DAY) // DAY * DAY
     gap = (day + 5 * HOUR, day + 9 * HOUR)  # five hours without data
     clean_h = get_json(klines_url(srv, "ADAUSDT", startTime=day, limit=24))[2]

@@ -105,3 +105,28 @@ def test_cli_prints_one_clear_message_not_a_traceback(tmp_path):
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
         load_settings(tmp_path / "nope.yaml", environ={})
+
+
+def test_a_config_error_never_prints_a_password(tmp_path, capsys, monkeypatch):
+    from pipelines import cli
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CRYPTOFLOW__DATABASE__URL", "postgresql+psycopg2://w:S3cret@db/x")
+    assert cli.main(["db", "status"]) == 2
+    err = capsys.readouterr().err
+    assert "database.url = 'postgresql+psycopg2://w:***@db/x'" in err
+    assert "S3cret" not in err
+
+
+def test_redact_covers_url_libpq_and_webhook_forms():
+    from pipelines.db import redact
+
+    assert redact("postgresql://u:p%40ss@h:5432/db") == "postgresql://u:***@h:5432/db"
+    assert redact("postgresql://u@h/db?host=/run&password=S3cret&sslmode=require") == (
+        "postgresql://u@h/db?host=/run&password=***&sslmode=require"
+    )
+    assert redact("host=db user=w password=S3cret dbname=x") == "host=db user=w password=*** dbname=x"
+    assert redact("bad URL 'https://hooks.slack.com/services/T01/B02/abcDEF'") == (
+        "bad URL 'https://hooks.slack.com/services/***'"
+    )
+    assert redact("postgresql://u@h/db") == "postgresql://u@h/db"

@@ -38,7 +38,7 @@ def built(tmp_path_factory, settings_in):
     """Ingest 3 symbols x 40 days (ETH with a 5-hour exchange outage), then build silver and gold."""
     settings = settings_in(tmp_path_factory.mktemp("transform"), universe={"symbols": SYMBOLS})
     outage = LAST_CLOSED - 100 * HOUR
-    with SandboxServer(seed=7, now_ms=NOW_MS) as sandbox:
+    with SandboxServer(seed=7, now_ms=NOW_MS, calm=True) as sandbox:  # the test sets its own outage
         sandbox.set_fault(
             "klines", "missing_hours", symbol="ETHUSDT", start_ms=outage, end_ms=outage + 4 * HOUR
         )

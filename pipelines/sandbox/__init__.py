@@ -22,6 +22,14 @@ N matching requests; symbol= only on klines):
     "duplicate_rows" (every=1)    klines: bars with n % every == 0 appear twice in a row
     "missing_hours" (start_ms, end_ms)  klines: an outage - hours with open time in [start_ms, end_ms] do not
                                   exist (1h rows absent, longer bars aggregate the remaining hours)
+    "schema_drift" (add_field, drop_field, string_numbers, float_ints)  markets: a field added (a number per
+                                  coin), one dropped, numbers as numeric strings, integers as floats
+    "replay" (body)               markets, fng: answer 200 with exactly this body (a saved real response)
+
+Besides faults, the market itself is unkind by default (sandbox/events.py): pairs list inside the horizon,
+MATICUSDT and FTMUSDT go BREAK and are removed (-1121) as their successors start, exchange-wide outage
+hours, one pair's halt, and closed candles revised a day after their close. SandboxServer(calm=True) (or
+`cryptoflow sandbox --calm`) serves every pair trading forever with nothing revised.
 The same controls over HTTP: POST/DELETE /__sandbox/faults, POST /__sandbox/clock, GET /__sandbox/state.
 """
 

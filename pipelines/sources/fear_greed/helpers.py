@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
+import time
 from typing import Any
 
 import pyarrow as pa
@@ -23,16 +25,23 @@ def fetch_fng(client: ApiClient, limit: int) -> list[Any]:
     return body["data"]
 
 
+_DIGITS = re.compile(r"^[0-9]{1,12}$")  # ASCII only: str.isdigit() also accepts "²", which int() refuses
+FIRST_TS = 1_517_443_200  # 2018-02-01, the index's first day
+MAX_AHEAD_S = 2 * 86_400
+
+
 def _problem(item: Any) -> str | None:
     if not isinstance(item, dict):
         return "malformed item: not an object"
     value, ts, label = item.get("value"), item.get("timestamp"), item.get("value_classification")
-    if not isinstance(value, str | int) or not str(value).isdigit():
+    if isinstance(value, bool) or not isinstance(value, str | int) or not _DIGITS.match(str(value)):
         return f"non-numeric value: {value!r}"
     if not 0 <= int(value) <= 100:
         return f"value out of [0, 100]: {value!r}"
-    if not isinstance(ts, str | int) or not str(ts).isdigit():
+    if isinstance(ts, bool) or not isinstance(ts, str | int) or not _DIGITS.match(str(ts)):
         return f"non-numeric timestamp: {ts!r}"
+    if not FIRST_TS <= int(ts) <= time.time() + MAX_AHEAD_S:
+        return f"timestamp outside 2018-02-01 .. now: {ts!r}"
     if int(ts) % 86400 != 0:
         return f"timestamp not at 00:00 UTC: {ts!r}"
     if not isinstance(label, str) or not label:
