@@ -52,6 +52,8 @@ def counts(settings) -> dict[str, int]:
 
 
 def test_a_delisted_pair_is_skipped_its_history_stays_and_its_successor_loads(settings, sandbox, caplog):
+    from pipelines import transform
+
     sandbox.set_now(ms("2024-09-08T12:30"))  # MATIC trades, POL is not listed yet
     first = delivery.ingest_ohlcv(settings, days=2, symbols=["BTCUSDT", "MATICUSDT", "POLUSDT"])
     assert first.details["skipped_pairs"] == {"POLUSDT": "NOT_LISTED"}

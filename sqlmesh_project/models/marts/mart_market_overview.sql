@@ -9,23 +9,18 @@ MODEL (
   )
 );
 
-WITH latest AS (
+WITH top10 AS (
+  /* positions 1-10 of the latest snapshot (gold.fct_market_ranks keeps every snapshot's ranks) */
   SELECT
     *
-  FROM silver.stg_coingecko__markets
+  FROM gold.fct_market_ranks
   WHERE
     snapshot_ts = (
       SELECT
         MAX(snapshot_ts)
-      FROM silver.stg_coingecko__markets
+      FROM gold.fct_market_ranks
     )
-), top10 AS (
-  SELECT
-    *
-  FROM latest
-  ORDER BY
-    market_cap_usd DESC NULLS LAST
-  LIMIT 10
+    AND position <= 10
 ), last_price AS (
   SELECT DISTINCT ON (symbol)
     symbol,
@@ -40,7 +35,7 @@ WITH latest AS (
     open_time DESC
 )
 SELECT
-  ROW_NUMBER() OVER (ORDER BY t.market_cap_usd DESC NULLS LAST)::INT AS position, /* 1-10 by market cap */
+  t.position::INT AS position, /* 1-10 by market cap */
   t.coin_id::TEXT AS coin_id, /* CoinGecko id */
   t.coin_name::TEXT AS coin_name, /* display name */
   t.symbol::TEXT AS symbol, /* Binance pair it maps to */
