@@ -58,14 +58,14 @@ class JsonFormatter(logging.Formatter):
         payload.update(_extras(record))
         if record.exc_info:
             payload["exception"] = self.formatException(record.exc_info)
-        return json.dumps(payload, default=str)
+        return redact(json.dumps(payload, default=str))  # no password or webhook token in any line
 
 
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         tail = " ".join(f"{k}={v}" for k, v in _extras(record).items())
         stamp = dt.datetime.fromtimestamp(record.created).strftime("%H:%M:%S")
-        return f"{stamp} {record.levelname:<7} {record.getMessage()}{'  ' + tail if tail else ''}"
+        return redact(f"{stamp} {record.levelname:<7} {record.getMessage()}{'  ' + tail if tail else ''}")
 
 
 def configure_logging(level: str = "INFO", json_lines: bool | None = None) -> None:
@@ -89,7 +89,7 @@ class _ExtrasIntoMessage(logging.Filter):
         if record.name.startswith("pipelines") and not getattr(record, "_extras_folded", False):
             extras = _extras(record)
             if extras:
-                record.msg = f"{record.getMessage()} {json.dumps(extras, default=str)}"
+                record.msg = redact(f"{record.getMessage()} {json.dumps(extras, default=str)}")
                 record.args = None
             record._extras_folded = True
         return True

@@ -399,3 +399,28 @@ def test_every_page_renders_on_a_historical_window_without_a_snapshot(historical
             "Breadth: advancers vs decliners",
         ]
         assert any("No market snapshot falls on these days" in i.value for i in at.info)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, settings_in):
+    """One pair, one day, one snapshot: the smallest database a new user can have."""
+    root = tmp_path_factory.mktemp("tiny")
+    settings = settings_in(root, universe={"symbols": ["BTCUSDT"]})
+    with SandboxServer(seed=11, now_ms=NOW_MS) as sandbox:
+        active = sandboxed(settings, sandbox)
+        delivery.ingest_ohlcv(active, days=1)
+        delivery.ingest_markets(active)
+        delivery.ingest_fear_greed(active)
+    execute(settings, "UPDATE raw.coingecko_markets SET snapshot_ts = %s", (SNAPSHOT,))
+    transform.transform(settings, execution_time=NOW)
+    return settings, write_config(
+        settings, root / "config.yaml", universe={"mode": "pinned", "symbols": ["BTCUSDT"]}
+    )
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders_on_one_pair_and_one_day(tiny, monkeypatch, page):
+    settings, config = tiny
+    assert execute(settings, "SELECT count(*), count(DISTINCT symbol) FROM gold.fct_prices")[0] == (24, 1)
+    at = open_page(config, monkeypatch, page)
+    assert at.title  # the page drew its heading

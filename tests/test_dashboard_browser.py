@@ -10,7 +10,7 @@ import subprocess
 import time
 
 import pytest
-from test_dashboard import built, historical, write_config  # noqa: F401  (the module-scoped gold data fixtures)
+from test_dashboard import built, historical, tiny, write_config  # noqa: F401  (the module-scoped gold data fixtures)
 
 from pipelines import dashboard
 from pipelines.http import answers
@@ -77,6 +77,17 @@ def server(built, tmp_path_factory):  # noqa: F811
 @pytest.fixture(scope="module")
 def historical_server(historical, tmp_path_factory):  # noqa: F811
     yield from _serve(*historical, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def tiny_server(tiny, tmp_path_factory):  # noqa: F811
+    yield from _serve(*tiny, tmp_path_factory)
+
+
+@pytest.fixture(params=["historical_server", "tiny_server"])
+def odd_server(request):
+    """The databases a new user really has: a historical window only, or one pair and one day."""
+    return request.getfixturevalue(request.param)
 
 
 @pytest.fixture(scope="module")

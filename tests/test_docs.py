@@ -12,7 +12,7 @@ import pytest
 from pipelines import db, transform
 from pipelines.docs import build_docs
 
-RAW = {"raw.binance_klines", "raw.coingecko_markets", "raw.fear_greed"}
+RAW = {"raw.binance_klines", "raw.coingecko_markets", "raw.fear_greed", "ops.pairs"}  # the external sources
 SILVER = {
     "silver.stg_binance__ohlcv",
     "silver.stg_coingecko__markets",
@@ -24,7 +24,9 @@ SILVER = {
 }
 GOLD = {
     "gold.dim_crypto",
+    "gold.dim_pair",
     "gold.dim_date",
+    "gold.fct_market_ranks",
     "gold.fct_prices",
     "gold.fct_daily_summary",
     "gold.fct_market_sentiment",

@@ -83,3 +83,18 @@ def test_airflow_task_logging_folds_extras_into_the_message_once():
     for stream in streams:
         lines = stream.getvalue().splitlines()
         assert lines == ['transform done {"run_s": 2.5, "api_key": "***"}', "plain"]
+
+
+def test_log_lines_never_carry_a_password_or_a_webhook_token():
+    import logging
+
+    from pipelines.observability import JsonFormatter, TextFormatter
+
+    record = logging.LogRecord(
+        "pipelines.x", logging.ERROR, __file__, 1, "cannot connect to postgresql://w:S3cret@db/x", (), None
+    )
+    record.error = "HTTPError for https://hooks.slack.com/services/T01/B02/tok3n"
+    for formatter in (JsonFormatter(), TextFormatter()):
+        line = formatter.format(record)
+        assert "S3cret" not in line and "tok3n" not in line
+        assert "postgresql://w:***@db/x" in line and "hooks.slack.com/services/***" in line

@@ -120,6 +120,29 @@ def test_a_delisted_pair_is_skipped_its_history_stays_and_its_successor_loads(se
         ),
     ]
 
+    # gold: the pair's life in dim_pair, and its facts kept
+    delivery.ingest_markets(settings)
+    delivery.ingest_fear_greed(settings)
+    transform.transform(settings, execution_time=utc("2024-10-15T00:30"))
+    assert query(
+        settings,
+        "SELECT symbol, status, is_trading, listed_from, delisted_at, successor, last_candle_stored "
+        "FROM gold.dim_pair ORDER BY symbol",
+    ) == [
+        ("BTCUSDT", "TRADING", True, utc("2019-01-01"), None, None, utc("2024-10-14T23:00")),
+        (
+            "MATICUSDT",
+            "NOT_LISTED",
+            False,
+            utc("2019-01-01"),
+            utc("2024-09-08T12:00"),
+            "POLUSDT",
+            utc("2024-09-08T11:00"),
+        ),
+        ("POLUSDT", "TRADING", True, utc("2024-09-13T10:00"), None, None, utc("2024-10-14T23:00")),
+    ]
+    assert query(settings, "SELECT count(*) FROM gold.fct_prices WHERE symbol = 'MATICUSDT'") == [(48,)]
+
 
 def test_only_when_no_requested_pair_trades_is_it_an_error(settings, sandbox):
     sandbox.set_now(ms("2025-03-01T00:30"))
