@@ -16,7 +16,7 @@ import os
 import resource
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,13 +107,14 @@ def _deliver(
     write_disposition: str = "merge",
 ) -> tuple[int, int]:
     """Write one load to bronze and raw. `data` is a dlt source or resource (extracted here, its tables kept
-    in `sink`) or an Arrow table already fetched. Returns (rows_bronze, rows_raw). Dead letters are the
-    caller's (store_dead_letters after this returns)."""
-    if isinstance(data, pa.Table):
-        sink.tables[:] = [data]
+    in `sink`), or None for the Arrow tables already in `sink.tables` (handed over: this function frees
+    them before the raw load, so the caller must keep no other reference). Returns (rows_bronze, rows_raw).
+    Dead letters are the caller's (store_dead_letters after this returns)."""
+    if data is None:
         data = dlt.resource(
-            [data], name=spec.name, primary_key=list(spec.key), write_disposition=write_disposition
-        )
+            _handed_over(sink.tables), name=spec.name, primary_key=list(spec.key),
+            write_disposition=write_disposition,
+        )  # fmt: skip
     pipeline = _pipeline(settings, source)
     pipeline.abort_packages()  # a killed run's half-made package must never load later
     with _stage(sink, "extract"):
@@ -147,6 +148,13 @@ def _deliver(
     with _stage(sink, "count"):
         rows_raw = count_rows(settings, spec.name, load_id)
     return rows_bronze, rows_raw
+
+
+def _handed_over(tables: list[pa.Table]) -> Iterator[pa.Table]:
+    """Yield the tables without keeping them once extracted (the sink's list is cleared after bronze)."""
+    pending = list(tables)
+    while pending:
+        yield pending.pop(0)
 
 
 @contextlib.contextmanager
@@ -465,6 +473,7 @@ def _deliver_klines(
     fetched = pa.concat_tables(sink.tables) if sink.tables else None
     sink.tables.clear()
     parts = _against_raw(settings, sink, fetched, cursors)
+    del fetched  # parts holds what is left to load; a backfill's rows must be freed before the raw load
     return _store_klines(settings, run, sink, parts, load_id, found_by)
 
 
@@ -493,7 +502,8 @@ def _store_klines(
     if parts.new.num_rows:
         # Every row here is absent from raw: append in one transaction (COPY speed); the unique index on
         # (symbol, open_time) stands guard.
-        rows_bronze, rows_raw = _deliver(settings, "binance", parts.new, sink, KLINES, load_id, "append")
+        sink.tables[:], parts.new = [parts.new], KLINES_SCHEMA.empty_table()  # handed over to _deliver
+        rows_bronze, rows_raw = _deliver(settings, "binance", None, sink, KLINES, load_id, "append")
     queued = store_dead_letters(settings, "binance", KLINES.name, sink.rejected, load_id)
     revised = 0
     if parts.changed.num_rows:
@@ -504,8 +514,10 @@ def _store_klines(
             pa.array([revision_load] * parts.changed.num_rows, pa.string()),
         )
         revisions.record(settings, changed, parts.previous, revision_load, found_by, run.run_id)
+        sink.tables[:] = [changed]
+        del changed
         try:
-            b, revised = _deliver(settings, "binance", changed, sink, KLINES, revision_load, "merge")
+            b, revised = _deliver(settings, "binance", None, sink, KLINES, revision_load, "merge")
         finally:
             revisions.settle(settings, revision_load)
         rows_bronze, rows_raw = rows_bronze + b, rows_raw + revised
@@ -660,7 +672,14 @@ def _ranges_of(table: pa.Table) -> tuple[list[str], list[int], list[int]]:
 
 def detect_gaps(settings: Settings, run_id: str, windows: list[SymbolWindow]) -> list[SymbolWindow]:
     """Missing hours inside each symbol's window (not already known gaps): recorded, returned as ranges."""
-    windows = _short_windows(settings, windows)  # a cheap count first: complete windows need no search
+    # A cheap count per page of 1000 hours first: only the pages that hold fewer candles than hours are
+    # searched (an exchange-wide outage makes every pair's window short, but only a few of its pages).
+    pages = [
+        SymbolWindow(w.symbol, lo, hi)
+        for w in windows
+        for lo, hi in plan_pages(w.start_ms, w.end_ms, settings.interval)
+    ]
+    windows = _short_windows(settings, pages)
     if not windows:
         return []
     with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:

@@ -6,7 +6,6 @@ import contextlib
 import datetime as dt
 from dataclasses import dataclass
 
-import dlt
 import pyarrow as pa
 
 from pipelines import db
@@ -82,12 +81,10 @@ def replay(settings: Settings, ids: list[int] | None = None) -> ReplayResult:
                 sink.keep(table)
                 good_ids.append(letter.id)
             if good_ids:
-                spec = specs[table_name]
-                resource = dlt.resource(
-                    pa.concat_tables(sink.tables), name=table_name, primary_key=list(spec.key),
-                    write_disposition="merge",
-                )  # fmt: skip
-                run.rows_bronze, run.rows_raw = _deliver(settings, source, resource, sink, spec, run.run_id)
+                sink.tables[:] = [pa.concat_tables(sink.tables)]  # handed over to _deliver
+                run.rows_bronze, run.rows_raw = _deliver(
+                    settings, source, None, sink, specs[table_name], run.run_id, "merge"
+                )
                 _mark_replayed(settings, good_ids, run.run_id)
             replayed += len(good_ids)
             run.details["replayed_ids"] = good_ids
