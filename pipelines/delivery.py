@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import json
 import logging
 import os
@@ -88,11 +89,18 @@ class RunSummary:
 
 
 def _pipeline(settings: Settings, source: str) -> dlt.Pipeline:
+    return _dlt_pipeline(f"cryptoflow_{source}", db.writer_url(settings), str(settings.state_dir / "dlt"))
+
+
+@functools.lru_cache(maxsize=16)
+def _dlt_pipeline(name: str, writer_url: str, pipelines_dir: str) -> dlt.Pipeline:
+    """One dlt pipeline object per source and destination in a process: making one resolves dlt's whole
+    configuration (about half a second), and a run can deliver twice (new candles, then revised ones)."""
     return dlt.pipeline(
-        pipeline_name=f"cryptoflow_{source}",
-        destination=dlt.destinations.postgres(credentials=db.writer_url(settings)),
+        pipeline_name=name,
+        destination=dlt.destinations.postgres(credentials=writer_url),
         dataset_name="raw",
-        pipelines_dir=str(settings.state_dir / "dlt"),
+        pipelines_dir=pipelines_dir,
         progress=None,
     )
 
@@ -685,13 +693,14 @@ def detect_gaps(settings: Settings, run_id: str, windows: list[SymbolWindow]) ->
     with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
         cur.execute(
             """
-            WITH w AS (
-                SELECT * FROM unnest(%s::text[], %s::bigint[], %s::bigint[]) AS t(symbol, start_ms, end_ms)
+            WITH w AS (  -- one row per window (i): a symbol can have several (pages, re-fetch ranges)
+                SELECT * FROM unnest(%s::text[], %s::bigint[], %s::bigint[]) WITH ORDINALITY
+                    AS t(symbol, start_ms, end_ms, i)
             ), bounds AS (
-                SELECT symbol, to_timestamp(start_ms / 1000.0) AS lo, to_timestamp(end_ms / 1000.0) AS hi FROM w
+                SELECT i, symbol, to_timestamp(start_ms / 1000.0) AS lo, to_timestamp(end_ms / 1000.0) AS hi FROM w
             ), present AS (
-                SELECT k.symbol, k.open_time,
-                       lag(k.open_time) OVER (PARTITION BY k.symbol ORDER BY k.open_time) AS prev
+                SELECT b.i, k.symbol, k.open_time,
+                       lag(k.open_time) OVER (PARTITION BY b.i ORDER BY k.open_time) AS prev
                 FROM raw.binance_klines k JOIN bounds b
                   ON k.symbol = b.symbol AND k.open_time BETWEEN b.lo AND b.hi
             ), holes AS (
@@ -699,11 +708,11 @@ def detect_gaps(settings: Settings, run_id: str, windows: list[SymbolWindow]) ->
                 FROM present WHERE prev IS NOT NULL AND open_time - prev > interval '1 hour'
                 UNION ALL  -- missing at the start or end of a window, or a window with no rows at all
                 SELECT b.symbol, b.lo, coalesce(min(p.open_time) - interval '1 hour', b.hi)
-                FROM bounds b LEFT JOIN present p USING (symbol) GROUP BY b.symbol, b.lo, b.hi
+                FROM bounds b LEFT JOIN present p USING (i) GROUP BY b.i, b.symbol, b.lo, b.hi
                 HAVING min(p.open_time) IS NULL OR min(p.open_time) > b.lo
                 UNION ALL
                 SELECT b.symbol, max(p.open_time) + interval '1 hour', b.hi
-                FROM bounds b JOIN present p USING (symbol) GROUP BY b.symbol, b.hi
+                FROM bounds b JOIN present p USING (i) GROUP BY b.i, b.symbol, b.hi
                 HAVING max(p.open_time) < b.hi
             )
             INSERT INTO ops.gaps (symbol, interval, open_time, status, detected_run_id)
@@ -789,21 +798,28 @@ def classify_gaps(settings: Settings) -> dict[str, int]:
     else pair_halt. Re-evaluated each run: a pair loaded later can turn an outage into a halt."""
     with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
         cur.execute("UPDATE ops.gaps SET gap_class = 'ingest_failure' WHERE status = 'refilled'")
+        cur.execute("SELECT symbol FROM ops.pairs")
+        tracked = [symbol for (symbol,) in cur.fetchall()]
+        # `symbol = ANY(<constant array>) AND open_time = h` is one index probe per pair (unique index)
         cur.execute(
             """
-            WITH tracked AS (SELECT coalesce(array_agg(symbol), '{}') AS symbols FROM ops.pairs),
-            hours AS (
-                SELECT g.open_time, count(*) AS missing_pairs,
-                       EXISTS (SELECT 1 FROM raw.binance_klines k, tracked t
-                               WHERE k.symbol = ANY(t.symbols) AND k.open_time = g.open_time) AS someone_traded
-                FROM ops.gaps g WHERE g.status = 'known_gap' GROUP BY g.open_time
+            WITH hours AS (
+                SELECT open_time, count(*) AS missing_pairs FROM ops.gaps
+                WHERE status = 'known_gap' GROUP BY open_time
+            ), traded AS (
+                SELECT h.open_time, h.missing_pairs,
+                       EXISTS (SELECT 1 FROM raw.binance_klines k
+                               WHERE k.symbol = ANY(%(tracked)s::text[]) AND k.open_time = h.open_time)
+                           AS someone_traded
+                FROM hours h
             )
             UPDATE ops.gaps g
-            SET gap_class = CASE WHEN NOT h.someone_traded AND h.missing_pairs >= 2
+            SET gap_class = CASE WHEN NOT t.someone_traded AND t.missing_pairs >= 2
                                  THEN 'exchange_outage' ELSE 'pair_halt' END
-            FROM hours h
-            WHERE h.open_time = g.open_time AND g.status = 'known_gap'
-            """
+            FROM traded t
+            WHERE t.open_time = g.open_time AND g.status = 'known_gap'
+            """,
+            {"tracked": tracked},
         )
         cur.execute("SELECT gap_class, count(*) FROM ops.gaps WHERE gap_class IS NOT NULL GROUP BY 1")
         return dict(cur.fetchall())

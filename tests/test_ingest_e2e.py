@@ -316,3 +316,23 @@ def test_region_block_451_stops_without_retry(settings, sandbox):
     with pytest.raises(ApiBanned, match=r"region blocked by the API \(HTTP 451\)"):
         delivery.ingest_ohlcv(settings, days=1)
     assert delivery.klines_cursors(settings) == {}
+
+
+def test_gaps_in_two_distant_pages_of_one_pair_are_only_those_hours(settings, sandbox):
+    """Two short 1000-hour pages far apart: the complete pages between them are not gaps."""
+    first, second = LAST_CLOSED - 2500 * HOUR, LAST_CLOSED - 100 * HOUR
+    sandbox.set_fault("klines", "missing_hours", symbol="ETHUSDT", start_ms=first, end_ms=first)
+    sandbox.set_fault("klines", "missing_hours", start_ms=second, end_ms=second + HOUR)  # every pair
+    summary = delivery.ingest_ohlcv(settings, days=120)
+    gaps = query(
+        settings,
+        "SELECT symbol, (extract(epoch FROM open_time) * 1000)::bigint, status, gap_class FROM ops.gaps",
+    )
+    assert sorted(gaps) == [
+        ("BTCUSDT", second, "known_gap", "exchange_outage"),
+        ("BTCUSDT", second + HOUR, "known_gap", "exchange_outage"),
+        ("ETHUSDT", first, "known_gap", "pair_halt"),
+        ("ETHUSDT", second, "known_gap", "exchange_outage"),
+        ("ETHUSDT", second + HOUR, "known_gap", "exchange_outage"),
+    ]
+    assert summary.rows_raw == 2 * 120 * 24 - 5 and "refetched_rows" in summary.details
