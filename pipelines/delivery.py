@@ -158,11 +158,20 @@ def _deliver(
     return rows_bronze, rows_raw
 
 
+HANDOFF_ROWS = 10_000  # rows per item handed to dlt
+
+
 def _handed_over(tables: list[pa.Table]) -> Iterator[pa.Table]:
-    """Yield the tables without keeping them once extracted (the sink's list is cleared after bronze)."""
+    """Yield the tables in slices of at most HANDOFF_ROWS rows, keeping none once extracted (the sink's list
+    is cleared after bronze). Small items keep the raw load's memory flat: measured on 438k candles, one
+    item raised the process's peak by 240 MB during the raw load, 100k-row slices by 80 MB, 10k-row ones
+    by nothing."""
     pending = list(tables)
     while pending:
-        yield pending.pop(0)
+        table = pending.pop(0)
+        for offset in range(0, table.num_rows, HANDOFF_ROWS):
+            yield table.slice(offset, HANDOFF_ROWS)
+        del table
 
 
 @contextlib.contextmanager

@@ -307,3 +307,61 @@ def test_gold_knows_the_outage_and_restates_revised_candles(settings, sandbox):
         )[0]
         served = klines_rows(symbol, "1h", t, t, t1, seed=42)[0]
         assert raw == gold == Decimal(served[5])  # the revised volume, in raw and in gold
+
+
+def test_verify_apply_restates_gold_beyond_the_restate_window(settings, sandbox, capsys):
+    """Revisions older than the hourly run's 48 h are found only by `cryptoflow verify`; --apply restates raw,
+    bronze and the affected gold intervals (SQLMesh restatement), through the CLI."""
+    import yaml
+
+    from pipelines import cli, transform
+
+    symbols = ["BTCUSDT", "ETHUSDT"]
+    t0 = ms("2026-03-10T12:30")
+    sandbox.set_now(t0)
+    delivery.ingest_ohlcv(settings, days=2, symbols=symbols)
+    delivery.ingest_markets(settings)
+    delivery.ingest_fear_greed(settings)
+    transform.transform(settings, execution_time=utc("2026-03-10T12:30"))
+    t1 = t0 + 72 * HOUR  # every stored hour is now out of the trailing restate window
+    sandbox.set_now(t1)
+    expected = sorted(
+        (s, t)
+        for s in symbols
+        for t in _revised_between(s, ms("2026-03-08T12:00"), ms("2026-03-10T11:00"), t0, t1)
+    )
+    assert expected
+    config = settings.project_dir / "config.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "universe": {"mode": "pinned", "symbols": symbols},
+                "database": {
+                    "embedded_dir": str(settings.path(settings.database.embedded_dir)),
+                    "name": settings.database.name,
+                },
+                "storage": {"bronze_url": settings.storage.bronze_url},
+                "sources": {
+                    "binance": {"base_url": sandbox.binance_url},
+                    "coingecko": {"base_url": sandbox.coingecko_url},
+                    "fear_greed": {"base_url": sandbox.fear_greed_url},
+                },
+            }
+        )
+    )
+    window = ["--since", "2026-03-08T12:00", "--until", "2026-03-10T12:00"]
+    assert cli.main(["--config", str(config), "verify", *window]) == 0
+    report = capsys.readouterr().out
+    assert f"{len(expected)} changed, 0 missing in raw, 0 missing on the exchange" in report
+    assert "run again with --apply" in report
+    assert cli.main(["--config", str(config), "verify", *window, "--apply"]) == 0
+    assert "gold restated" in capsys.readouterr().out
+    for symbol, t in expected:
+        raw, gold = query(
+            settings,
+            "SELECT r.volume, f.volume FROM raw.binance_klines r JOIN gold.fct_prices f USING (symbol, open_time) "
+            "WHERE r.symbol = %s AND r.open_time = to_timestamp(%s / 1000.0)",
+            (symbol, t),
+        )[0]
+        assert raw == gold == Decimal(klines_rows(symbol, "1h", t, t, t1, seed=42)[0][5])
+    assert query(settings, "SELECT DISTINCT found_by FROM ops.revisions") == [("verify",)]
