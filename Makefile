@@ -14,8 +14,10 @@ $(UV):
 	@mkdir -p $(UV_HOME)
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check --target $(UV_HOME) uv==0.13.9
 
+# --no-build: wheels only, nothing compiles. --reinstall-package psycopg2-binary: a .venv made before the lock
+# dropped the sdist psycopg2 (sqlmesh[postgres]) loses the shared psycopg2/ folder when uv removes it.
 $(VENV)/.installed: $(UV) pyproject.toml uv.lock
-	UV_PYTHON_DOWNLOADS=never $(UV) sync --frozen --no-build --python $(PYTHON)
+	UV_PYTHON_DOWNLOADS=never $(UV) sync --frozen --no-build --reinstall-package psycopg2-binary --python $(PYTHON)
 	@touch $@
 
 install: $(VENV)/.installed
