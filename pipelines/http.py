@@ -118,8 +118,10 @@ class ApiClient:
         limiter: RateLimiter,
         headers: dict[str, str] | None = None,
         weight_header: str | None = None,
+        max_retry_after_s: float = 120,
     ) -> None:
         self.name = name
+        self.max_retry_after_s = max_retry_after_s
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
         self.max_retries = max_retries
@@ -177,6 +179,14 @@ class ApiClient:
             if status == 429:
                 wait = _retry_after(resp.headers.get("Retry-After"), default=self._backoff(attempt) + 1)
                 self.stats.add(rate_limited=1)
+                if wait > self.max_retry_after_s:  # never sleep for hours holding the source's lock
+                    raise ApiError(
+                        f"{self.name}: HTTP 429 with Retry-After {wait:.0f} s, more than "
+                        f"sources.{self.name}.max_retry_after_s ({self.max_retry_after_s:.0f} s); stopping "
+                        "without waiting: nothing half-written is kept, re-run later",
+                        429,
+                        body,
+                    )
                 last_problem = f"HTTP 429 (rate limited), waiting {wait:.1f}s as Retry-After asks"
                 self._sleep_before_retry(attempt, last_problem, wait)
                 continue
@@ -251,6 +261,7 @@ def client_for(
         limiter=limiter,
         headers=headers,
         weight_header=weight_header,
+        max_retry_after_s=source.max_retry_after_s,
     )
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from pipelines import db
 from pipelines.errors import UniverseError
-from pipelines.http import ApiClient, ApiError
+from pipelines.http import ApiClient
 from pipelines.settings import Settings
 from pipelines.sources.binance.helpers import ExchangeInfo, first_candle_ms
 
@@ -132,11 +132,7 @@ def first_candles(settings: Settings, client: ApiClient, symbols: list[str], int
         for symbol in symbols:
             if symbol in known:
                 continue
-            try:
-                first = first_candle_ms(client, symbol, interval)
-            except ApiError as exc:
-                log.warning(f"could not probe {symbol}'s first candle: {exc}", extra={"symbol": symbol})
-                continue
+            first = first_candle_ms(client, symbol, interval)  # an error here would fail the pages too
             if first is None:
                 continue
             known[symbol] = first

@@ -93,6 +93,8 @@ class HttpSource(_Strict):
     backoff_base_s: float = Field(0.5, ge=0, le=60)
     backoff_max_s: float = Field(30.0, ge=0, le=600)
     calls_per_minute: int = Field(1200, ge=1, le=100000)
+    # a 429 asking to wait longer than this fails the run at once instead of sleeping with the lock held
+    max_retry_after_s: float = Field(120, ge=1, le=3600)
 
     @field_validator("base_url")
     @classmethod

@@ -13,7 +13,7 @@ import pytest
 from pipelines import db, delivery
 from pipelines.bronze import open_lake, read_bronze
 from pipelines.cli import sandboxed
-from pipelines.http import ApiBanned
+from pipelines.http import ApiBanned, ApiError
 from pipelines.sandbox import SandboxServer
 from pipelines.sandbox.markets import klines_rows
 
@@ -336,3 +336,14 @@ def test_gaps_in_two_distant_pages_of_one_pair_are_only_those_hours(settings, sa
         ("ETHUSDT", second + HOUR, "known_gap", "exchange_outage"),
     ]
     assert summary.rows_raw == 2 * 120 * 24 - 5 and "refetched_rows" in summary.details
+
+
+def test_a_retry_after_longer_than_the_cap_fails_at_once(settings, sandbox):
+    sandbox.set_fault("klines", "429", retry_after=86400)
+    with pytest.raises(
+        ApiError, match=r"Retry-After 86400 s, more than sources.binance.max_retry_after_s \(120 s\)"
+    ):
+        delivery.ingest_ohlcv(settings, days=1)
+    assert delivery.count_rows(settings, "binance_klines") == 0  # nothing written (not even the table)
+    sandbox.clear_faults()
+    assert delivery.ingest_ohlcv(settings, days=1).rows_raw == 48
