@@ -486,6 +486,10 @@ def _deliver_klines(
 ) -> dict[str, Any]:
     """Fetch the windows once; append the candles raw does not have, restate the ones the exchange changed
     (recorded in ops.revisions first), drop the unchanged ones."""
+    if all(w.start_ms > cursors.get(w.symbol, -1) for w in windows):
+        # Nothing in these windows can be stored yet (a first backfill, a lagging pair's catch-up): stream
+        # each pair's candles into dlt as its pages complete, so writing overlaps fetching.
+        return _stream_new_klines(settings, run, client, windows, info, load_id, progress, total_pages)
     sink = _fetch_klines(settings, run, client, windows, info, load_id, progress, total_pages)
     fetched = pa.concat_tables(sink.tables) if sink.tables else None
     sink.tables.clear()
@@ -542,10 +546,39 @@ def _store_klines(
             "revised candles restated", extra={"run_id": run.run_id, "count": revised, "found_by": found_by}
         )
     _record_extract(run, sink, rows_bronze, rows_raw, queued)
+    return _klines_summary(sink, rows_raw, revised, parts.unchanged)
+
+
+def _stream_new_klines(
+    settings: Settings,
+    run: RunRecord,
+    client: ApiClient,
+    windows: list[SymbolWindow],
+    info: ExchangeInfo,
+    load_id: str,
+    progress: Progress | None,
+    total_pages: int,
+) -> dict[str, Any]:
+    sink = ExtractSink()
+    pages = iter_klines(
+        client, windows, settings.interval, info.server_time_ms, load_id, sink,
+        settings.sources.binance.concurrency, _page_counter(progress, total_pages),
+    )  # fmt: skip
+    resource = dlt.resource(pages, name=KLINES.name, primary_key=list(KLINES.key), write_disposition="append")
+    try:
+        rows_bronze, rows_raw = _deliver(settings, "binance", resource, sink, KLINES, load_id, "append")
+    finally:
+        _record_http(run, client)
+    queued = store_dead_letters(settings, "binance", KLINES.name, sink.rejected, load_id)
+    _record_extract(run, sink, rows_bronze, rows_raw, queued)
+    return _klines_summary(sink, rows_raw, 0, 0)
+
+
+def _klines_summary(sink: ExtractSink, rows_raw: int, revised: int, unchanged: int) -> dict[str, Any]:
     return {
         "rows_raw": rows_raw,
         "revised": revised,
-        "unchanged": parts.unchanged,
+        "unchanged": unchanged,
         "open_candles_skipped": sink.open_skipped,
         "duplicates_dropped": sink.duplicates_dropped,
         "outside_window_dropped": sink.outside_window,
@@ -645,18 +678,9 @@ def _fetch_klines(
 ) -> ExtractSink:
     """Every page of the windows, once: the sink holds one Arrow table per symbol."""
     sink = ExtractSink()
-    done = [0]
-    lock = threading.Lock()
-
-    def on_page(_rows: int) -> None:
-        with lock:
-            done[0] += 1
-            if progress:
-                progress(done[0], total_pages)
-
     pages = iter_klines(
         client, windows, settings.interval, info.server_time_ms, load_id, sink,
-        settings.sources.binance.concurrency, on_page,
+        settings.sources.binance.concurrency, _page_counter(progress, total_pages),
     )  # fmt: skip
     try:
         with _stage(sink, "fetch"):
@@ -667,6 +691,20 @@ def _fetch_klines(
     finally:
         _record_http(run, client)
     return sink
+
+
+def _page_counter(progress: Progress | None, total_pages: int) -> Callable[[int], None]:
+    """The per-page callback of the fetch threads: counts pages for the progress bar."""
+    done = [0]
+    lock = threading.Lock()
+
+    def on_page(_rows: int) -> None:
+        with lock:
+            done[0] += 1
+            if progress:
+                progress(done[0], total_pages)
+
+    return on_page
 
 
 def _at_or_before_cursor(table: pa.Table, cursors: dict[str, int]) -> pa.Array:
