@@ -195,3 +195,12 @@ def read_bronze(lake: BronzeLake, table: str) -> pa.Table:
             lake.table_dir(table), schema=unified, filesystem=lake.fs, format="parquet", partitioning="hive"
         )
     return dataset.to_table()
+
+
+def rows_per_load(lake: BronzeLake, table: str) -> dict[str, int]:
+    """Rows per load id in a bronze table, reading only the load_id column (the reconciliation check)."""
+    if lake.fs.get_file_info(lake.table_dir(table)).type == pafs.FileType.NotFound:
+        return {}
+    dataset = ds.dataset(lake.table_dir(table), filesystem=lake.fs, format="parquet", partitioning="hive")
+    loads = dataset.to_table(columns=["load_id"])["load_id"]
+    return {c["values"].as_py(): c["counts"].as_py() for c in pc.value_counts(loads)} if len(loads) else {}
