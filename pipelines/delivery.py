@@ -944,7 +944,7 @@ def describe_data(settings: Settings, elapsed_s: float) -> str:
         cur.execute("SELECT count(*) FILTER (WHERE status = 'known_gap'), count(*) FROM ops.gaps")
         known, total = cur.fetchone()
         lines.append(
-            f"  ops.gaps                 {total:>12,} missing hours seen ({known} known exchange gaps)"
+            f"  ops.gaps                 {total:>12,} missing hours seen ({known} the exchange does not have)"
         )
     lake = open_lake(settings)
     lines += [
@@ -991,4 +991,4 @@ def describe_exchange(settings: Settings, runs: list[RunSummary]) -> str:
         f"  {outage_hours} exchange-wide outage hour(s), {halt_hours} pair-halt hour(s): known, not failures"
     )
     lines.append(f"  {revised} revised candle(s) restated")
-    return "\n".join(lines)
+    return "\n".join([*lines, ""])
