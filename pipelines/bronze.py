@@ -10,6 +10,7 @@ run that last delivered it - the same load id raw has.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -92,13 +93,25 @@ def _load_of(path: str) -> str | None:
     return match.group(1) if match else None
 
 
-def _existing_files(lake: BronzeLake, table: str) -> dict[str, list[str]]:
-    """Partition directory -> the parquet files in it (one recursive listing; temporary files skipped)."""
+def _existing_files(
+    lake: BronzeLake, table: str, days: Sequence[dt.date] | None = None
+) -> dict[str, list[str]]:
+    """Partition directory -> the parquet files in it (temporary files skipped): one recursive listing of the
+    table, or, for a few days, only those days' partitions (an hourly run touches one or two of ~1,100)."""
+    if days is None or len(days) > 31:
+        selectors = [pafs.FileSelector(lake.table_dir(table), recursive=True, allow_not_found=True)]
+    else:
+        selectors = [
+            pafs.FileSelector(
+                f"{lake.table_dir(table)}/year={d:%Y}/month={d:%m}/day={d:%d}", allow_not_found=True
+            )
+            for d in days
+        ]
     found: dict[str, list[str]] = {}
-    selector = pafs.FileSelector(lake.table_dir(table), recursive=True, allow_not_found=True)
-    for info in lake.fs.get_file_info(selector):
-        if info.type == pafs.FileType.File and _load_of(info.path):
-            found.setdefault(info.path.rsplit("/", 1)[0], []).append(info.path)
+    for selector in selectors:
+        for info in lake.fs.get_file_info(selector):
+            if info.type == pafs.FileType.File and _load_of(info.path):
+                found.setdefault(info.path.rsplit("/", 1)[0], []).append(info.path)
     return found
 
 
@@ -140,10 +153,16 @@ def write_bronze(lake: BronzeLake, table: str, rows: pa.Table, time_column: str,
 
 
 def settle_bronze(
-    lake: BronzeLake, table: str, load_ids: Sequence[str], key_columns: Sequence[str], threads: int = 4
+    lake: BronzeLake,
+    table: str,
+    load_ids: Sequence[str],
+    key_columns: Sequence[str],
+    threads: int = 4,
+    time_range: tuple[dt.datetime, dt.datetime] | None = None,
 ) -> int:
     """After raw committed these loads: drop older copies of their keys from the other files of each
-    partition they wrote (deleting files left empty). Returns how many older files changed."""
+    partition they wrote (deleting files left empty). `time_range` (the loads' first and last record
+    time, UTC) limits the search to those days' partitions. Returns how many older files changed."""
     wanted = set(load_ids)
 
     def settle(paths: list[str]) -> int:
@@ -169,8 +188,14 @@ def settle_bronze(
             changed += bool(hits)
         return changed
 
+    days = None
+    if time_range is not None:
+        first, last = (
+            (t if t.tzinfo else t.replace(tzinfo=dt.UTC)).astimezone(dt.UTC).date() for t in time_range
+        )
+        days = [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        return sum(pool.map(settle, _existing_files(lake, table).values()))
+        return sum(pool.map(settle, _existing_files(lake, table, days).values()))
 
 
 def delete_load(lake: BronzeLake, table: str, load_id: str) -> int:

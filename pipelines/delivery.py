@@ -138,7 +138,10 @@ def _deliver(
         return 0, 0
     with _stage(sink, "bronze"):
         rows_bronze = write_bronze(lake, spec.name, rows, spec.time_column, load_id)
-    sink.time_range = (pc.min(rows[spec.time_column]).as_py(), pc.max(rows[spec.time_column]).as_py())
+    sink.time_range = time_range = (
+        pc.min(rows[spec.time_column]).as_py(),
+        pc.max(rows[spec.time_column]).as_py(),
+    )
     del rows
     sink.tables.clear()  # dlt loads from its own files: free the extracted tables before the raw load
     try:
@@ -150,7 +153,7 @@ def _deliver(
         delete_load(lake, spec.name, load_id)  # older copies were not touched yet: bronze is as it was
         raise
     with _stage(sink, "bronze_settle"):
-        settle_bronze(lake, spec.name, [load_id], spec.replaces)
+        settle_bronze(lake, spec.name, [load_id], spec.replaces, time_range=time_range)
     with _stage(sink, "unique_index"):
         ensure_unique_key(settings, spec)
     with _stage(sink, "count"):
@@ -745,11 +748,13 @@ def detect_gaps(settings: Settings, run_id: str, windows: list[SymbolWindow]) ->
                     AS t(symbol, start_ms, end_ms, i)
             ), bounds AS (
                 SELECT i, symbol, to_timestamp(start_ms / 1000.0) AS lo, to_timestamp(end_ms / 1000.0) AS hi FROM w
-            ), present AS (
+            ), present AS (  -- LATERAL ... OFFSET 0: an index range scan per window, never the whole table
                 SELECT b.i, k.symbol, k.open_time,
                        lag(k.open_time) OVER (PARTITION BY b.i ORDER BY k.open_time) AS prev
-                FROM raw.binance_klines k JOIN bounds b
-                  ON k.symbol = b.symbol AND k.open_time BETWEEN b.lo AND b.hi
+                FROM bounds b CROSS JOIN LATERAL (
+                    SELECT r.symbol, r.open_time FROM raw.binance_klines r
+                    WHERE r.symbol = b.symbol AND r.open_time BETWEEN b.lo AND b.hi OFFSET 0
+                ) k
             ), holes AS (
                 SELECT symbol, prev + interval '1 hour' AS first_missing, open_time - interval '1 hour' AS last_missing
                 FROM present WHERE prev IS NOT NULL AND open_time - prev > interval '1 hour'

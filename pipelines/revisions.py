@@ -52,10 +52,11 @@ def stored_candles(settings: Settings, symbols: list[str], lo_ms: list[int], hi_
     sql = (
         f"COPY (SELECT (extract(epoch FROM k.open_time) * 1000)::bigint AS k_ms, "
         f"(extract(epoch FROM k.close_time) * 1000)::bigint AS close_ms, {columns.replace('symbol', 'k.symbol')} "
-        # LATERAL: one index range scan per window, never a scan of the whole table
+        # LATERAL ... OFFSET 0: one index range scan per window (without OFFSET 0 the planner flattens it
+        # into a hash join over the whole table: 354 ms instead of 5 ms for 50 windows of 48 hours)
         "FROM unnest(%s::text[], %s::bigint[], %s::bigint[]) AS w(symbol, lo, hi) CROSS JOIN LATERAL ("
         "SELECT * FROM raw.binance_klines i WHERE i.symbol = w.symbol "
-        "AND i.open_time BETWEEN to_timestamp(w.lo / 1000.0) AND to_timestamp(w.hi / 1000.0)) AS k"
+        "AND i.open_time BETWEEN to_timestamp(w.lo / 1000.0) AND to_timestamp(w.hi / 1000.0) OFFSET 0) AS k"
         ") TO STDOUT WITH (FORMAT csv, HEADER true)"
     )
     buffer = io.BytesIO()

@@ -185,6 +185,18 @@ def test_exchange_outage_and_pair_halt_are_classified(settings, sandbox):
     assert counts(settings)["DOTUSDT"] == 72 - 3
 
 
+def assert_revised_in_gold(settings, revised: list[tuple[str, int]], now_ms: int) -> None:
+    """Each revised candle's volume, in raw and in gold.fct_prices, is what the exchange serves at now_ms."""
+    for symbol, t in revised:
+        raw, gold = query(
+            settings,
+            "SELECT r.volume, f.volume FROM raw.binance_klines r JOIN gold.fct_prices f USING (symbol, open_time) "
+            "WHERE r.symbol = %s AND r.open_time = to_timestamp(%s / 1000.0)",
+            (symbol, t),
+        )[0]
+        assert raw == gold == Decimal(klines_rows(symbol, "1h", t, t, now_ms, seed=42)[0][5])
+
+
 def _revised_between(symbol: str, lo_ms: int, hi_ms: int, seen_at: int, now: int) -> list[int]:
     """Open times in [lo, hi] that the sandbox served unrevised at seen_at and revised at now."""
     opens = np.arange(lo_ms, hi_ms + 1, HOUR, dtype=np.int64)
@@ -298,15 +310,7 @@ def test_gold_knows_the_outage_and_restates_revised_candles(settings, sandbox):
     summary = delivery.ingest_ohlcv(settings, symbols=symbols)
     assert summary.details["revised"] == len(expected)
     transform.transform(settings, execution_time=dt.datetime.fromtimestamp(t1 / 1000, dt.UTC))
-    for symbol, t in expected:
-        raw, gold = query(
-            settings,
-            "SELECT r.volume, f.volume FROM raw.binance_klines r JOIN gold.fct_prices f USING (symbol, open_time) "
-            "WHERE r.symbol = %s AND r.open_time = to_timestamp(%s / 1000.0)",
-            (symbol, t),
-        )[0]
-        served = klines_rows(symbol, "1h", t, t, t1, seed=42)[0]
-        assert raw == gold == Decimal(served[5])  # the revised volume, in raw and in gold
+    assert_revised_in_gold(settings, expected, t1)
 
 
 def test_verify_apply_restates_gold_beyond_the_restate_window(settings, sandbox, capsys):
@@ -356,12 +360,5 @@ def test_verify_apply_restates_gold_beyond_the_restate_window(settings, sandbox,
     assert "run again with --apply" in report
     assert cli.main(["--config", str(config), "verify", *window, "--apply"]) == 0
     assert "gold restated" in capsys.readouterr().out
-    for symbol, t in expected:
-        raw, gold = query(
-            settings,
-            "SELECT r.volume, f.volume FROM raw.binance_klines r JOIN gold.fct_prices f USING (symbol, open_time) "
-            "WHERE r.symbol = %s AND r.open_time = to_timestamp(%s / 1000.0)",
-            (symbol, t),
-        )[0]
-        assert raw == gold == Decimal(klines_rows(symbol, "1h", t, t, t1, seed=42)[0][5])
+    assert_revised_in_gold(settings, expected, t1)
     assert query(settings, "SELECT DISTINCT found_by FROM ops.revisions") == [("verify",)]

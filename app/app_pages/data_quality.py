@@ -112,20 +112,30 @@ with right:
         )
         st.dataframe(q.load_gaps(ctx.url), hide_index=True, key="gaps")
 
+
+def table_or_all_clear(title: str, frame, all_clear: str, caption: str, key: str) -> None:
+    st.subheader(title)
+    if frame.empty:
+        st.success(all_clear, icon=":material/check_circle:")
+    else:
+        st.caption(caption)
+        st.dataframe(frame, hide_index=True, key=key)
+
+
 left, right = st.columns(2)
 with left:
-    st.subheader("Pairs no longer trading")
-    stopped = q.load_pairs_not_trading(ctx.url)
-    if stopped.empty:
-        st.success("Every tracked pair trades.", icon=":material/check_circle:")
-    else:
-        st.caption("Skipped by every run with one warning; their history stays in raw and gold.")
-        st.dataframe(stopped, hide_index=True, key="pairs_not_trading")
+    table_or_all_clear(
+        "Pairs no longer trading",
+        q.load_pairs_not_trading(ctx.url),
+        "Every tracked pair trades.",
+        "Skipped by every run with one warning; their history stays in raw and gold.",
+        "pairs_not_trading",
+    )
 with right:
-    st.subheader("Revised candles")
-    revised = q.load_revisions(ctx.url)
-    if revised.empty:
-        st.success("No candle was revised after its close.", icon=":material/check_circle:")
-    else:
-        st.caption("Old and new values of each restated candle (ops.revisions); gold was restated with them.")
-        st.dataframe(revised, hide_index=True, key="revisions")
+    table_or_all_clear(
+        "Revised candles",
+        q.load_revisions(ctx.url),
+        "No candle was revised after its close.",
+        "Old and new values of each restated candle (ops.revisions); gold was restated with them.",
+        "revisions",
+    )
