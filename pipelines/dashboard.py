@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as dt
 import importlib.util
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -62,15 +61,13 @@ def env(settings: Settings, config_file: str | Path) -> dict[str, str]:
 def serve(
     settings: Settings, config_file: str | Path, port: int | None = None, host: str = "127.0.0.1"
 ) -> int:
-    """Run the dashboard in the foreground until it exits (Ctrl-C stops it); returns its exit code."""
+    """Become the dashboard server (exec): signals reach Streamlit itself, so a SIGTERM to this pid (from
+    `cryptoflow down`, a container runtime or a terminal) can never leave an orphan holding the port."""
     argv = command(settings, port, host=host)
-    print(f"dashboard: http://{host}:{argv[argv.index('--server.port') + 1]}", file=sys.stderr)
-    process = subprocess.Popen(argv, cwd=APP_DIR, env={**os.environ, **env(settings, config_file)})
-    try:
-        return process.wait()
-    except KeyboardInterrupt:
-        process.terminate()
-        return process.wait()
+    print(f"dashboard: http://{host}:{argv[argv.index('--server.port') + 1]}", file=sys.stderr, flush=True)
+    os.chdir(APP_DIR)
+    os.execve(argv[0], argv, {**os.environ, **env(settings, config_file)})
+    return 0  # not reached
 
 
 def _queries_module() -> ModuleType:

@@ -10,7 +10,7 @@ import subprocess
 import time
 
 import pytest
-from test_dashboard import built, historical, tiny, write_config  # noqa: F401  (the module-scoped gold data fixtures)
+from test_dashboard import built, empty, historical, tiny, write_config  # noqa: F401  (the gold data fixtures)
 
 from pipelines import dashboard
 from pipelines.http import answers
@@ -167,3 +167,37 @@ def _open(browser, server: str, path: str, viewport: dict):
     page.on("pageerror", lambda error: record("page error", str(error)))
     page.goto(f"{server}/{path}", wait_until="domcontentloaded")
     return page, errors
+
+
+def test_sigterm_to_cryptoflow_dashboard_leaves_no_orphan(empty):  # noqa: F811
+    """`cryptoflow dashboard` execs Streamlit: the pid a supervisor holds is the server itself."""
+    import signal
+    import sys
+
+    import psutil
+
+    _settings, config = empty
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.cli", "--config", str(config), "dashboard", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    health = f"http://127.0.0.1:{port}/_stcore/health"
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not answers(health):
+            assert proc.poll() is None and time.monotonic() < deadline, "the dashboard did not start"
+            time.sleep(0.3)
+        assert psutil.Process(proc.pid).children(recursive=True) == []  # no child to orphan
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert not answers(health)
+    with socket.socket() as s:  # nothing listens there any more: a new server can take the port
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do (the probes' TIME_WAIT)
+        s.bind(("127.0.0.1", port))
+        s.listen()
