@@ -509,6 +509,20 @@ COMMANDS = {
 }
 
 
+def _exit_now(code: int) -> int:
+    """Leave at once after an interrupt. Every writer has rolled back and released its lock by now; what is
+    left are threads still finishing a request, and library exit hooks that can re-raise the signal (dlt
+    delays a Ctrl-C it saw, and the process then died by SIGINT after printing the line): none of them may
+    keep the process alive or change its exit code."""
+    import logging
+    import os
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from pipelines.observability import configure_logging
@@ -522,7 +536,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         print("interrupted; nothing half-written was kept (re-run to resume)", file=sys.stderr)
-        return 130
+        return 130 if argv is not None else _exit_now(130)  # argv given: called in-process, just return
     except Exception as exc:
         from pipelines.errors import user_facing
 

@@ -136,32 +136,49 @@ def _deliver(
     if rows is None or rows.num_rows == 0:
         pipeline.abort_packages()
         return 0, 0
-    with _stage(sink, "bronze"):
-        rows_bronze = write_bronze(lake, spec.name, rows, spec.time_column, load_id)
-    sink.time_range = time_range = (
-        pc.min(rows[spec.time_column]).as_py(),
-        pc.max(rows[spec.time_column]).as_py(),
-    )
-    del rows
-    sink.tables.clear()  # dlt loads from its own files: free the extracted tables before the raw load
     try:
+        with _stage(sink, "bronze"):
+            rows_bronze = write_bronze(lake, spec.name, rows, spec.time_column, load_id)
+        sink.time_range = time_range = (
+            pc.min(rows[spec.time_column]).as_py(),
+            pc.max(rows[spec.time_column]).as_py(),
+        )
+        del rows
+        sink.tables.clear()  # dlt loads from its own files: free the extracted tables before the raw load
         with _stage(sink, "raw"):
             pipeline.normalize()
             pipeline.load()
-    except BaseException:
+        with _stage(sink, "bronze_settle"):
+            settle_bronze(lake, spec.name, [load_id], spec.replaces, time_range=time_range)
+        with _stage(sink, "unique_index"):
+            ensure_unique_key(settings, spec)
+        with _stage(sink, "count"):
+            rows_raw = count_rows(settings, spec.name, load_id)
+    except BaseException:  # an error, a Ctrl-C or a task timeout: bronze must end up agreeing with raw
         pipeline.abort_packages()
-        delete_load(lake, spec.name, load_id)  # older copies were not touched yet: bronze is as it was
+        _bronze_after_failure(settings, lake, spec, load_id)
         raise
-    with _stage(sink, "bronze_settle"):
-        settle_bronze(lake, spec.name, [load_id], spec.replaces, time_range=time_range)
-    with _stage(sink, "unique_index"):
-        ensure_unique_key(settings, spec)
-    with _stage(sink, "count"):
-        rows_raw = count_rows(settings, spec.name, load_id)
     return rows_bronze, rows_raw
 
 
 HANDOFF_ROWS = 32_768  # at most this many rows per item handed to dlt
+
+
+def _bronze_after_failure(settings: Settings, lake: Any, spec: TableSpec, load_id: str) -> None:
+    """A load that failed before raw committed loses its bronze files (older copies were not touched
+    yet); one that failed after the commit (an interrupt during dlt's bookkeeping) keeps them, settled."""
+    try:
+        committed = count_rows(settings, spec.name, load_id) > 0
+    except Exception:  # the database is gone too: leave bronze for the reconciliation check to flag
+        log.error(
+            "could not tell whether the raw load committed; bronze left as written",
+            extra={"load_id": load_id},
+        )
+        return
+    if committed:
+        settle_bronze(lake, spec.name, [load_id], spec.replaces)
+    else:
+        delete_load(lake, spec.name, load_id)
 
 
 def _handed_over(tables: list[pa.Table]) -> Iterator[pa.Table]:

@@ -20,6 +20,8 @@ def root_cause(exc: BaseException) -> BaseException:
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
+        if isinstance(current, KeyboardInterrupt):  # a Ctrl-C or a task timeout, wrapped by dlt
+            return current
         if isinstance(current, USER_ERRORS) and type(current).__module__.startswith("pipelines"):
             return current
         current = getattr(current, "exception", None) or current.__cause__ or current.__context__

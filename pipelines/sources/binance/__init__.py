@@ -5,11 +5,13 @@ The engine (pipelines/delivery.py) compares them with raw before it hands them t
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -61,37 +63,70 @@ def iter_klines(
         by_symbol.setdefault(w.symbol, []).append(w)
     pending = Counter(symbol for symbol, _, _ in jobs)  # a symbol can have several windows (gap re-fetch)
     pages: dict[str, list[pa.Table]] = {symbol: [] for symbol in pending}
-    with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        # A set, not a list: a finished page's future is dropped once consumed, so its table is not kept
-        # alive twice (once in the future, once in the symbol's concatenated table).
-        running = {pool.submit(fetch, *job) for job in jobs}
-        try:
-            while running:
-                done, running = wait(running, return_when=FIRST_COMPLETED)
-                for future in done:
-                    symbol, fetched, parsed, fetch_s = future.result()
-                    sink.pages += 1
-                    sink.fetch_s += fetch_s
-                    sink.parse_s += parsed.parse_s
-                    sink.fetched_rows += fetched
-                    sink.open_skipped += parsed.open_skipped
-                    sink.rejected.extend(parsed.rejected)
-                    pages[symbol].append(parsed.table)
-                    pending[symbol] -= 1
-                    if on_page:
-                        on_page(fetched)
-                    if pending[symbol] == 0:
-                        chunks = sorted(pages.pop(symbol), key=_first_open_time)  # usually no re-sort needed
-                        table, dropped = dedupe_candles(pa.concat_tables(chunks))
-                        sink.duplicates_dropped += dropped
-                        table, outside = _inside(table, by_symbol[symbol])
-                        sink.outside_window += outside
-                        if table.num_rows:
-                            yield sink.keep(table)
-                del done
-        finally:
-            for future in running:
-                future.cancel()
+    for result in _fetch_all(fetch, jobs, concurrency):
+        symbol, fetched, parsed, fetch_s = result
+        sink.pages += 1
+        sink.fetch_s += fetch_s
+        sink.parse_s += parsed.parse_s
+        sink.fetched_rows += fetched
+        sink.open_skipped += parsed.open_skipped
+        sink.rejected.extend(parsed.rejected)
+        pages[symbol].append(parsed.table)
+        pending[symbol] -= 1
+        if on_page:
+            on_page(fetched)
+        if pending[symbol] == 0:
+            chunks = sorted(pages.pop(symbol), key=_first_open_time)  # usually no re-sort needed
+            table, dropped = dedupe_candles(pa.concat_tables(chunks))
+            sink.duplicates_dropped += dropped
+            table, outside = _inside(table, by_symbol[symbol])
+            sink.outside_window += outside
+            if table.num_rows:
+                yield sink.keep(table)
+        del result, parsed
+
+
+def _fetch_all(fetch: Callable[..., Any], jobs: list[tuple], concurrency: int) -> Iterator[Any]:
+    """fetch(*job) for every job on `concurrency` daemon threads; results in completion order.
+
+    Built for interrupts: the caller only ever blocks in a queue get with a timeout, which a Ctrl-C or a
+    task timeout interrupts without leaving a lock held (an interrupted concurrent.futures.wait could, and
+    then its workers hung). On any exit the workers stop taking jobs; a request still in flight finishes on
+    a daemon thread, which never keeps the process alive.
+    """
+    todo: queue.SimpleQueue = queue.SimpleQueue()
+    done: queue.SimpleQueue = queue.SimpleQueue()
+    stop = threading.Event()
+    for job in jobs:
+        todo.put(job)
+
+    def work() -> None:
+        while not stop.is_set():
+            try:
+                job = todo.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                done.put((fetch(*job), None))
+            except BaseException as exc:  # handed to the caller, which raises it
+                done.put((None, exc))
+
+    for n in range(min(concurrency, len(jobs))):
+        threading.Thread(target=work, name=f"klines-fetch-{n}", daemon=True).start()
+    try:
+        for _ in range(len(jobs)):
+            while True:
+                try:
+                    result, error = done.get(timeout=0.25)
+                    break
+                except queue.Empty:
+                    continue
+            if error is not None:
+                raise error
+            yield result
+            del result
+    finally:
+        stop.set()
 
 
 def _inside(table: pa.Table, windows: list[SymbolWindow]) -> tuple[pa.Table, int]:
