@@ -530,7 +530,12 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging()
     try:
         settings = load_settings(getattr(args, "config", None))
-        return COMMANDS[args.command](settings, args)
+        code = COMMANDS[args.command](settings, args)
+        if argv is None:  # the process's own command is done: a late Ctrl-C must not kill the exit
+            import signal
+
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        return code
     except ConfigError as exc:
         print(f"configuration error:\n{exc}", file=sys.stderr)
         return 2

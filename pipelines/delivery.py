@@ -679,8 +679,6 @@ def verify_klines(
                    "missing_on_exchange": len(result.missing_on_exchange), "unchanged": parts.unchanged}  # fmt: skip
         if apply:
             summary |= _store_klines(settings, run, sink, parts, run.run_id, "verify")
-        else:
-            _record_http(run, client)
         run.details.update(summary, skipped_pairs=pairs.skipped)
         result.details = run.details
         return result
