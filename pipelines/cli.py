@@ -514,7 +514,6 @@ def _exit_now(code: int) -> int:
     left are threads still finishing a request, and library exit hooks that can re-raise the signal (dlt
     delays a Ctrl-C it saw, and the process then died by SIGINT after printing the line): none of them may
     keep the process alive or change its exit code."""
-    import logging
     import os
 
     logging.shutdown()

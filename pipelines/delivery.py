@@ -264,11 +264,14 @@ def _recover_abandoned(settings: Settings, source: str) -> None:
     spec = SPECS[source]
     lake = open_lake(settings)
     for run_id in abandoned:
-        for load_id in (run_id, f"{run_id}-refetch"):
+        # every load a run can write: the main one, the gap re-fetch, and the revisions of each
+        for load_id in (run_id, f"{run_id}-rev", f"{run_id}-refetch", f"{run_id}-refetch-rev"):
             if count_rows(settings, spec.name, load_id):
                 settle_bronze(lake, spec.name, [load_id], spec.replaces)
             else:
                 delete_load(lake, spec.name, load_id)
+            if load_id.endswith("-rev") and source == "binance":
+                revisions.settle(settings, load_id)  # applied if raw holds the load, else removed
     log.warning("recovered abandoned runs", extra={"source": source, "runs": abandoned})
 
 

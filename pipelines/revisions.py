@@ -155,6 +155,10 @@ def settle(settings: Settings, load_id: str) -> None:
     """After the load `load_id` committed (or was abandoned): its revisions are applied if raw holds that
     load, else they never happened and are removed."""
     with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
+        cur.execute("SELECT to_regclass('raw.binance_klines') IS NOT NULL")
+        if not cur.fetchone()[0]:  # nothing was ever loaded: no revision can have been applied
+            cur.execute("DELETE FROM ops.revisions WHERE new_load_id = %s AND applied_at IS NULL", (load_id,))
+            return
         cur.execute(
             """
             UPDATE ops.revisions r SET applied_at = now()
