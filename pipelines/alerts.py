@@ -420,6 +420,10 @@ def render_html(d: Digest) -> str:
     return "\n".join(parts)
 
 
+class PlaintextLoginRefused(smtplib.SMTPException):
+    """The config asks for a login on a connection without TLS and does not allow it."""
+
+
 def _smtp_send(settings: Settings, message: EmailMessage) -> None:
     a = settings.alerts
     with smtplib.SMTP(a.smtp_host, a.smtp_port, timeout=TIMEOUT_S) as smtp:
@@ -428,12 +432,19 @@ def _smtp_send(settings: Settings, message: EmailMessage) -> None:
             smtp.starttls(context=ssl.create_default_context())
             smtp.ehlo()
         if a.smtp_user:
+            if not (a.smtp_starttls or a.smtp_allow_plaintext_login):  # the config refuses it too
+                raise PlaintextLoginRefused(
+                    "refusing to send the SMTP password over a connection without TLS: set "
+                    "alerts.smtp_starttls: true (or smtp_allow_plaintext_login: true for a trusted local relay)"
+                )
             smtp.login(a.smtp_user, settings.secrets.smtp_password)
         smtp.send_message(message, from_addr=a.email_from, to_addrs=list(a.email_to))
 
 
 def _transient(exc: Exception) -> bool:
-    if isinstance(exc, smtplib.SMTPAuthenticationError | smtplib.SMTPRecipientsRefused):
+    if isinstance(
+        exc, smtplib.SMTPAuthenticationError | smtplib.SMTPRecipientsRefused | PlaintextLoginRefused
+    ):
         return False
     if isinstance(exc, smtplib.SMTPResponseException):
         return 400 <= exc.smtp_code < 500 or exc.smtp_code == 421

@@ -214,12 +214,35 @@ def read_bronze(lake: BronzeLake, table: str) -> pa.Table:
     dataset = ds.dataset(lake.table_dir(table), filesystem=lake.fs, format="parquet", partitioning="hive")
     # files written before and after a source added a field differ in columns: read the union of them
     schemas = [fragment.physical_schema for fragment in dataset.get_fragments()]
-    if len({tuple(s.names) for s in schemas}) > 1:
-        unified = pa.unify_schemas([*schemas, dataset.partitioning.schema])
+    if len(set(schemas)) > 1:
+        unified = _union_schema([*schemas, dataset.partitioning.schema])
         dataset = ds.dataset(
             lake.table_dir(table), schema=unified, filesystem=lake.fs, format="parquet", partitioning="hive"
         )
     return dataset.to_table()
+
+
+def _union_schema(schemas: list[pa.Schema]) -> pa.Schema:
+    """One schema for files that differ: every column of any file; a type widened where Arrow can (null to
+    anything, int to float), text where the files cannot agree (a field whose type the API changed)."""
+    try:
+        return pa.unify_schemas(schemas, promote_options="permissive")
+    except (pa.ArrowTypeError, pa.ArrowInvalid):
+        pass
+    fields: dict[str, pa.Field] = {}
+    for schema in schemas:
+        for field in schema:
+            known = fields.get(field.name)
+            if known is None:
+                fields[field.name] = field
+                continue
+            try:
+                fields[field.name] = pa.unify_schemas(
+                    [pa.schema([known]), pa.schema([field])], promote_options="permissive"
+                ).field(0)
+            except (pa.ArrowTypeError, pa.ArrowInvalid):
+                fields[field.name] = pa.field(field.name, pa.string())
+    return pa.schema(list(fields.values()))
 
 
 def rows_per_load(lake: BronzeLake, table: str) -> dict[str, int]:

@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+# ruff: noqa: E402  (the Ctrl-C handler below is installed before the slower imports)
+import os
+import signal
+import sys
+
+INTERRUPTED = "interrupted; nothing half-written was kept (re-run to resume)"
+
+
+def _interrupted_while_starting(_signum, _frame) -> None:
+    sys.stderr.write(INTERRUPTED + "\n")
+    os._exit(130)
+
+
+if __name__ == "__main__":  # `python -m pipelines.cli`: a Ctrl-C while the imports below load exits cleanly
+    signal.signal(signal.SIGINT, _interrupted_while_starting)
+
 import argparse
 import contextlib
 import datetime as dt
 import json
 import logging
-import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -348,7 +363,6 @@ def cmd_sandbox(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _config_file(args: argparse.Namespace) -> Path:
-    import os
 
     return Path(
         getattr(args, "config", None) or os.environ.get("CRYPTOFLOW_CONFIG") or "config.yaml"
@@ -380,7 +394,6 @@ def cmd_dashboard(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_airflow(settings: Settings, args: argparse.Namespace) -> int:
-    import os
     import subprocess
 
     from pipelines import services
@@ -514,7 +527,6 @@ def _exit_now(code: int) -> int:
     left are threads still finishing a request, and library exit hooks that can re-raise the signal (dlt
     delays a Ctrl-C it saw, and the process then died by SIGINT after printing the line): none of them may
     keep the process alive or change its exit code."""
-    import os
 
     logging.shutdown()
     sys.stdout.flush()
@@ -522,7 +534,24 @@ def _exit_now(code: int) -> int:
     os._exit(code)
 
 
+def _interrupted(argv: list[str] | None) -> int:
+    print(INTERRUPTED, file=sys.stderr)
+    return 130 if argv is not None else _exit_now(130)  # argv given: called in-process, just return
+
+
+def _caused_by_interrupt(exc: BaseException) -> bool:
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
+    if signal.getsignal(signal.SIGINT) is _interrupted_while_starting:
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # from here on, main handles a Ctrl-C
     args = _parser().parse_args(argv)
     from pipelines.observability import configure_logging
 
@@ -531,17 +560,16 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings(getattr(args, "config", None))
         code = COMMANDS[args.command](settings, args)
         if argv is None:  # the process's own command is done: a late Ctrl-C must not kill the exit
-            import signal
-
             signal.signal(signal.SIGINT, signal.SIG_IGN)
         return code
     except ConfigError as exc:
         print(f"configuration error:\n{exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; nothing half-written was kept (re-run to resume)", file=sys.stderr)
-        return 130 if argv is not None else _exit_now(130)  # argv given: called in-process, just return
+        return _interrupted(argv)
     except Exception as exc:
+        if _caused_by_interrupt(exc):  # e.g. a Ctrl-C during an import, wrapped by Python in a RuntimeError
+            return _interrupted(argv)
         from pipelines.errors import user_facing
 
         message = user_facing(exc)

@@ -56,7 +56,7 @@ def _role_passwords(settings: Settings) -> dict[str, str]:
     path = _credentials_file(settings)
     stored = json.loads(path.read_text()) if path.exists() else {}
     changed = False
-    for role in (settings.database.writer_role, settings.database.reader_role):
+    for role in (settings.database.writer_role, settings.database.reader_role, SUPERUSER):
         if role not in stored:
             stored[role] = secrets.token_urlsafe(18)
             changed = True
@@ -67,6 +67,34 @@ def _role_passwords(settings: Settings) -> dict[str, str]:
         path.touch(mode=0o600, exist_ok=True)
         path.write_text(json.dumps(stored))
     return stored
+
+
+SUPERUSER = "postgres"  # pgserver's initdb superuser; its password is kept with the roles' (0600)
+# pgserver's initdb trusts every local connection, and as root its socket folder is world-writable: any local
+# user would connect as superuser. Every connection needs a password instead.
+PG_HBA = """# written by cryptoflow (pipelines/db.py): every connection needs a password
+local   all  all                scram-sha-256
+host    all  all  127.0.0.1/32  scram-sha-256
+host    all  all  ::1/128       scram-sha-256
+"""
+
+
+def _admin_connect(settings: Settings, admin_uri: str) -> psycopg2.extensions.connection:
+    """The embedded server's superuser, with its password (a first start still trusts, and takes it)."""
+    conn = psycopg2.connect(
+        admin_uri, password=_role_passwords(settings)[SUPERUSER], options=session_options(settings)
+    )
+    conn.autocommit = True
+    return conn
+
+
+def _require_passwords(cur, settings: Settings) -> None:
+    """Give the superuser its password, then make pg_hba.conf ask every connection for one."""
+    cur.execute("ALTER ROLE CURRENT_USER PASSWORD %s", (_role_passwords(settings)[SUPERUSER],))
+    hba = _datadir(settings) / "pg_hba.conf"
+    if hba.read_text() != PG_HBA:
+        hba.write_text(PG_HBA)  # an existing file keeps its owner (the server's user when run as root)
+        cur.execute("SELECT pg_reload_conf()")
 
 
 def _pgserver():
@@ -121,8 +149,7 @@ def _bootstrap(admin_uri: str, settings: Settings) -> None:
     processes, since concurrent DDL on roles fails with 'tuple concurrently updated')."""
     db = settings.database
     passwords = _role_passwords(settings)
-    conn = psycopg2.connect(admin_uri)
-    conn.autocommit = True
+    conn = _admin_connect(settings, admin_uri)
     try:
         with conn.cursor() as cur:
             cur.execute("SELECT pg_advisory_lock(%s)", (_lock_key("cryptoflow:bootstrap"),))
@@ -141,9 +168,11 @@ def _bootstrap(admin_uri: str, settings: Settings) -> None:
             cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db.name,))
             if not cur.fetchone():
                 cur.execute(f'CREATE DATABASE "{db.name}" OWNER "{db.writer_role}"')
-            with psycopg2.connect(_with_database(admin_uri, db.name)) as conn2, conn2.cursor() as cur2:
+            conn2 = _admin_connect(settings, _with_database(admin_uri, db.name))
+            with conn2, conn2.cursor() as cur2:
                 cur2.execute(f'GRANT ALL ON SCHEMA public TO "{db.writer_role}"')
             conn2.close()
+            _require_passwords(cur, settings)
             ensure_schema(settings)
     finally:
         conn.close()  # releases the session lock
@@ -166,8 +195,7 @@ def airflow_metadata_url(settings: Settings) -> str:
         stored[AIRFLOW_ROLE] = secrets.token_urlsafe(18)
         path.write_text(json.dumps(stored))
     password = stored[AIRFLOW_ROLE]
-    conn = psycopg2.connect(_pgserver().get_server(_datadir(settings), cleanup_mode=None).get_uri())
-    conn.autocommit = True
+    conn = _admin_connect(settings, _pgserver().get_server(_datadir(settings), cleanup_mode=None).get_uri())
     try:
         with conn.cursor() as cur:
             cur.execute("SELECT pg_advisory_lock(%s)", (_lock_key("cryptoflow:bootstrap"),))
@@ -228,10 +256,22 @@ def redact(url: str) -> str:
     return redaction.redact(url)
 
 
+def session_options(settings: Settings) -> str:
+    """libpq `options` bounding every wait of a session: statement_timeout and lock_timeout (advisory
+    locks included) from database.statement_timeout_s / lock_timeout_s."""
+    db = settings.database
+    return (
+        f"-c statement_timeout={int(db.statement_timeout_s * 1000)} "
+        f"-c lock_timeout={int(db.lock_timeout_s * 1000)}"
+    )
+
+
 def connect(settings: Settings, url: str | None = None) -> psycopg2.extensions.connection:
     url = url or writer_url(settings)
     try:
-        return psycopg2.connect(url, connect_timeout=10, application_name="cryptoflow")
+        return psycopg2.connect(
+            url, connect_timeout=10, application_name="cryptoflow", options=session_options(settings)
+        )
     except psycopg2.OperationalError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         hint = (

@@ -31,6 +31,7 @@ from pipelines.bronze import delete_load, open_lake, settle_bronze, write_bronze
 from pipelines.errors import UniverseError, root_cause
 from pipelines.http import ApiClient, client_for
 from pipelines.observability import RunRecord, run_ledger
+from pipelines.redaction import redact
 from pipelines.schema_drift import record_fields
 from pipelines.settings import Settings, validate_symbol
 from pipelines.sources.binance import SymbolWindow, iter_klines
@@ -117,7 +118,9 @@ def _deliver(
     """Write one load to bronze and raw. `data` is a dlt source or resource (extracted here, its tables kept
     in `sink`), or None for the Arrow tables already in `sink.tables` (handed over: this function frees
     them before the raw load, so the caller must keep no other reference). Returns (rows_bronze, rows_raw).
-    Dead letters are the caller's (store_dead_letters after this returns)."""
+    The extract's dead letters are stored before the raw load, so no crash after the raw commit loses them
+    (a load that then fails leaves them queued: the records were bad either way, and a re-run does not
+    queue them twice)."""
     if data is None:
         data = dlt.resource(
             _handed_over(sink.tables), name=spec.name, primary_key=list(spec.key),
@@ -131,6 +134,7 @@ def _deliver(
         except Exception as exc:
             pipeline.abort_packages()
             raise root_cause(exc) from None
+    _queue_dead_letters(settings, source, spec.name, sink, load_id)
     lake = open_lake(settings)
     rows = pa.concat_tables(sink.tables) if sink.tables else None
     if rows is None or rows.num_rows == 0:
@@ -155,10 +159,26 @@ def _deliver(
         with _stage(sink, "count"):
             rows_raw = count_rows(settings, spec.name, load_id)
     except BaseException:  # an error, a Ctrl-C or a task timeout: bronze must end up agreeing with raw
-        pipeline.abort_packages()
-        _bronze_after_failure(settings, lake, spec, load_id)
+        with _cleanup("aborting the load package", load_id):
+            pipeline.abort_packages()
+        with _cleanup("making bronze agree with raw", load_id):
+            _bronze_after_failure(settings, lake, spec, load_id)
         raise
     return rows_bronze, rows_raw
+
+
+@contextlib.contextmanager
+def _cleanup(what: str, load_id: str) -> Iterator[None]:
+    """Cleanup while an error (or a Ctrl-C) is on its way out: a failure of the cleanup itself (the
+    database or the lake gone too) is logged, never raised in place of the error being handled. What it
+    left undone, the next run's recovery finishes (_recover_abandoned)."""
+    try:
+        yield
+    except Exception as exc:
+        log.error(
+            f"{what} failed while handling an earlier error; the next run finishes it",
+            extra={"load_id": load_id, "error": redact(f"{type(exc).__name__}: {exc}")},
+        )
 
 
 HANDOFF_ROWS = 32_768  # at most this many rows per item handed to dlt
@@ -248,6 +268,14 @@ def store_dead_letters(
     return queued
 
 
+def _queue_dead_letters(settings: Settings, source: str, table: str, sink: ExtractSink, load_id: str) -> int:
+    """Store the sink's rejected records not stored yet; returns how many this sink has queued in all."""
+    if sink.rejected:
+        sink.queued += store_dead_letters(settings, source, table, sink.rejected, load_id)
+        sink.rejected.clear()
+    return sink.queued
+
+
 def _recover_abandoned(settings: Settings, source: str) -> None:
     """Runs still 'running' while we hold the lock were killed. Record that, and make bronze agree with raw:
     a killed load that reached raw keeps its bronze files (older copies settled), one that did not loses them."""
@@ -276,8 +304,10 @@ def _recover_abandoned(settings: Settings, source: str) -> None:
 
 
 @contextlib.contextmanager
-def _run(settings: Settings, source: str, command: str):
-    """Lock, ledger, outcome: the frame every ingest shares."""
+def source_run(settings: Settings, source: str, command: str):
+    """Lock, ledger, outcome: the frame every writer of a source shares (ingest, verify, dlq replay). One
+    lock per source, so no two writers can abort each other's dlt package or take each other's loads for
+    abandoned ones."""
     db.ensure_database(settings)
     with db.advisory_lock(settings, f"ingest:{source}"):
         _recover_abandoned(settings, source)
@@ -390,7 +420,7 @@ def ingest_ohlcv(
     `restate_hours` to pick up revised candles); a backfill of [since, until) or the last `days` days."""
     if days is not None and days < 1:
         raise ValueError(f"days must be at least 1, got {days}")
-    with _run(settings, "binance", command) as run:
+    with source_run(settings, "binance", command) as run:
         client = binance_client(settings)
         info = fetch_exchange_info(client)
         if info.weight_limit:
@@ -412,12 +442,14 @@ def ingest_ohlcv(
         run.window_start = _ts(min((w.start_ms for w in windows), default=end_ms))
         run.window_end = _ts(end_ms)
         total_pages = sum(len(plan_pages(w.start_ms, w.end_ms, settings.interval)) for w in windows)
+        _note_gap_checks(settings, run.run_id, windows)
         summary = _deliver_klines(
             settings, run, client, windows, info, run.run_id, progress, total_pages, cursors,
             "restate" if incremental else "backfill",
         )  # fmt: skip
         clock = time.perf_counter()
-        gap_windows = detect_gaps(settings, run.run_id, windows)
+        inherited = _inherited_gap_checks(settings, run.run_id)  # a killed run's, after its raw commit
+        gap_windows = detect_gaps(settings, run.run_id, _merged([*windows, *inherited]))
         summary["timings"]["gap_check_s"] = round(time.perf_counter() - clock, 3)
         if gap_windows:
             refill = _deliver_klines(
@@ -428,6 +460,9 @@ def ingest_ohlcv(
         # also settles hours an earlier (killed) run left 'missing' that raw now holds
         summary["known_gaps"] = settle_gaps(settings, run.run_id, gap_windows)
         summary["gap_classes"] = classify_gaps(settings)
+        _done_gap_checks(settings)
+        if inherited:
+            summary["inherited_gap_checks"] = len(inherited)
         run.details.update(
             summary,
             symbols=len(universe),
@@ -548,7 +583,7 @@ def _store_klines(
         # (symbol, open_time) stands guard.
         sink.tables[:], parts.new = [parts.new], KLINES_SCHEMA.empty_table()  # handed over to _deliver
         rows_bronze, rows_raw = _deliver(settings, "binance", None, sink, KLINES, load_id, "append")
-    queued = store_dead_letters(settings, "binance", KLINES.name, sink.rejected, load_id)
+    queued = _queue_dead_letters(settings, "binance", KLINES.name, sink, load_id)
     revised = 0
     if parts.changed.num_rows:
         revision_load = f"{load_id}-rev"
@@ -562,8 +597,11 @@ def _store_klines(
         del changed
         try:
             b, revised = _deliver(settings, "binance", None, sink, KLINES, revision_load, "merge")
-        finally:
-            revisions.settle(settings, revision_load)
+        except BaseException:
+            with _cleanup("settling the revisions", revision_load):
+                revisions.settle(settings, revision_load)
+            raise
+        revisions.settle(settings, revision_load)
         rows_bronze, rows_raw = rows_bronze + b, rows_raw + revised
         log.warning(
             "revised candles restated", extra={"run_id": run.run_id, "count": revised, "found_by": found_by}
@@ -591,8 +629,9 @@ def _stream_new_klines(
     try:
         rows_bronze, rows_raw = _deliver(settings, "binance", resource, sink, KLINES, load_id, "append")
     finally:
+        pages.close()  # dlt's extract failing outside the generator must still stop the fetch workers
         _record_http(run, client)
-    queued = store_dead_letters(settings, "binance", KLINES.name, sink.rejected, load_id)
+    queued = _queue_dead_letters(settings, "binance", KLINES.name, sink, load_id)
     _record_extract(run, sink, rows_bronze, rows_raw, queued)
     return _klines_summary(sink, rows_raw, 0, 0)
 
@@ -637,7 +676,7 @@ def verify_klines(
     """Re-fetch [since, until) and compare it with raw, per pair and hour. With apply: changed candles are
     restated (ops.revisions, found_by verify), candles raw lacks are added; gold is restated by the caller
     (transform.restate) over the window."""
-    with _run(settings, "binance", "verify --apply" if apply else "verify") as run:
+    with source_run(settings, "binance", "verify --apply" if apply else "verify") as run:
         client = binance_client(settings)
         info = fetch_exchange_info(client)
         pairs = resolve_pairs(settings, info, symbols)
@@ -681,6 +720,8 @@ def verify_klines(
         summary = {"changed": len(result.changed), "missing_in_raw": len(result.missing_in_raw),
                    "missing_on_exchange": len(result.missing_on_exchange), "unchanged": parts.unchanged}  # fmt: skip
         if apply:
+            # parts holds what is left to load; the rest must be freed before the raw load (as in ingest)
+            del fetched, stored, fetched_keys, stored_keys
             summary |= _store_klines(settings, run, sink, parts, run.run_id, "verify")
         run.details.update(summary, skipped_pairs=pairs.skipped)
         result.details = run.details
@@ -807,6 +848,62 @@ def detect_gaps(settings: Settings, run_id: str, windows: list[SymbolWindow]) ->
     return _ranges(missing)
 
 
+def _note_gap_checks(settings: Settings, run_id: str, windows: list[SymbolWindow]) -> None:
+    """Record the windows this run will search for gaps, before anything reaches raw."""
+    with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO ops.pending_gap_checks (run_id, symbol, start_time, end_time) "
+            "SELECT %s, symbol, to_timestamp(lo / 1000.0), to_timestamp(hi / 1000.0) "
+            "FROM unnest(%s::text[], %s::bigint[], %s::bigint[]) AS t(symbol, lo, hi) ON CONFLICT DO NOTHING",
+            (run_id, [w.symbol for w in windows], [w.start_ms for w in windows], [w.end_ms for w in windows]),
+        )
+
+
+def _inherited_gap_checks(settings: Settings, run_id: str) -> list[SymbolWindow]:
+    """The windows a killed run left unsearched. Only those of a run whose raw load committed: there the
+    cursor moved past them, so nothing else would ever search them. A run killed before its commit stored
+    nothing; its windows are dropped (the cursor did not move: this or a later run fetches them again)."""
+    with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
+        cur.execute("SELECT DISTINCT run_id FROM ops.pending_gap_checks WHERE run_id <> %s", (run_id,))
+        others = [r for (r,) in cur.fetchall()]
+        committed = [r for r in others if count_rows(settings, KLINES.name, r)]
+        cur.execute(
+            "DELETE FROM ops.pending_gap_checks WHERE run_id = ANY(%s::text[]) AND NOT run_id = ANY(%s::text[])",
+            (others, committed),
+        )
+        cur.execute(
+            "SELECT symbol, (extract(epoch FROM start_time) * 1000)::bigint, (extract(epoch FROM end_time) * 1000)::bigint "
+            "FROM ops.pending_gap_checks WHERE run_id = ANY(%s::text[]) ORDER BY symbol, start_time",
+            (committed,),
+        )
+        found = [SymbolWindow(*row) for row in cur.fetchall()]
+    if found:
+        log.warning(
+            "searching the windows a killed run left unsearched for missing hours",
+            extra={"runs": committed, "windows": len(found)},
+        )
+    return found
+
+
+def _done_gap_checks(settings: Settings) -> None:
+    """This run's windows, and any it inherited, are searched and settled. (The ingest lock is held: every
+    pending check left is this run's or one it took over.)"""
+    with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
+        cur.execute("DELETE FROM ops.pending_gap_checks")
+
+
+def _merged(windows: list[SymbolWindow]) -> list[SymbolWindow]:
+    """Per symbol, overlapping or adjacent windows joined: each hour is searched once."""
+    out: list[SymbolWindow] = []
+    for w in sorted(windows, key=lambda w: (w.symbol, w.start_ms)):
+        last = out[-1] if out else None
+        if last and last.symbol == w.symbol and w.start_ms <= last.end_ms + HOUR_MS:
+            out[-1] = SymbolWindow(w.symbol, last.start_ms, max(last.end_ms, w.end_ms))
+        else:
+            out.append(w)
+    return out
+
+
 def _short_windows(settings: Settings, windows: list[SymbolWindow]) -> list[SymbolWindow]:
     """The windows holding fewer candles than their hours (an index-only count per window)."""
     if not windows:
@@ -900,7 +997,7 @@ def classify_gaps(settings: Settings) -> dict[str, int]:
 
 def ingest_markets(settings: Settings, *, command: str = "ingest") -> RunSummary:
     """One market snapshot of the top coins, stamped with the current UTC hour (re-runs merge)."""
-    with _run(settings, "coingecko", command) as run:
+    with source_run(settings, "coingecko", command) as run:
         client = coingecko_client(settings)
         snapshot = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0)
         run.window_start = run.window_end = snapshot
@@ -911,7 +1008,7 @@ def ingest_markets(settings: Settings, *, command: str = "ingest") -> RunSummary
             rows = _deliver(settings, "coingecko", source, sink, MARKETS, run.run_id)
         finally:
             _record_http(run, client)
-        queued = store_dead_letters(settings, "coingecko", MARKETS.name, sink.rejected, run.run_id)
+        queued = _queue_dead_letters(settings, "coingecko", MARKETS.name, sink, run.run_id)
         _record_extract(run, sink, *rows, queued)
         run.details["schema_changes"] = record_fields(
             settings, "coingecko", MARKETS.name, sink.fields, run.run_id
@@ -936,7 +1033,7 @@ def fear_greed_limit(settings: Settings) -> int:
 
 
 def ingest_fear_greed(settings: Settings, *, command: str = "ingest") -> RunSummary:
-    with _run(settings, "fear_greed", command) as run:
+    with source_run(settings, "fear_greed", command) as run:
         client = client_for("fear_greed", settings.sources.fear_greed)
         limit = fear_greed_limit(settings)
         sink = ExtractSink()
@@ -945,7 +1042,7 @@ def ingest_fear_greed(settings: Settings, *, command: str = "ingest") -> RunSumm
             rows = _deliver(settings, "fear_greed", source, sink, FEAR_GREED, run.run_id)
         finally:
             _record_http(run, client)
-        queued = store_dead_letters(settings, "fear_greed", FEAR_GREED.name, sink.rejected, run.run_id)
+        queued = _queue_dead_letters(settings, "fear_greed", FEAR_GREED.name, sink, run.run_id)
         _record_extract(run, sink, *rows, queued)
         run.details["schema_changes"] = record_fields(
             settings, "fear_greed", FEAR_GREED.name, sink.fields, run.run_id

@@ -9,8 +9,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from pipelines import db
-from pipelines.delivery import FEAR_GREED, KLINES, MARKETS, TableSpec, _deliver
-from pipelines.observability import RunRecord
+from pipelines.delivery import FEAR_GREED, KLINES, MARKETS, TableSpec, _deliver, source_run
 from pipelines.settings import Settings
 from pipelines.sources.binance.helpers import parse_klines
 from pipelines.sources.coingecko.helpers import markets_to_arrow
@@ -70,8 +69,7 @@ def replay(settings: Settings, ids: list[int] | None = None) -> ReplayResult:
     for table_name in sorted({letter.table_name for letter in letters}):
         group = [letter for letter in letters if letter.table_name == table_name]
         source = group[0].source
-        run = RunRecord(settings, source, "dlq replay").start()
-        try:
+        with source_run(settings, source, "dlq replay") as run:
             sink, good_ids = ExtractSink(), []
             for letter in group:
                 table, rejected = _revalidate(letter, run.run_id)
@@ -88,10 +86,6 @@ def replay(settings: Settings, ids: list[int] | None = None) -> ReplayResult:
                 _mark_replayed(settings, good_ids, run.run_id)
             replayed += len(good_ids)
             run.details["replayed_ids"] = good_ids
-        except BaseException as exc:
-            run.finish(exc)
-            raise
-        run.finish()
     return ReplayResult(replayed, invalid)
 
 

@@ -39,4 +39,27 @@ def user_facing(exc: BaseException) -> str | None:
         return str(cause)
     if isinstance(cause, ValueError) and "invalid symbol" in str(cause):
         return str(cause)
+    return _database_timeout(cause)
+
+
+def _database_timeout(exc: BaseException) -> str | None:
+    """A statement or lock wait cut short by the session's bounds (db.session_options)."""
+    import psycopg2.errors
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, psycopg2.errors.LockNotAvailable):
+            return (
+                "the database kept a lock this run needs for longer than database.lock_timeout_s; nothing "
+                "half-written was kept. Another session holds it: find it in pg_locks / pg_stat_activity, "
+                "or raise database.lock_timeout_s"
+            )
+        if isinstance(current, psycopg2.errors.QueryCanceled):
+            return (
+                "a database statement ran longer than database.statement_timeout_s and was cancelled; "
+                "nothing half-written was kept. Raise database.statement_timeout_s if the data grew"
+            )
+        current = getattr(current, "exception", None) or current.__cause__ or current.__context__
     return None

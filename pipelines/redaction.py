@@ -8,8 +8,13 @@ from __future__ import annotations
 
 import re
 
-_URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/?#@\s'\"]*):(?P<pw>[^@/?#\s'\"]*)@")
-_KEYWORD_PASSWORD = re.compile(r"(?P<head>\b(?:password|passwd|pwd)\s*=\s*)(?P<pw>'[^']*'|[^&\s'\";]+)", re.I)
+# The password runs to the last "@" of the URL: an unencoded "@" or "/" in it is still a password (a
+# greedy match over-redacts a path holding "@", never under-redacts).
+_URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/?#@\s'\"]*):(?P<pw>[^\s'\"]*)@")
+# libpq quotes a value with '...', escaping a quote or backslash inside it with a backslash.
+_KEYWORD_PASSWORD = re.compile(
+    r"(?P<head>\b(?:password|passwd|pwd)\s*=\s*)(?P<pw>'(?:[^'\\]|\\.)*'?|[^&\s'\";]+)", re.I
+)
 _SLACK_WEBHOOK = re.compile(
     r"(?P<head>hooks\.slack(?:-gov)?\.com/(?:services|workflows|triggers)/)[^\s'\"<>]+"
 )

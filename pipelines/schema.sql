@@ -61,6 +61,15 @@ BEGIN
 END
 $$;
 CREATE INDEX IF NOT EXISTS gaps_open_time ON ops.gaps (open_time);
+-- The windows a binance run still has to search for missing hours: written before its raw load, removed
+-- once its gaps are settled. A run killed in between leaves them for the next run to search.
+CREATE TABLE IF NOT EXISTS ops.pending_gap_checks (
+    run_id     text        NOT NULL,
+    symbol     text        NOT NULL,
+    start_time timestamptz NOT NULL,
+    end_time   timestamptz NOT NULL,
+    PRIMARY KEY (run_id, symbol, start_time)
+);
 
 -- Pair lifecycle (pipelines/lifecycle.py): what exchangeInfo says about each pair the pipeline knows.
 CREATE TABLE IF NOT EXISTS ops.pairs (

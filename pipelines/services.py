@@ -183,7 +183,7 @@ def up(settings: Settings, config_file: Path, timeout_s: float = 240, paused: bo
                 f"{service.health_url} already answers, but not from a process `cryptoflow up` started: "
                 f"stop it or change its port in config.yaml (services.*, sandbox.port)"
             )
-        log = (log_dir / f"{service.name}.log").open("ab")
+        log = _private_log(log_dir / f"{service.name}.log")
         proc = subprocess.Popen(
             service.argv,
             stdout=log,
@@ -192,6 +192,7 @@ def up(settings: Settings, config_file: Path, timeout_s: float = 240, paused: bo
             env={**os.environ, **service.env},
             cwd=settings.project_dir,
             start_new_session=True,  # its own process group: `down` ends it and its children
+            umask=0o077,  # what it writes (Airflow's generated admin password, its logs) is the user's only
         )
         record = {
             "pid": proc.pid,
@@ -217,11 +218,25 @@ def up(settings: Settings, config_file: Path, timeout_s: float = 240, paused: bo
     if problem:
         _stop(settings, started)  # leave nothing half-started behind; what ran before stays up
         raise ServiceError(problem)
+    passwords = settings.path(settings.services.airflow_home) / PASSWORDS_FILE
+    if passwords.exists():
+        passwords.chmod(0o600)  # one generated before the umask rule was world-readable
     return _describe(settings)
 
 
+PASSWORDS_FILE = "simple_auth_manager_passwords.json.generated"  # Airflow's simple auth manager writes it
+
+
+def _private_log(path: Path):
+    """A service's log, readable by its user only: Airflow prints the admin password into it."""
+    path.parent.chmod(0o700)
+    log = os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
+    os.fchmod(log.fileno(), 0o600)  # a log made before this rule was world-readable
+    return log
+
+
 def airflow_password(settings: Settings) -> str | None:
-    path = settings.path(settings.services.airflow_home) / "simple_auth_manager_passwords.json.generated"
+    path = settings.path(settings.services.airflow_home) / PASSWORDS_FILE
     if not path.exists():
         return None
     return json.loads(path.read_text()).get(AIRFLOW_USER)

@@ -142,6 +142,9 @@ class Database(_Strict):
     writer_role: str = "cryptoflow_writer"
     reader_role: str = "cryptoflow_reader"
     lock_wait_s: float = Field(0, ge=0, le=86400)
+    # every pipeline session: no statement runs longer, no lock (table, row or advisory) is waited for longer
+    statement_timeout_s: float = Field(900, gt=0, le=86400)
+    lock_timeout_s: float = Field(60, gt=0, le=86400)
 
     @field_validator("url")
     @classmethod
@@ -197,6 +200,18 @@ class Alerts(_Strict):
     smtp_port: int = Field(25, ge=1, le=65535)
     smtp_user: str = ""
     smtp_starttls: bool = False
+    # a login over a connection without TLS sends the password in the clear: only for a trusted local relay
+    smtp_allow_plaintext_login: bool = False
+
+    @model_validator(mode="after")
+    def _login_needs_tls(self) -> Alerts:
+        if self.smtp_user and not (self.smtp_starttls or self.smtp_allow_plaintext_login):
+            raise ValueError(
+                "smtp_user is set but smtp_starttls is false: the password would cross the network in the "
+                "clear. Set alerts.smtp_starttls: true (or smtp_allow_plaintext_login: true for a trusted "
+                "local relay)"
+            )
+        return self
 
 
 class Orchestration(_Strict):

@@ -358,6 +358,14 @@ def test_cryptoflow_up_runs_airflow_standalone_and_down_stops_it(tmp_path, pg_di
             assert f"http://127.0.0.1:{airflow_port}" in up.stdout and "login admin / " in up.stdout
             password = up.stdout.split("login admin / ", 1)[1].split()[0]
             assert password == services.airflow_password(settings)
+            # the password sits in Airflow's log and its generated file: both the user's only
+            logs = tmp_path / ".cryptoflow" / "logs"
+            holding = [p for p in logs.glob("*.log") if password in p.read_text(errors="replace")]
+            holding += [p for p in (tmp_path / ".cryptoflow").rglob(services.PASSWORDS_FILE)]
+            assert holding, "the password was expected in the airflow log or its generated file"
+            assert {p.name: p.stat().st_mode & 0o777 for p in holding} == {p.name: 0o600 for p in holding}
+            assert {p.stat().st_mode & 0o777 for p in logs.glob("*.log")} == {0o600}
+            assert logs.stat().st_mode & 0o777 == 0o700
             api = services.AirflowApi(settings, password)
             services.wait_for(lambda: api.dag_ids() >= DAG_IDS, 120, "the DAGs to be parsed")
             api.pause("ingest_ohlcv_hourly", False)

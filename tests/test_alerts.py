@@ -452,3 +452,51 @@ def test_digest_over_starttls_with_login(make_settings, tls_smtp_server, caplog)
     assert alerts.send_digest(plain, now=NOW) is False
     [(ok, error)] = query(plain, "SELECT ok, error FROM ops.alerts_sent")
     assert ok is False and "STARTTLS" in error
+
+
+def test_the_smtp_password_never_crosses_a_connection_without_tls(make_settings, caplog):
+    """A server that offers AUTH without TLS (as many relays do): the config refuses a login there unless
+    it is explicitly allowed, and the sender refuses it too, before any AUTH command."""
+    from aiosmtpd.smtp import AuthResult
+
+    from pipelines.settings import ConfigError, load_settings
+
+    logins = []
+
+    def authenticator(server, session, envelope, mechanism, auth_data):
+        logins.append((auth_data.login.decode(), auth_data.password.decode()))
+        return AuthResult(success=True, handled=False)
+
+    inbox = Inbox()
+    controller = Controller(
+        inbox, hostname="127.0.0.1", port=closed_port(), authenticator=authenticator, auth_require_tls=False
+    )
+    controller.start()
+    try:
+        smtp = {"smtp_host": "127.0.0.1", "smtp_port": controller.port, "email_to": ["ops@example.com"]}
+        with pytest.raises(ConfigError, match="smtp_user is set but smtp_starttls is false"):
+            load_settings(None, environ={"CRYPTOFLOW__ALERTS__SMTP_USER": "mailer"})
+        s = make_settings(alerts=smtp)
+        s = s.model_copy(
+            update={
+                "alerts": s.alerts.model_copy(update={"smtp_user": "mailer"}),  # past the config's check
+                "secrets": s.secrets.model_copy(update={"smtp_password": "m4il-s3cret"}),
+            }
+        )
+        db.ensure_database(s)
+        assert alerts.send_digest(s, now=NOW) is False
+        assert logins == [] and inbox.envelopes == []
+        [(ok, attempts, error)] = query(s, "SELECT ok, attempts, error FROM ops.alerts_sent")
+        assert (ok, attempts) == (False, 1)
+        assert "refusing to send the SMTP password over a connection without TLS" in error
+
+        allowed = make_settings(alerts={**smtp, "smtp_user": "mailer", "smtp_allow_plaintext_login": True})
+        allowed = allowed.model_copy(
+            update={"secrets": allowed.secrets.model_copy(update={"smtp_password": "m4il-s3cret"})}
+        )
+        db.ensure_database(allowed)
+        assert alerts.send_digest(allowed, now=NOW) is True
+        assert logins == [("mailer", "m4il-s3cret")] and len(inbox.envelopes) == 1
+        assert "m4il-s3cret" not in caplog.text
+    finally:
+        controller.stop()

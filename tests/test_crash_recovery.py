@@ -370,6 +370,69 @@ def test_kill_after_the_raw_commit_during_the_gap_refetch_then_rerun_is_exact(
     assert_abandoned(settings, killed, rerun_id)
 
 
+def test_kill_right_after_the_raw_commit_keeps_its_dead_letters_and_the_next_run_searches_its_gaps(
+    config, settings, sandbox
+):
+    """The new rows are in raw; the process dies before its gap search. An incremental run cannot see those
+    hours (the cursor moved past them), so the killed run's windows must be left for it; its dead letters
+    must already be stored."""
+    first = delivery.ingest_ohlcv(settings, days=DAYS - 1, command="backfill")
+    oldest_day = FIRST + 24 * HOUR
+    outage = (FIRST + 5 * HOUR, FIRST + 7 * HOUR)  # in the day only the killed run fetches
+    bad_hour = FIRST + 10 * HOUR
+    sandbox.set_fault("klines", "missing_hours", symbol="SOLUSDT", start_ms=outage[0], end_ms=outage[1])
+    sandbox.set_fault("klines", "invalid_rows", symbol="BTCUSDT", rows=[bad_hour])
+    # COPY takes ROW EXCLUSIVE, which this lock lets through; the unique-index guard that follows the raw
+    # commit needs SHARE and waits: the moment just after the commit
+    blocker = db.connect(settings)
+    try:
+        with blocker.cursor() as cur:
+            cur.execute("LOCK TABLE raw.binance_klines IN ROW EXCLUSIVE MODE")
+        proc = start_backfill(config, "killed")
+        wait_for(lambda: waiting_on_klines(settings), proc, "the unique-index guard after the raw commit")
+        killed = the_running_run(settings)
+        kill9(proc)
+        waiting = waiting_on_klines(settings)
+        execute(settings, "SELECT pg_terminate_backend(pid) FROM unnest(%s) AS pid", (waiting,))
+    finally:
+        blocker.rollback()
+        blocker.close()
+
+    new_hours = {(s, ms) for s in SYMBOLS for ms in range(FIRST, oldest_day, HOUR)}
+    new_hours -= {("SOLUSDT", ms) for ms in range(outage[0], outage[1] + 1, HOUR)} | {("BTCUSDT", bad_hour)}
+    assert {(s, ms) for s, ms, lid in raw_rows(settings) if lid == killed} == new_hours  # committed
+    assert query(settings, "SELECT count(*) FROM ops.gaps")[0][0] == 0  # never searched
+    dead = query(settings, "SELECT natural_key, load_id FROM raw.dead_letter")
+    assert dead == [(f"BTCUSDT@{bad_hour}", killed)]
+
+    sandbox.clear_faults()  # the exchange has the outage hours again
+    with db.advisory_lock(settings, "ingest:binance", wait_s=10):
+        pass
+    rerun = delivery.ingest_ohlcv(settings)  # incremental: its own windows start near the cursor
+    assert rerun.details["inherited_gap_checks"] == len(SYMBOLS)
+    # the outage hours, and the dead-lettered hour, which the exchange now serves valid
+    assert rerun.details["refetched_rows"] == 4
+    gaps = sorted(query(settings, "SELECT symbol, status, gap_class, detected_run_id FROM ops.gaps"))
+    assert (
+        gaps
+        == [("BTCUSDT", "refilled", "ingest_failure", rerun.run_id)]
+        + [("SOLUSDT", "refilled", "ingest_failure", rerun.run_id)] * 3
+    )
+    assert query(settings, "SELECT count(*) FROM ops.pending_gap_checks")[0][0] == 0
+    assert query(settings, "SELECT natural_key, load_id FROM raw.dead_letter") == dead  # not queued twice
+    raw = raw_rows(settings)
+    assert [(s, ms) for s, ms, _ in raw] == [
+        (s, ms) for s in sorted(SYMBOLS) for ms in range(FIRST, LAST_CLOSED + 1, HOUR)
+    ]
+    assert bronze_rows(settings) == raw
+    assert {lid for *_, lid in raw} == {first.run_id, killed, f"{rerun.run_id}-refetch"}
+    assert runs(settings)[killed] == (
+        "failed",
+        "abandoned: the process ended without recording an outcome",
+        True,
+    )
+
+
 def test_the_refusal_names_the_backend_holding_the_lock(settings):
     with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
         cur.execute("SELECT pg_backend_pid()")
@@ -442,3 +505,29 @@ def test_sigint_at_20_random_moments_stops_cleanly_and_a_rerun_is_exact(config, 
     assert [(s, ms) for s, ms, _ in raw] == expected  # every hour once
     assert bronze_rows(settings) == raw
     assert summary.rows_raw + summary.details["unchanged"] == EXPECTED_ROWS
+
+
+def test_a_lock_held_elsewhere_fails_the_run_within_its_bound_with_a_clear_message(config, settings):
+    """A session (an analyst's open transaction, a stuck migration) holds raw.binance_klines: the run waits
+    at most database.lock_timeout_s, then says so; raw keeps what it had and the source's lock is free."""
+    first = delivery.ingest_ohlcv(settings, days=1)
+    before = raw_rows(settings)
+    data = yaml.safe_load(config.read_text())
+    data["database"] |= {"lock_timeout_s": 1, "statement_timeout_s": 30}
+    config.write_text(yaml.safe_dump(data))
+    with contextlib.closing(db.connect(settings)) as check, check.cursor() as cur:
+        bounded = load_settings(config, environ={})
+        with contextlib.closing(db.connect(bounded)) as session, session.cursor() as own:
+            own.execute("SHOW statement_timeout")
+            assert own.fetchone() == ("30s",)
+            own.execute("SHOW lock_timeout")
+            assert own.fetchone() == ("1s",)
+        cur.execute("LOCK TABLE raw.binance_klines IN ACCESS EXCLUSIVE MODE")
+        proc = start_backfill(config, "blocked", days=2)
+        assert proc.wait(timeout=120) == 1  # without the bound it waits for as long as the lock is held
+        check.rollback()
+    _out, err = output(config, "blocked")
+    assert "error: the database kept a lock this run needs for longer than database.lock_timeout_s" in err
+    assert "Traceback" not in err
+    assert raw_rows(settings) == before and {lid for *_, lid in before} == {first.run_id}
+    assert advisory_lock_holders(settings) == []

@@ -88,6 +88,22 @@ def test_dlq_list_and_replay(settings, tmp_path):
     assert replayed[0][0] and replayed[0][1].startswith("binance-")
 
 
+def test_dlq_replay_takes_the_sources_lock(settings):
+    """A replay while an ingest of the same source runs would abort its dlt package, or be taken by it for
+    an abandoned run: it waits for the source's lock like every writer, and is refused when it stays held."""
+    before = execute(settings, "SELECT count(*) FROM raw.binance_klines")
+    with contextlib.closing(db.connect(settings)) as holder, holder.cursor() as cur:
+        cur.execute("SELECT pg_backend_pid(), pg_advisory_lock(%s)", (db._lock_key("ingest:binance"),))
+        ((pid, _),) = cur.fetchall()
+        with pytest.raises(
+            db.LockBusy, match=f"another 'ingest:binance' run is in progress \\(Postgres backend pid {pid}\\)"
+        ):
+            dlq.replay(settings)
+    assert len(dlq.list_dead_letters(settings)) == 7  # nothing replayed
+    assert execute(settings, "SELECT count(*) FROM raw.binance_klines") == before
+    assert execute(settings, "SELECT count(*) FROM ops.pipeline_runs WHERE command = 'dlq replay'") == [(0,)]
+
+
 def test_reader_role_sees_gold_and_ops_only(settings):
     execute(settings, "CREATE TABLE IF NOT EXISTS gold.probe AS SELECT 1 AS x")
     with contextlib.closing(psycopg2.connect(db.reader_url(settings))) as conn, conn.cursor() as cur:
@@ -117,3 +133,28 @@ def test_rate_limiter_pauses_when_the_server_reports_the_weight_budget_spent():
     assert limiter.pause_needed() == 0
     limiter.observe_weight(80)
     assert 0 < limiter.pause_needed() <= 60.1  # until the exchange's next minute
+
+
+def test_the_embedded_server_asks_every_connection_for_a_password(make_settings, tmp_path):
+    """pgserver's initdb trusts local connections, and as root its socket folder is open to every user:
+    on our server no role, the superuser included, gets in over the socket without its password."""
+    settings = make_settings(database={"embedded_dir": str(tmp_path / "pg"), "name": "own"})
+    db.start_embedded(settings)
+    try:
+        socket_dir = db.embedded_status(settings).socket_dir
+        for role in ("postgres", settings.database.writer_role, settings.database.reader_role):
+            with pytest.raises(psycopg2.OperationalError, match="password"):
+                psycopg2.connect(host=socket_dir, user=role, dbname="postgres")
+            with pytest.raises(psycopg2.OperationalError, match="password authentication failed"):
+                psycopg2.connect(host=socket_dir, user=role, dbname="postgres", password="guess")
+        with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:  # with it: in
+            cur.execute("SELECT current_user")
+            assert cur.fetchone() == (settings.database.writer_role,)
+        credentials = tmp_path / "credentials.json"
+        assert credentials.stat().st_mode & 0o777 == 0o600
+        db.start_embedded(settings)  # the next command's bootstrap still gets in, as the superuser
+        with contextlib.closing(psycopg2.connect(db.reader_url(settings))) as conn, conn.cursor() as cur:
+            cur.execute("SELECT current_user")
+            assert cur.fetchone() == (settings.database.reader_role,)
+    finally:
+        db.stop_embedded(settings)

@@ -362,3 +362,95 @@ def test_verify_apply_restates_gold_beyond_the_restate_window(settings, sandbox,
     assert "gold restated" in capsys.readouterr().out
     assert_revised_in_gold(settings, expected, t1)
     assert query(settings, "SELECT DISTINCT found_by FROM ops.revisions") == [("verify",)]
+
+
+def test_a_status_change_at_the_open_rows_own_instant_rewrites_it(make_settings):
+    """A frozen clock (or two runs inside one ms) sees TRADING then BREAK at the same server time: the open
+    row takes the newer status instead of Postgres refusing the statement; a later change closes it."""
+    from pipelines import lifecycle
+    from pipelines.sources.binance.helpers import ExchangeInfo
+
+    settings = make_settings()
+    db.ensure_database(settings)
+    at = ms("2024-09-10T04:00")
+
+    def seen(status: str, server_ms: int) -> None:
+        info = ExchangeInfo(server_ms, frozenset(), None, {"AUSDT": status})
+        lifecycle.record_statuses(settings, info, ["AUSDT"], "run")
+
+    seen("TRADING", at)
+    seen("BREAK", at)
+    seen("BREAK", at)
+    seen("TRADING", at + HOUR)
+    assert query(
+        settings, "SELECT status, valid_from, valid_to FROM ops.pair_status_history ORDER BY valid_from"
+    ) == [
+        ("BREAK", utc("2024-09-10T04:00"), utc("2024-09-10T05:00")),
+        ("TRADING", utc("2024-09-10T05:00"), None),
+    ]
+    assert query(settings, "SELECT status, status_since FROM ops.pairs") == [
+        ("TRADING", utc("2024-09-10T05:00"))
+    ]
+
+
+def test_a_ctrl_c_while_the_database_goes_away_stays_a_ctrl_c_and_the_next_run_finishes(
+    settings, sandbox, monkeypatch, caplog
+):
+    """The revision load is interrupted just as the database becomes unreachable: the cleanup cannot settle
+    anything, and must say so instead of raising its own error over the Ctrl-C. The next run (database
+    back) recovers the abandoned run and ends exact."""
+    import dlt
+
+    t0, t1 = ms("2026-03-10T12:30"), ms("2026-03-11T12:30")
+    sandbox.set_now(t0)
+    delivery.ingest_ohlcv(settings, days=2)
+    sandbox.set_now(t1)
+    embedded_url, loads = settings.database.url, []
+    original_load = dlt.Pipeline.load
+
+    def load(self, *args, **kwargs):
+        loads.append(self.pipeline_name)
+        if len(loads) == 2:  # the run's second load: the revised candles (the new ones came first)
+            settings.database.url = "postgresql://nobody@127.0.0.1:9/gone"
+            raise KeyboardInterrupt
+        return original_load(self, *args, **kwargs)
+
+    monkeypatch.setattr(dlt.Pipeline, "load", load)
+    with pytest.raises(KeyboardInterrupt):
+        delivery.ingest_ohlcv(settings)
+    messages = [r.getMessage() for r in caplog.records]
+    # bronze: raw could not be asked whether the load committed; the revisions: could not be settled
+    assert "could not tell whether the raw load committed; bronze left as written" in messages
+    assert [m for m in messages if "while handling an earlier error" in m] == [
+        "settling the revisions failed while handling an earlier error; the next run finishes it"
+    ]
+    monkeypatch.setattr(dlt.Pipeline, "load", original_load)
+    settings.database.url = embedded_url
+
+    rerun = delivery.ingest_ohlcv(settings)
+    assert rerun.details["revised"] > 0
+    for symbol in ("BTCUSDT", "ETHUSDT"):
+        rows = klines_rows(symbol, "1h", ms("2026-03-08T12:00"), ms("2026-03-11T11:00"), t1, seed=42)
+        got = query(
+            settings,
+            "SELECT (extract(epoch FROM open_time) * 1000)::bigint, volume FROM raw.binance_klines "
+            "WHERE symbol = %s ORDER BY open_time",
+            (symbol,),
+        )
+        assert got == [(r[0], Decimal(r[5])) for r in rows]
+    assert query(settings, "SELECT DISTINCT new_load_id, applied_at IS NOT NULL FROM ops.revisions") == [
+        (f"{rerun.run_id}-rev", True)
+    ]
+    bronze = read_bronze(open_lake(settings), "binance_klines")
+    raw = query(settings, "SELECT symbol, open_time, load_id FROM raw.binance_klines ORDER BY 1, 2")
+    assert (
+        sorted(
+            zip(
+                bronze["symbol"].to_pylist(),
+                bronze["open_time"].to_pylist(),
+                bronze["load_id"].to_pylist(),
+                strict=True,
+            )
+        )
+        == raw
+    )

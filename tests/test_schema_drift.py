@@ -125,3 +125,56 @@ def test_values_that_cannot_be_read_go_to_dead_letters_and_the_rest_loads(settin
         (f"{coins[3]['id']}@{snapshot}", "non-numeric max_supply: 'about 21M'"),
         (f"{coins[7]['id']}@{snapshot}", "non-text name: {'en': 'Ether'}"),
     ]
+
+
+def test_a_field_that_arrives_all_null_takes_its_type_from_its_first_values(settings, sandbox, fixtures_dir):
+    """A field the API adds before it has values (all null) must not fix its type as text: raw would then
+    split the numbers into a variant column, and bronze's files would disagree on the type."""
+    coins = json.loads((fixtures_dir / "coingecko" / "markets_top100_2024-06-01.json").read_text())
+    for coin in coins:
+        coin[ADDED] = None
+    sandbox.set_fault("markets", "replay", body=json.dumps(coins))
+    first = delivery.ingest_markets(settings)
+    assert (first.rows_raw, first.dead_letters) == (100, 0)
+    for i, coin in enumerate(coins):
+        coin[ADDED] = i + 0.25
+    sandbox.set_fault("markets", "replay", body=json.dumps(coins))
+    second = delivery.ingest_markets(settings)
+    assert (second.rows_raw, second.dead_letters) == (100, 0)
+    columns = dict(
+        query(
+            settings,
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = 'raw' AND table_name = 'coingecko_markets' AND column_name LIKE %s",
+            (ADDED + "%",),
+        )
+    )
+    assert columns == {ADDED: "double precision"}
+    assert query(settings, f"SELECT sum({ADDED}) FROM raw.coingecko_markets")[0][0] == sum(
+        i + 0.25 for i in range(100)
+    )
+
+
+def test_bronze_reads_files_whose_types_of_a_field_differ(make_settings):
+    """Hourly snapshots written while a field was null, then numbers, then text (the API changed its type):
+    the lake reads as one table, the field as text where the files cannot agree, nulls promoted."""
+    import datetime as dt
+
+    import pyarrow as pa
+
+    from pipelines.bronze import write_bronze
+
+    lake = open_lake(make_settings())
+    hours = [dt.datetime(2024, 6, 1, h, tzinfo=dt.UTC) for h in range(3)]
+    for hour, values in zip(
+        hours, [pa.array([None], pa.null()), pa.array([1.5]), pa.array(["n/a"])], strict=True
+    ):
+        rows = pa.table({"id": ["btc"], "snapshot_ts": [hour], "x": values, "load_id": [f"l{hour.hour}"]})
+        write_bronze(lake, "coingecko_markets", rows, "snapshot_ts", f"l{hour.hour}")
+    table = read_bronze(lake, "coingecko_markets").sort_by("snapshot_ts")
+    assert table["x"].to_pylist() == [None, "1.5", "n/a"]
+    numbers = [pa.array([None], pa.null()), pa.array([2.0])]
+    for hour, values in zip(hours[:2], numbers, strict=True):
+        rows = pa.table({"id": ["eth"], "snapshot_ts": [hour], "x": values, "load_id": [f"m{hour.hour}"]})
+        write_bronze(lake, "other", rows, "snapshot_ts", f"m{hour.hour}")
+    assert read_bronze(lake, "other").sort_by("snapshot_ts")["x"].to_pylist() == [None, 2.0]

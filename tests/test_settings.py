@@ -130,3 +130,9 @@ def test_redact_covers_url_libpq_and_webhook_forms():
         "bad URL 'https://hooks.slack.com/services/***'"
     )
     assert redact("postgresql://u@h/db") == "postgresql://u@h/db"
+    # unencoded "@" and "/" in a URL password, an escaped quote in a libpq quoted value
+    assert (
+        redact("url postgresql://u:p@ss/w:rd@h:5432/db failed") == "url postgresql://u:***@h:5432/db failed"
+    )
+    assert redact("host=db password='a\\'b c' dbname=x") == "host=db password=*** dbname=x"
+    assert redact("host=db password='S3cret") == "host=db password=***"

@@ -29,6 +29,7 @@ class ExtractSink:
     open_skipped: int = 0
     duplicates_dropped: int = 0
     outside_window: int = 0  # candles the API returned outside the requested window (dropped)
+    queued: int = 0  # rejected records stored as dead letters so far (they leave `rejected` when stored)
     fetch_s: float = 0.0  # summed over worker threads
     parse_s: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)

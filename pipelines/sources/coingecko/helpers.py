@@ -103,9 +103,13 @@ def clean_coin(coin: Any) -> tuple[dict[str, Any] | None, str | None]:
     return out, None
 
 
-def _extra_type(values: list[Any]) -> pa.DataType:
-    """Arrow type of a field the API added: numbers -> float64, booleans, text; anything else JSON text."""
+def _extra_type(values: list[Any]) -> pa.DataType | None:
+    """Arrow type of a field the API added: numbers -> float64, booleans, text; anything else JSON text.
+    None while the field has no value at all: its type is taken from its first values, never guessed as
+    text (raw would then hold later numbers in a text column)."""
     present = [v for v in values if v is not None]
+    if not present:
+        return None
     if present and all(isinstance(v, int | float) and not isinstance(v, bool) for v in present):
         return pa.float64()
     if present and all(isinstance(v, bool) for v in present):
@@ -143,6 +147,7 @@ def markets_to_arrow(
         rows.append(cleaned)
     extras = sorted({k for r in rows for k in r if k not in known and _FIELD_NAME.match(k)})
     extra_types = {name: _extra_type([r.get(name) for r in rows]) for name in extras}
+    extra_types = {name: kind for name, kind in extra_types.items() if kind is not None}
     table_rows = []
     for coin in rows:
         row = {name: coin.get(name) for name in MARKETS_SCHEMA.names if name in coin}
