@@ -350,7 +350,7 @@ def load_check_results(url: str) -> pd.DataFrame:
 
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
 def load_dead_letter_runs(url: str) -> pd.DataFrame:
-    """Runs that sent records to the dead letter queue (raw.dead_letter itself is not readable here)."""
+    """Runs that sent records to the dead letter queue (from ops: the dashboard reads gold and ops only)."""
     return _frame(
         url,
         "SELECT run_id, source, command, started_at, dead_letters FROM ops.pipeline_runs "

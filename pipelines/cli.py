@@ -212,7 +212,7 @@ def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
 
     if not settings.database.embedded:
         if args.action == "url":
-            print(db.writer_url(settings))
+            print(db.reader_url(settings) if args.reader else db.writer_url(settings))
         else:
             print(
                 f"database.url is set: using {db.redact(settings.database.url)}; no embedded server to {args.action}"
@@ -550,13 +550,13 @@ def _caused_by_interrupt(exc: BaseException) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    if signal.getsignal(signal.SIGINT) is _interrupted_while_starting:
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # from here on, main handles a Ctrl-C
-    args = _parser().parse_args(argv)
-    from pipelines.observability import configure_logging
+    try:  # from the first line: a Ctrl-C while the imports below still load is the same one line
+        if signal.getsignal(signal.SIGINT) is _interrupted_while_starting:
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # from here on, main handles a Ctrl-C
+        args = _parser().parse_args(argv)
+        from pipelines.observability import configure_logging
 
-    configure_logging()
-    try:
+        configure_logging()
         settings = load_settings(getattr(args, "config", None))
         code = COMMANDS[args.command](settings, args)
         if argv is None:  # the process's own command is done: a late Ctrl-C must not kill the exit

@@ -60,8 +60,11 @@ def _role_passwords(settings: Settings) -> dict[str, str]:
         if role not in stored:
             stored[role] = secrets.token_urlsafe(18)
             changed = True
-    if settings.secrets.database_password:
-        stored[settings.database.writer_role] = settings.secrets.database_password
+    given = settings.secrets.database_password
+    if given and stored.get(settings.database.writer_role) != given:
+        # the bootstrap sets the writer's password to the given one: keep it, for runs without the variable
+        stored[settings.database.writer_role] = given
+        changed = True
     if changed:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.touch(mode=0o600, exist_ok=True)
@@ -165,6 +168,8 @@ def _bootstrap(admin_uri: str, settings: Settings) -> None:
                     cur.execute(f"ALTER ROLE \"{role}\" SET work_mem = '{EMBEDDED_WORK_MEM}'")
                 elif role == db.writer_role and settings.secrets.database_password:
                     cur.execute(f'ALTER ROLE "{role}" PASSWORD %s', (passwords[role],))
+            # the reader writes nothing, not even a temporary table (as docker/postgres-init.sh sets it)
+            cur.execute(f'ALTER ROLE "{db.reader_role}" SET default_transaction_read_only = on')
             cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db.name,))
             if not cur.fetchone():
                 cur.execute(f'CREATE DATABASE "{db.name}" OWNER "{db.writer_role}"')
@@ -235,10 +240,18 @@ def writer_url(settings: Settings) -> str:
 
 
 def reader_url(settings: Settings) -> str:
-    """Read-only URL for the dashboard (gold and ops only)."""
-    if not settings.database.embedded:
-        return writer_url(settings)
-    return _embedded_url(settings, settings.database.reader_role)
+    """Read-only URL for the dashboard and the metrics: always database.reader_role, never the writer. On a
+    configured server: database.url's host, port, database and options, with the reader role and its
+    password from CRYPTOFLOW_READER_PASSWORD (none given: libpq's own, e.g. ~/.pgpass)."""
+    if settings.database.embedded:
+        return _embedded_url(settings, settings.database.reader_role)
+    parts = urlsplit(settings.database.url)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    user = quote(settings.database.reader_role, safe="")
+    if settings.secrets.reader_password:
+        user += ":" + quote(settings.secrets.reader_password, safe="")
+    query = "&".join(p for p in parts.query.split("&") if p and not p.lower().startswith("password="))
+    return parts._replace(scheme="postgresql", netloc=f"{user}@{host}", query=query).geturl()
 
 
 def _embedded_url(settings: Settings, role: str) -> str:
@@ -296,13 +309,50 @@ def ensure_schema(settings: Settings) -> None:
         cur.execute(SCHEMAS_SQL.read_text())
         reader = settings.database.reader_role
         cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (reader,))
-        if cur.fetchone():
-            for schema in ("gold", "ops"):
+        exists = cur.fetchone() is not None
+        if not exists and not settings.database.embedded:
+            exists = _create_reader(cur, settings)
+        if exists:
+            for schema in READER_SCHEMAS:
                 cur.execute(f'GRANT USAGE ON SCHEMA {schema} TO "{reader}"')
                 cur.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO "{reader}"')
                 cur.execute(
                     f'ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT SELECT ON TABLES TO "{reader}"'
                 )
+
+
+READER_SCHEMAS = ("gold", "ops", "raw")  # read-only: the dashboard reads gold and ops, the metrics raw too
+
+
+def _create_reader(cur, settings: Settings) -> bool:
+    """A configured server without the reader role: create it (read-only by default) with the password from
+    CRYPTOFLOW_READER_PASSWORD. Returns whether the role exists afterwards."""
+    reader = settings.database.reader_role
+    if not settings.secrets.reader_password:
+        log.warning(
+            f"the reader role {reader} does not exist: set CRYPTOFLOW_READER_PASSWORD and run `cryptoflow db "
+            "start` to create it (the dashboard and the metrics connect only as the reader)"
+        )
+        return False
+    cur.execute("SAVEPOINT create_reader")
+    try:
+        cur.execute(f'CREATE ROLE "{reader}" LOGIN PASSWORD %s', (settings.secrets.reader_password,))
+        cur.execute(f'ALTER ROLE "{reader}" SET default_transaction_read_only = on')
+        cur.execute(f'GRANT CONNECT ON DATABASE "{_current_database(cur)}" TO "{reader}"')
+    except psycopg2.errors.InsufficientPrivilege:
+        cur.execute("ROLLBACK TO SAVEPOINT create_reader")
+        log.warning(
+            f"the reader role {reader} does not exist and the writer may not create roles: create it as an "
+            "administrator (docker/postgres-init.sh shows how), with the password in CRYPTOFLOW_READER_PASSWORD"
+        )
+        return False
+    log.info("created the read-only reader role", extra={"role": reader})
+    return True
+
+
+def _current_database(cur) -> str:
+    cur.execute("SELECT current_database()")
+    return cur.fetchone()[0]
 
 
 def _lock_key(name: str) -> int:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import requests
+import urllib3
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +120,12 @@ class ApiClient:
         headers: dict[str, str] | None = None,
         weight_header: str | None = None,
         max_retry_after_s: float = 120,
+        request_deadline_s: float = 120,
+        max_response_bytes: int = 64 * 2**20,
     ) -> None:
         self.name = name
+        self.request_deadline_s = request_deadline_s
+        self.max_response_bytes = max_response_bytes
         self.max_retry_after_s = max_retry_after_s
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
@@ -152,11 +157,13 @@ class ApiClient:
         for attempt in range(self.max_retries + 1):
             self.stats.add(waited_s=self.limiter.acquire(), requests=1)
             try:
-                resp = self._session().get(url, params=params, timeout=self.timeout_s)
+                resp = self._session().get(url, params=params, timeout=self.timeout_s, stream=True)
+                content = self._read_bounded(resp, path)
             except (
                 requests.ConnectionError,
                 requests.Timeout,
                 requests.exceptions.ChunkedEncodingError,
+                DeadlinePassed,
             ) as exc:
                 last_problem = f"{type(exc).__name__}: {exc}"
                 self._sleep_before_retry(attempt, last_problem)
@@ -167,8 +174,8 @@ class ApiClient:
             if 200 <= status < 300:
                 if resp.headers.get("X-Sandbox"):
                     self.stats.add(synthetic=1)  # only a label for what is shown later, never a behaviour
-                return resp.content
-            body = resp.text[:500]
+                return content
+            body = content[:500].decode("utf-8", "replace")
             if status in BAN_STATUS:
                 raise ApiBanned(
                     f"{self.name}: {BAN_STATUS[status]}; stopping without retry. "
@@ -198,6 +205,41 @@ class ApiClient:
         raise ApiError(
             f"{self.name}: giving up on {path} after {self.max_retries + 1} attempts; last problem: {last_problem}"
         )
+
+    def _read_bounded(self, resp: requests.Response, path: str) -> bytes:
+        """The body, read as it arrives: at most max_response_bytes (decoded), by the request's deadline."""
+        deadline = time.monotonic() + self.request_deadline_s
+        parts, size = [], 0
+        try:
+            while True:
+                if time.monotonic() > deadline:
+                    raise DeadlinePassed(
+                        f"{path}: the response was still arriving after request_deadline_s "
+                        f"({self.request_deadline_s:g} s), {size} bytes in"
+                    )
+                try:
+                    chunk = resp.raw.read1(CHUNK_BYTES, decode_content=True)
+                except (urllib3.exceptions.ProtocolError, urllib3.exceptions.ReadTimeoutError) as exc:
+                    raise requests.exceptions.ChunkedEncodingError(str(exc)) from None
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > self.max_response_bytes:
+                    raise ApiError(
+                        f"{self.name}: the response to {path} is larger than sources.{self.name}."
+                        f"max_response_mb ({self.max_response_bytes / 2**20:g} MB); stopping without "
+                        "retry: nothing half-written is kept. Raise the limit if the API really sends that much"
+                    )
+                parts.append(chunk)
+        finally:
+            resp.close()
+        body = b"".join(parts)
+        expected = resp.headers.get("Content-Length")
+        if expected and "Content-Encoding" not in resp.headers and int(expected) != len(body):
+            raise requests.exceptions.ChunkedEncodingError(
+                f"incomplete body: {len(body)} of {expected} declared bytes"
+            )
+        return body
 
     def _sleep_before_retry(self, attempt: int, problem: str, wait: float | None = None) -> None:
         if attempt >= self.max_retries:
@@ -231,6 +273,13 @@ class ApiClient:
         return self.get_parsed(path, params, json.loads)
 
 
+class DeadlinePassed(Exception):
+    """A response did not finish within the request's deadline (retried like a timeout)."""
+
+
+CHUNK_BYTES = 1 << 16
+
+
 def _retry_after(value: str | None, default: float) -> float:
     try:
         return max(0.0, float(value)) if value is not None else default
@@ -262,6 +311,8 @@ def client_for(
         headers=headers,
         weight_header=weight_header,
         max_retry_after_s=source.max_retry_after_s,
+        request_deadline_s=source.request_deadline_s,
+        max_response_bytes=int(source.max_response_mb * 2**20),
     )
 
 

@@ -266,7 +266,7 @@ class CryptoflowCollector:
         for table, seconds in freshness_thresholds(self.settings).items():
             samples.add("cryptoflow_freshness_threshold_seconds", seconds, table)
         try:
-            with contextlib.closing(db.connect(self.settings)) as conn:
+            with contextlib.closing(db.connect(self.settings, db.reader_url(self.settings))) as conn:
                 up = self._query_all(conn, samples)
             reason = "the connection was lost during the scrape"
         except Exception as exc:  # DatabaseUnavailable (its URL redacted), or the session could not be set up

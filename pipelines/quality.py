@@ -15,6 +15,7 @@ import yaml
 
 from pipelines import db
 from pipelines.observability import new_run_id
+from pipelines.redaction import redact
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -114,7 +115,7 @@ def _scan_layer(settings: Settings, layer: str, now: dt.datetime) -> list[CheckR
         )
     if scan.has_error_logs():
         # a check that could not be evaluated is a failure of the scan, never a silent pass
-        errors = scan.get_error_logs_text() or "unknown error"
+        errors = redact(scan.get_error_logs_text() or "unknown error")
         log.error("soda scan reported errors", extra={"layer": layer, "errors": errors[:2000]})
         results.append(CheckResult(layer, f"{layer} scan ran without errors", layer, "fail", "error", None,
                                    {"errors": errors[:2000]}))  # fmt: skip
@@ -181,6 +182,13 @@ def run_checks(
     results = [r for layer in layers for r in _scan_layer(settings, layer, now)]
     if "raw" in layers:
         results += bronze_reconciliation(settings)
+    store_results(settings, run_id, results, now)
+    return CheckRun(run_id, results)
+
+
+def store_results(settings: Settings, run_id: str, results: list[CheckResult], now: dt.datetime) -> None:
+    """Into ops.dq_results, which the reader (dashboard, metrics) can read: the diagnostics are redacted
+    (a scan's error text can quote its connection, password included)."""
     with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
         cur.executemany(
             "INSERT INTO ops.dq_results (run_id, layer, check_name, table_name, level, outcome, measured_value, "
@@ -194,13 +202,12 @@ def run_checks(
                     r.level,
                     r.outcome,
                     r.value,
-                    json.dumps(r.diagnostics, default=str),
+                    redact(json.dumps(r.diagnostics, default=str)),
                     now,
                 )
                 for r in results
             ],
         )
-    return CheckRun(run_id, results)
 
 
 def render(run: CheckRun) -> str:

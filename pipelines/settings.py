@@ -22,6 +22,7 @@ ENV_PREFIX = "CRYPTOFLOW__"
 # Secrets have their own conventional names and never live in config.yaml.
 SECRET_ENV = {
     "database_password": "CRYPTOFLOW_DB_PASSWORD",
+    "reader_password": "CRYPTOFLOW_READER_PASSWORD",
     "aws_access_key_id": "AWS_ACCESS_KEY_ID",
     "aws_secret_access_key": "AWS_SECRET_ACCESS_KEY",
     "coingecko_api_key": "COINGECKO_API_KEY",
@@ -95,6 +96,10 @@ class HttpSource(_Strict):
     calls_per_minute: int = Field(1200, ge=1, le=100000)
     # a 429 asking to wait longer than this fails the run at once instead of sleeping with the lock held
     max_retry_after_s: float = Field(120, ge=1, le=3600)
+    # one request, connect to last byte, at most this long (timeout_s bounds each socket read: a server
+    # dripping a byte at a time would pass that forever); a response larger than max_response_mb fails
+    request_deadline_s: float = Field(120, gt=0, le=3600)
+    max_response_mb: float = Field(64, gt=0, le=4096)
 
     @field_validator("base_url")
     @classmethod
@@ -249,6 +254,7 @@ class Secrets(_Strict):
     """Credentials from the environment only; repr hides them so they never reach a log line."""
 
     database_password: str = Field("", repr=False)
+    reader_password: str = Field("", repr=False)  # database.reader_role's, on a configured server
     aws_access_key_id: str = Field("", repr=False)
     aws_secret_access_key: str = Field("", repr=False)
     coingecko_api_key: str = Field("", repr=False)

@@ -3,6 +3,7 @@ sandbox HTTP servers on 127.0.0.1, settings pointing at both. No network, no moc
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 import warnings
@@ -57,3 +58,16 @@ def settings_in(pg_dir: Path):
 def make_settings(tmp_path: Path, settings_in):
     """Settings for one test: its own database, bronze folder and dlt state; extra overrides merged in."""
     return lambda **sections: settings_in(tmp_path, **sections)
+
+
+@pytest.fixture(autouse=True)
+def _no_airflow_log_filter_left_behind():
+    """Orchestration's task functions, called in-process, fold `extra` fields into every root handler's
+    messages (pipelines.observability.airflow_task_logging): pytest's own capture handlers are reused by every
+    test, so the filter is taken off them again before the next test reads caplog."""
+    yield
+    from pipelines.observability import _ExtrasIntoMessage
+
+    for handler in logging.getLogger().handlers:
+        for f in [f for f in handler.filters if isinstance(f, _ExtrasIntoMessage)]:
+            handler.removeFilter(f)

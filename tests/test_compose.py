@@ -443,6 +443,9 @@ def test_env_example_holds_placeholders_only():
             assert value == "" or value.startswith("change-me"), f".env.example: {name} must be a placeholder"
 
 
+READERS = ("dashboard", "metrics")  # they connect as the reader role and hold no other secret
+
+
 def test_cryptoflow_environment_names_are_real_settings_keys():
     checked = 0
     for name, service in ours().items():
@@ -461,32 +464,48 @@ def test_cryptoflow_environment_names_are_real_settings_keys():
                 assert key == "CRYPTOFLOW_CONFIG" or key in SECRET_ENV.values(), (
                     f"{name}: {key} is neither a CRYPTOFLOW__SECTION__KEY override nor a secret settings reads"
                 )
-        # every secret settings reads is passed on (empty is allowed for the optional ones)
-        assert set(SECRET_ENV.values()) <= set(env), f"{name}: missing {set(SECRET_ENV.values()) - set(env)}"
+        # a writer gets every secret settings reads but the reader's (empty is allowed for the optional ones);
+        # a reader only the reader's (test_each_service_of_ours_loads_its_settings_from_compose)
+        needed = (
+            {"CRYPTOFLOW_READER_PASSWORD"}
+            if name in READERS
+            else set(SECRET_ENV.values()) - {"CRYPTOFLOW_READER_PASSWORD"}
+        )
+        assert needed <= set(env), f"{name}: missing {needed - set(env)}"
         assert env["CRYPTOFLOW_CONFIG"] == "/opt/cryptoflow/config.yaml"
     assert checked
 
 
 def test_each_service_of_ours_loads_its_settings_from_compose():
     init = POSTGRES_INIT.read_text()
+    example = env_example()
     for name, service in ours().items():
-        settings = url_of(environment(service))
+        env = environment(service)
+        settings = url_of(env)
         url = urlsplit(settings.database.url)
-        role = settings.database.reader_role if name == "dashboard" else settings.database.writer_role
-        assert (url.hostname, url.port, url.path, url.username) == ("postgres", 5432, "/cryptoflow", role), (
-            name
-        )
-        assert url.password is None, f"{name}: the password comes from CRYPTOFLOW_DB_PASSWORD, not the URL"
+        assert (url.hostname, url.port, url.path) == ("postgres", 5432, "/cryptoflow"), name
+        assert url.password is None, f"{name}: the password comes from the environment, not the URL"
         assert f"writer={settings.database.writer_role}" in init
         assert f"reader={settings.database.reader_role}" in init
         assert f"app_db={settings.database.name}" in init
-        assert settings.storage.is_s3 and settings.storage.s3_endpoint_url == "http://minio:9000", name
-        assert settings.secrets.aws_access_key_id and settings.secrets.database_password, name
-    example = env_example()
-    assert (
-        environment(services()["dashboard"])["CRYPTOFLOW_DB_PASSWORD"]
-        == example["CRYPTOFLOW_READER_PASSWORD"]
-    )
+        if name in READERS:
+            reader = urlsplit(db.reader_url(settings))
+            assert (reader.username, reader.password) == (
+                settings.database.reader_role,
+                example["CRYPTOFLOW_READER_PASSWORD"],
+            ), name
+            assert set(env) == {
+                "CRYPTOFLOW_CONFIG", "CRYPTOFLOW__DATABASE__URL", "CRYPTOFLOW__SANDBOX__ENABLED",
+                "CRYPTOFLOW_READER_PASSWORD",
+            }, f"{name} gets secrets it does not need"  # fmt: skip
+            secrets = settings.secrets
+            assert not (secrets.database_password or secrets.aws_secret_access_key or secrets.slack_webhook_url
+                        or secrets.smtp_password), name  # fmt: skip
+        else:
+            assert url.username == settings.database.writer_role, name
+            assert settings.storage.is_s3 and settings.storage.s3_endpoint_url == "http://minio:9000", name
+            assert settings.secrets.aws_access_key_id and settings.secrets.database_password, name
+            assert "CRYPTOFLOW_READER_PASSWORD" not in env, name
     postgres = environment(services()["postgres"])
     for key in ("CRYPTOFLOW_DB_PASSWORD", "CRYPTOFLOW_READER_PASSWORD", "AIRFLOW_DB_PASSWORD"):
         assert postgres[key] == example[key]
@@ -604,7 +623,7 @@ def test_minio_init_creates_the_bucket_of_the_bronze_url(tmp_path):
     run = subprocess.run(["/bin/sh", "-c", script], env=env, capture_output=True, text=True, timeout=30)
     assert run.returncode == 0, run.stderr
     calls = log.read_text().splitlines()
-    bucket = urlsplit(url_of(environment(services()["metrics"])).storage.bronze_url).hostname
+    bucket = urlsplit(url_of(environment(services()["db-init"])).storage.bronze_url).hostname
     e = env_example()
     assert (
         calls[0]
@@ -708,8 +727,12 @@ def test_postgres_init_script_creates_roles_and_databases(fresh_postgres, tmp_pa
     with connect("cryptoflow_reader", "cryptoflow") as conn, conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM ops.pipeline_runs")
         assert cur.fetchone() == (0,)
+        cur.execute("SELECT count(*) FROM raw.dead_letter")  # the metrics read raw too
+        assert cur.fetchone() == (0,)
+        conn.rollback()
+        cur.execute("SET TRANSACTION READ WRITE")  # past the role's read-only default: still no write grant
         with pytest.raises(psycopg2.errors.InsufficientPrivilege):
-            cur.execute("SELECT count(*) FROM raw.binance_klines")
+            cur.execute("DELETE FROM raw.dead_letter")
     with (
         connect("cryptoflow_reader", "cryptoflow") as conn,
         conn.cursor() as cur,

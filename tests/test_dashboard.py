@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import re
 import shutil
 from pathlib import Path
 
@@ -297,11 +298,18 @@ def test_database_down_is_a_message_not_a_traceback(tmp_path, monkeypatch):
     assert "cryptoflow db start" in at.error[0].value
 
 
-def test_reader_role_cannot_read_raw_so_the_app_never_does(built):
+def test_the_app_reads_gold_and_ops_only_and_as_the_reader(built):
+    """The reader may read raw (the metrics need it); the dashboard never names a raw table, and connects
+    as the read-only reader role."""
     settings, _ = built
-    reader = contextlib.closing(psycopg2.connect(db.reader_url(settings)))
-    with reader as conn, conn.cursor() as cur, pytest.raises(psycopg2.errors.InsufficientPrivilege):
-        cur.execute("SELECT 1 FROM raw.binance_klines LIMIT 1")
+    app = Path(__file__).resolve().parent.parent / "app"
+    named = {m for path in app.rglob("*.py") for m in re.findall(r"\braw\.[a-z_]+", path.read_text())}
+    assert named == set()
+    with contextlib.closing(psycopg2.connect(db.reader_url(settings))) as conn, conn.cursor() as cur:
+        cur.execute("SELECT current_user")
+        assert cur.fetchone() == (settings.database.reader_role,)
+        with pytest.raises(psycopg2.errors.ReadOnlySqlTransaction):
+            cur.execute("CREATE TEMP TABLE t (x int)")
 
 
 def test_environment_selector_shows_a_dev_environment(built, monkeypatch, tmp_path):

@@ -347,3 +347,52 @@ def test_a_retry_after_longer_than_the_cap_fails_at_once(settings, sandbox):
     assert delivery.count_rows(settings, "binance_klines") == 0  # nothing written (not even the table)
     sandbox.clear_faults()
     assert delivery.ingest_ohlcv(settings, days=1).rows_raw == 48
+
+
+def test_a_slow_drip_server_is_cut_at_the_request_deadline_and_retried(make_settings, sandbox):
+    """Each chunk arrives well within timeout_s, so only a total deadline stops the request: the dripping
+    answer is abandoned, the retry gets the normal one, and the rows are exact."""
+    bounded = {"max_retries": 2, "backoff_base_s": 0.01, "timeout_s": 5, "request_deadline_s": 1}
+    settings = sandboxed(make_settings(sources={"binance": bounded}), sandbox)
+    sandbox.set_fault("klines", "drip", times=1, every_s=0.2, chunk=16)  # a ~6 kB page: ~70 s if let be
+    summary = delivery.ingest_ohlcv(settings, days=1, symbols=["BTCUSDT"])
+    assert summary.rows_raw == 24 and klines_count(settings, "BTCUSDT") == 24
+    run = query(settings, "SELECT retries FROM ops.pipeline_runs WHERE run_id = %s", (summary.run_id,))
+    assert run == [(1,)]
+
+    sandbox.set_fault("klines", "drip", every_s=0.2, chunk=16)  # every answer: past the retries
+    sandbox.set_now(sandbox.now() + 3 * HOUR)
+    with pytest.raises(ApiError, match=r"giving up on /api/v3/klines after 3 attempts; last problem: "
+                       r"DeadlinePassed: /api/v3/klines: the response was still arriving after "
+                       r"request_deadline_s \(1 s\)"):  # fmt: skip
+        delivery.ingest_ohlcv(settings, symbols=["BTCUSDT"])
+    assert klines_count(settings, "BTCUSDT") == 24  # what was loaded stays
+
+
+def test_a_response_larger_than_the_limit_fails_clearly_without_retry(make_settings, sandbox):
+    settings = sandboxed(make_settings(sources={"binance": {"max_response_mb": 0.5}}), sandbox)
+    sandbox.set_fault("klines", "oversized", bytes=3 * 2**20)
+    with pytest.raises(
+        ApiError,
+        match=r"binance: the response to /api/v3/klines is larger than sources.binance.max_response_mb \(0.5 MB\)",
+    ):
+        delivery.ingest_ohlcv(settings, days=1, symbols=["BTCUSDT"])
+    assert delivery.count_rows(settings, "binance_klines") == 0
+    assert query(settings, "SELECT status, retries FROM ops.pipeline_runs") == [("failed", 0)]  # no retry
+
+
+def test_a_candle_before_the_requested_start_is_dropped_and_counted(settings, sandbox):
+    """A server that rounds startTime down returns a stored candle (at or before the cursor) with every
+    page: kept, it would hit the unique index on this and every later run."""
+    delivery.ingest_ohlcv(settings, days=1)
+    sandbox.set_fault("klines", "early_bar")
+    for hour in (1, 2):
+        sandbox.set_now(NOW_MS + hour * HOUR)
+        summary = delivery.ingest_ohlcv(settings)
+        assert summary.details["outside_window_dropped"] == 2  # one per pair's page
+        assert summary.rows_raw == 2  # the new hour of each pair
+    for symbol in ("BTCUSDT", "ETHUSDT"):
+        assert klines_count(settings, symbol) == 26
+    assert query(
+        settings, "SELECT count(*) - count(DISTINCT (symbol, open_time)) FROM raw.binance_klines"
+    ) == [(0,)]

@@ -76,7 +76,7 @@ def test_airflow_task_logging_folds_extras_into_the_message_once():
         airflow_task_logging()  # idempotent: one filter per handler
         assert all(len(h.filters) == 1 for h in root.handlers)
         logging.getLogger("pipelines.transform").info("transform done", extra={"run_s": 2.5, "api_key": "k"})
-        logging.getLogger("sqlmesh.core").info("plain", extra={"x": 1})
+        logging.getLogger("another.library").info("plain", extra={"x": 1})
     finally:
         root.handlers[:], level = saved
         root.setLevel(level)

@@ -104,18 +104,59 @@ def test_dlq_replay_takes_the_sources_lock(settings):
     assert execute(settings, "SELECT count(*) FROM ops.pipeline_runs WHERE command = 'dlq replay'") == [(0,)]
 
 
-def test_reader_role_sees_gold_and_ops_only(settings):
+def test_reader_role_reads_gold_ops_and_raw_and_writes_nothing(settings):
     execute(settings, "CREATE TABLE IF NOT EXISTS gold.probe AS SELECT 1 AS x")
     with contextlib.closing(psycopg2.connect(db.reader_url(settings))) as conn, conn.cursor() as cur:
-        cur.execute("SELECT x FROM gold.probe")
-        assert cur.fetchall() == [(1,)]
+        cur.execute("SELECT current_user, x FROM gold.probe")
+        assert cur.fetchall() == [(settings.database.reader_role, 1)]
         cur.execute("SELECT count(*) FROM ops.pipeline_runs")
         assert cur.fetchone()[0] >= 1
-        with pytest.raises(psycopg2.errors.InsufficientPrivilege):
-            cur.execute("SELECT count(*) FROM raw.binance_klines")
-        conn.rollback()
-        with pytest.raises(psycopg2.errors.InsufficientPrivilege):
-            cur.execute("INSERT INTO gold.probe VALUES (2)")
+        cur.execute("SELECT count(*) FROM raw.binance_klines")  # the metrics' freshness reads raw
+        assert cur.fetchall() == execute(settings, "SELECT count(*) FROM raw.binance_klines") == [(89,)]
+        for statement in (
+            "INSERT INTO gold.probe VALUES (2)",
+            "DELETE FROM raw.binance_klines",
+            "UPDATE ops.pipeline_runs SET error = NULL",
+            "CREATE TABLE gold.mine (x int)",
+        ):
+            with pytest.raises(psycopg2.errors.ReadOnlySqlTransaction):  # the role's default
+                cur.execute(statement)
+            conn.rollback()
+            cur.execute("SET TRANSACTION READ WRITE")  # past the default: still no write grant
+            with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+                cur.execute(statement)
+            conn.rollback()
+
+
+def test_on_a_configured_server_the_reader_is_created_and_reader_url_is_never_the_writer(
+    settings, capsys, monkeypatch
+):
+    """database.url set (here: the embedded server reached as its superuser, who may create roles): the
+    reader role is created with CRYPTOFLOW_READER_PASSWORD, and everything read-only connects as it."""
+    from pipelines import cli
+    from pipelines.settings import load_settings
+
+    status = db.embedded_status(settings)
+    admin_pw = db._role_passwords(settings)[db.SUPERUSER]
+    url = f"postgresql://postgres:{admin_pw}@localhost/{settings.database.name}?host={status.socket_dir}"
+    reader = f"r_{settings.database.name}"
+    environ = {"CRYPTOFLOW__DATABASE__URL": url, "CRYPTOFLOW__DATABASE__READER_ROLE": reader}
+    without = load_settings(None, environ=environ)
+    assert db.reader_url(without) == (
+        f"postgresql://{reader}@localhost/{settings.database.name}?host={status.socket_dir}"
+    )  # no password known: libpq's own (.pgpass), still the reader
+    configured = load_settings(None, environ={**environ, "CRYPTOFLOW_READER_PASSWORD": "r3ad-only"})
+    db.ensure_schema(configured)
+    with contextlib.closing(psycopg2.connect(db.reader_url(configured))) as conn, conn.cursor() as cur:
+        cur.execute("SELECT current_user, count(*) FROM raw.binance_klines")
+        assert cur.fetchone() == (reader, 89)  # 96 candles, 7 of them dead letters
+        with pytest.raises(psycopg2.errors.ReadOnlySqlTransaction):  # read-only by default, too
+            cur.execute("CREATE TEMP TABLE t (x int)")
+    for name, value in {**environ, "CRYPTOFLOW_READER_PASSWORD": "r3ad-only"}.items():
+        monkeypatch.setenv(name, value)
+    assert cli.main(["db", "url", "--reader"]) == 0
+    assert capsys.readouterr().out.strip() == db.reader_url(configured)
+    assert db.reader_url(configured).startswith(f"postgresql://{reader}:r3ad-only@localhost/")
 
 
 def test_rate_limiter_keeps_under_the_call_budget():
@@ -158,3 +199,48 @@ def test_the_embedded_server_asks_every_connection_for_a_password(make_settings,
             assert cur.fetchone() == (settings.database.reader_role,)
     finally:
         db.stop_embedded(settings)
+
+
+def test_what_the_reader_can_read_of_check_results_carries_no_password(settings):
+    """ops.dq_results is readable by the dashboard's role: a scan error that quotes its connection (libpq
+    keywords or a URL) is stored without the password."""
+    from pipelines import quality
+
+    when = dt.datetime(2026, 3, 10, tzinfo=dt.UTC)
+    error = (
+        "Could not connect to data source 'raw': host=db user=w password=S3cret dbname=x; "
+        "retry with postgresql://w:S3cret@db/x"
+    )
+    result = quality.CheckResult(
+        "raw", "raw scan ran without errors", "raw", "fail", "error", None, {"errors": error}
+    )
+    quality.store_results(settings, "dq-probe", [result], when)
+    with contextlib.closing(psycopg2.connect(db.reader_url(settings))) as conn, conn.cursor() as cur:
+        cur.execute("SELECT diagnostics FROM ops.dq_results WHERE run_id = 'dq-probe'")
+        assert cur.fetchall() == [
+            (
+                {
+                    "errors": "Could not connect to data source 'raw': host=db user=w password=*** dbname=x; "
+                    "retry with postgresql://w:***@db/x"
+                },
+            )
+        ]
+
+
+def test_every_advisory_lock_wait_is_bounded(make_settings):
+    """The schema and bootstrap locks are waited for in one statement (pg_advisory_lock): lock_timeout
+    bounds them like any lock, so a stuck session holding one fails the next run clearly instead of hanging."""
+    from pipelines.errors import user_facing
+
+    settings = make_settings(database={"lock_timeout_s": 1})
+    db.ensure_database(settings)
+    with contextlib.closing(db.connect(settings)) as holder, holder.cursor() as cur:
+        cur.execute("SELECT pg_advisory_lock(%s)", (db._lock_key("cryptoflow:schema"),))
+        with pytest.raises(psycopg2.errors.LockNotAvailable) as waited:
+            db.ensure_schema(settings)
+        assert user_facing(waited.value).startswith(
+            "the database kept a lock this run needs for longer than database.lock_timeout_s"
+        )
+        cur.execute("SELECT pg_advisory_lock(%s)", (db._lock_key("cryptoflow:bootstrap"),))
+        with pytest.raises(psycopg2.errors.LockNotAvailable):
+            db.start_embedded(settings)

@@ -12,6 +12,8 @@ N matching requests; symbol= only on klines):
     "429" / "418" (retry_after)   status + Retry-After + the API's error body (Binance -1003 messages)
     "451", "500", "502", "503"    that status with the API's short body (502: an nginx HTML page)
     "slow" (delay=2.0)            the normal answer after a delay
+    "drip" (every_s=0.5, chunk=64)  the normal answer, `chunk` bytes every `every_s` s (a slow-drip server)
+    "oversized" (bytes=100000000) the normal answer padded with whitespace to `bytes` bytes (still valid JSON)
     "timeout" (delay=30.0)        wait, then close the connection without any response
     "truncated" (content_length="full"|"truncated")  200, half the body; "full" declares the whole length
                                   and closes (IncompleteRead), "truncated" declares the half (bad JSON)
@@ -19,6 +21,7 @@ N matching requests; symbol= only on klines):
     "invalid_rows" (every=97, rows=None)  klines: bar n = open_time // interval_ms is hit when n % every == 0
                                   (or its open_time is in rows); n % 3 == 0 -> open negated, 1 -> high and
                                   low swapped, 2 -> close "abc" (server.invalid_row_kind says which)
+    "early_bar"                   klines: the answer starts one bar before startTime (the start rounded down)
     "duplicate_rows" (every=1)    klines: bars with n % every == 0 appear twice in a row
     "missing_hours" (start_ms, end_ms)  klines: an outage - hours with open time in [start_ms, end_ms] do not
                                   exist (1h rows absent, longer bars aggregate the remaining hours)

@@ -32,19 +32,26 @@ FAULT_PARAMS: dict[str, set[str]] = {
     "502": set(),
     "503": set(),
     "slow": {"delay"},
+    # the normal answer, sent `chunk` bytes every `every_s` seconds: each read is quick, the whole is not
+    "drip": {"every_s", "chunk"},
+    # the normal answer padded with trailing whitespace (still valid JSON) to `bytes` bytes
+    "oversized": {"bytes"},
     "timeout": {"delay"},
     "truncated": {"content_length"},
     "malformed": set(),
     "invalid_rows": {"every", "rows"},
     "duplicate_rows": {"every"},
     "missing_hours": {"start_ms", "end_ms"},
+    # klines: the answer starts one bar before startTime (a server that rounds the start down)
+    "early_bar": set(),
     # markets: schema drift as the real feed shows it - a field added (a number per coin), a field dropped,
     # numbers sent as numeric strings, integers sent as floats
     "schema_drift": {"add_field", "drop_field", "string_numbers", "float_ints"},
     # markets, fng: answer with exactly this body (e.g. a real response saved in tests/fixtures/real)
     "replay": {"body"},
 }
-DATA_KINDS = frozenset({"invalid_rows", "duplicate_rows", "missing_hours"})
+MODIFYING_KINDS = frozenset({"slow", "drip", "oversized"})  # change how the normal answer is sent
+DATA_KINDS = frozenset({"invalid_rows", "duplicate_rows", "missing_hours", "early_bar"})
 ROUTE_KINDS = {"schema_drift": ("markets",), "replay": ("markets", "fng")}
 REPLACING_KINDS = frozenset({"429", "418", "451", "500", "502", "503", "timeout", "malformed", "replay"})
 INVALID_EVERY = 97  # invalid_rows default: bars whose number (open_time // interval_ms) % 97 == 0
@@ -123,6 +130,7 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
     drop: bool = False
+    drip: tuple[float, int] | None = None  # (seconds between chunks, chunk bytes): the drip fault
     truncate: str | None = (
         None  # "full": declare the full length, send half, close; "truncated": declare half
     )
@@ -322,7 +330,15 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         try:
             self.end_headers()
-            self.wfile.write(payload)
+            if reply.drip:
+                every_s, chunk = reply.drip
+                for start in range(0, len(payload), chunk):
+                    self.wfile.write(payload[start : start + chunk])
+                    self.wfile.flush()
+                    if sandbox._stopping.wait(every_s):
+                        break
+            else:
+                self.wfile.write(payload)
         except (BrokenPipeError, ConnectionResetError):  # the client gave up (e.g. its own timeout)
             self.close_connection = True
 
@@ -488,12 +504,13 @@ class SandboxServer:
     def _take_faults(self, route: str, symbol: str | None) -> tuple[list[Fault], Fault | None, list[Fault]]:
         """Pick the faults that apply to one request and use up one of their `times`.
 
-        Returns (slow faults, the first replacing-or-truncating fault, data faults); a replacing fault
-        (status codes, timeout, malformed) means the data faults are not applied (nor used up).
+        Returns (modifying faults: slow, drip, oversized; the first replacing-or-truncating fault; data
+        faults); a replacing fault (status codes, timeout, malformed) means the data faults are not applied
+        (nor used up).
         """
         with self._lock:
             live = [f for f in self._faults if f.route == route and f.symbol in (None, symbol)]
-            slow = [f for f in live if f.kind == "slow"]
+            slow = [f for f in live if f.kind in MODIFYING_KINDS]
             first = next((f for f in live if f.kind in REPLACING_KINDS or f.kind == "truncated"), None)
             data = (
                 []
@@ -534,7 +551,7 @@ class SandboxServer:
         if route == "coingecko_ping":
             return Reply(200, _json({"gecko_says": "(V3) To the Moon!"}), COINGECKO_JSON)
         slow, first, data = self._take_faults(route, q.get("symbol") if route == "klines" else None)
-        delay = sum(float(f.params.get("delay", 2.0)) for f in slow)
+        delay = sum(float(f.params.get("delay", 2.0)) for f in slow if f.kind == "slow")
         if first is not None and first.kind in REPLACING_KINDS:
             reply = _fault_reply(api, first, headers, self.weight_limit)
         else:
@@ -542,6 +559,11 @@ class SandboxServer:
             if first is not None:
                 reply.truncate = first.params.get("content_length", "full")
         reply.delay += delay
+        for f in slow:
+            if f.kind == "drip":
+                reply.drip = (float(f.params.get("every_s", 0.5)), int(f.params.get("chunk", 64)))
+            elif f.kind == "oversized" and reply.status == 200:
+                reply.body += b" " * max(0, int(f.params.get("bytes", 100_000_000)) - len(reply.body))
         return reply
 
     # ---- control routes -------------------------------------------------------------------------
@@ -586,11 +608,14 @@ class SandboxServer:
         if not 1 <= limit <= 1000:
             return _binance_error(400, -1130, "Data sent for parameter 'limit' is not valid.", headers)
         missing = [(f.params["start_ms"], f.params["end_ms"]) for f in faults if f.kind == "missing_hours"]
+        start = values["startTime"]
+        if start is not None and any(f.kind == "early_bar" for f in faults):
+            start, limit = start - INTERVAL_HOURS[interval] * 3_600_000, limit + 1
         bars = events.exchange_bars(
             self.market,
             symbol,
             interval,
-            values["startTime"],
+            start,
             values["endTime"],
             self.now(),
             limit,
