@@ -228,3 +228,35 @@ def test_body_that_is_not_a_kline_list_is_malformed(body):
 
     with pytest.raises((ValueError, MalformedResponse)):
         parse_klines_body(body, "BTCUSDT", "1h", 0, "L")
+
+
+def test_coingecko_mistyped_text_fields_go_to_dead_letters_and_the_rest_loads(fixtures_dir):
+    """A coin whose symbol, name or image is not text is rejected with its reason; the page still loads."""
+    coins = load(fixtures_dir, "coingecko/markets_top100_2024-06-01.json")[:5]
+    coins[1] = {**coins[1], "symbol": 123}
+    coins[2] = {**coins[2], "name": ["Ether"]}
+    coins[3] = {**coins[3], "image": {"large": "https://x/y.png"}}
+    table, rejected = markets_to_arrow(coins, SNAPSHOT, "L")
+    assert table.column("id").to_pylist() == [coins[0]["id"], coins[4]["id"]]
+    assert [r.reason for r in rejected] == [
+        "non-text symbol: 123",
+        "non-text name: ['Ether']",
+        "non-text image: {'large': 'https://x/y.png'}",
+    ]
+
+
+def test_fear_greed_unicode_digits_and_absurd_timestamps_are_rejected(fixtures_dir):
+    """ "²" passes str.isdigit() but not int(); a timestamp in the year 33658 would overflow a datetime."""
+    body = load(fixtures_dir, "feargreed/fng_limit2_2026-07-10.json")
+    items = body["data"] + [
+        {"value": "²", "value_classification": "Fear", "timestamp": "1783555200"},
+        {"value": "40", "value_classification": "Fear", "timestamp": "999999999999"},
+        {"value": "40", "value_classification": "Fear", "timestamp": "1400000000"},
+    ]
+    table, rejected = fng_to_arrow(items, "L")
+    assert table.num_rows == 2
+    assert [r.reason for r in rejected] == [
+        "non-numeric value: '²'",
+        "timestamp outside 2018-02-01 .. now: '999999999999'",
+        "timestamp outside 2018-02-01 .. now: '1400000000'",
+    ]

@@ -454,3 +454,21 @@ def test_a_ctrl_c_while_the_database_goes_away_stays_a_ctrl_c_and_the_next_run_f
         )
         == raw
     )
+
+
+def test_a_window_from_before_the_exchange_existed_starts_each_pair_at_its_first_candle(
+    settings, sandbox, caplog
+):
+    """`--since 2017-01-01` (or the DAG's days=100000) for a pair listed in 2024: nothing before its first
+    candle is fetched or recorded as a gap, and the run says where the pair starts."""
+    sandbox.set_now(ms("2024-09-14T00:30"))  # POL trades since 2024-09-13 10:00
+    summary = delivery.ingest_ohlcv(settings, symbols=["POLUSDT"], since=utc("2017-01-01T00:00"))
+    assert summary.details["listed_inside_window"] == {"POLUSDT": "2024-09-13T10:00:00+00:00"}
+    assert counts(settings) == {"POLUSDT": 14}  # 10:00 .. 23:00
+    assert query(settings, "SELECT count(*) FROM ops.gaps") == [(0,)]
+    assert any(
+        r.getMessage().startswith(
+            "POLUSDT starts at its first candle on the exchange, 2024-09-13T10:00:00+00:00"
+        )
+        for r in caplog.records
+    )

@@ -136,3 +136,14 @@ def test_redact_covers_url_libpq_and_webhook_forms():
     )
     assert redact("host=db password='a\\'b c' dbname=x") == "host=db password=*** dbname=x"
     assert redact("host=db password='S3cret") == "host=db password=***"
+
+
+@pytest.mark.parametrize("days", ["0", "-3", "ten"])
+def test_backfill_days_must_be_at_least_one(days, capsys):
+    """`--days 0` once meant the whole 3-year horizon: now it is refused before anything runs."""
+    from pipelines import cli
+
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["backfill", "--days", days])
+    assert exited.value.code == 2
+    assert f"argument --days: {days!r} is not a number of days (1 or more)" in capsys.readouterr().err
