@@ -8,7 +8,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export RUNTIME__DLTHUB_TELEMETRY := false
 export SQLMESH__DISABLE_ANONYMIZED_ANALYTICS := true
 
-.PHONY: install tools demo test lint format bench docs clean
+.PHONY: install install-runtime tools demo test lint format bench docs clean
 
 $(UV):
 	@mkdir -p $(UV_HOME)
@@ -16,13 +16,22 @@ $(UV):
 
 # --no-build: wheels only, nothing compiles. --reinstall-package psycopg2-binary: a .venv made before the lock
 # dropped the sdist psycopg2 (sqlmesh[postgres]) loses the shared psycopg2/ folder when uv removes it.
+# The runtime only (make demo): no test tools in the environment a user runs. --inexact keeps what a test
+# install added, so `make demo` after `make test` removes nothing.
+$(VENV)/.installed-runtime: $(UV) pyproject.toml uv.lock
+	UV_PYTHON_DOWNLOADS=never $(UV) sync --frozen --no-build --no-dev --inexact --reinstall-package psycopg2-binary --python $(PYTHON)
+	@touch $@
+
+# The runtime and the dev group (pytest, moto, ruff, playwright ...): make test, lint, format.
 $(VENV)/.installed: $(UV) pyproject.toml uv.lock
 	UV_PYTHON_DOWNLOADS=never $(UV) sync --frozen --no-build --reinstall-package psycopg2-binary --python $(PYTHON)
-	@touch $@
+	@touch $@ $(VENV)/.installed-runtime
 
 install: $(VENV)/.installed
 
-demo: install
+install-runtime: $(VENV)/.installed-runtime
+
+demo: install-runtime
 	$(VENV)/bin/cryptoflow demo
 
 # Test-only system tools from Debian's packages: promtool/amtool check monitoring/ (tests/test_monitoring.py),
@@ -51,10 +60,10 @@ format: install
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-bench: install
+bench: install-runtime
 	$(VENV)/bin/cryptoflow bench --json bench.json
 
-docs: install
+docs: install-runtime
 	$(VENV)/bin/cryptoflow docs
 
 clean:

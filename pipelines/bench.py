@@ -26,7 +26,7 @@ import pyarrow.csv as pacsv
 
 from pipelines import db
 from pipelines.bronze import open_lake, read_bronze
-from pipelines.delivery import ingest_fear_greed, ingest_markets, ingest_ohlcv
+from pipelines.ingest import ingest_fear_greed, ingest_markets, ingest_ohlcv
 from pipelines.settings import Settings
 from pipelines.sources.binance.settings import KLINES_SCHEMA
 from pipelines.sources.binance.settings import TABLE as KLINES_TABLE

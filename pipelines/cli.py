@@ -235,12 +235,12 @@ def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
-    from pipelines import alerts, delivery
+    from pipelines import alerts, ingest
 
     steps = {
-        "ohlcv": delivery.ingest_ohlcv,
-        "markets": delivery.ingest_markets,
-        "fear-greed": delivery.ingest_fear_greed,
+        "ohlcv": ingest.ingest_ohlcv,
+        "markets": ingest.ingest_markets,
+        "fear-greed": ingest.ingest_fear_greed,
     }
     chosen = list(steps) if args.what == "all" else [args.what]
     with _maybe_sandbox(settings, args.sandbox) as active:
@@ -251,12 +251,12 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
-    from pipelines import alerts, delivery
+    from pipelines import alerts, ingest
 
     with _maybe_sandbox(settings, args.sandbox) as active, alerts.alerting(settings, "backfill"):
         update, stop = _progress()
         try:
-            summary = delivery.ingest_ohlcv(
+            summary = ingest.ingest_ohlcv(
                 active,
                 symbols=args.symbols,
                 since=args.since,
@@ -272,10 +272,10 @@ def cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
-    from pipelines import alerts, delivery
+    from pipelines import alerts, ingest
 
     with _maybe_sandbox(settings, args.sandbox) as active, alerts.alerting(settings, "verify"):
-        found = delivery.verify_klines(
+        found = ingest.verify_klines(
             active, since=args.since, until=args.until, symbols=args.symbols, apply=args.apply
         )
         lo, hi = found.window
@@ -412,7 +412,7 @@ def cmd_metrics(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
-    from pipelines import dlq
+    from pipelines.ingest import dlq
 
     if args.action == "list":
         rows = dlq.list_dead_letters(settings, args.limit)
@@ -431,7 +431,7 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     ago, then one incremental run as of now (the day's new hours, and the candles revised since), then
     transform and checks. The universe is the configured list plus the pairs it replaced (a stale list),
     so the run meets listings, delistings with their successors, outages and revisions."""
-    from pipelines import db, delivery, quality
+    from pipelines import db, demo_summary, ingest, quality
     from pipelines.sandbox import SandboxServer
     from pipelines.transform import describe_gold, transform
 
@@ -446,15 +446,13 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
         server.set_now(now_ms - 24 * 3_600_000)
         update, stop = _progress()
         try:
-            klines = delivery.ingest_ohlcv(
-                active, days=days, symbols=symbols, command="demo", progress=update
-            )
+            klines = ingest.ingest_ohlcv(active, days=days, symbols=symbols, command="demo", progress=update)
         finally:
             stop()
         server.set_now(now_ms)
-        hourly = delivery.ingest_ohlcv(active, symbols=symbols, command="demo")
-        markets = delivery.ingest_markets(active, command="demo")
-        fng = delivery.ingest_fear_greed(active, command="demo")
+        hourly = ingest.ingest_ohlcv(active, symbols=symbols, command="demo")
+        markets = ingest.ingest_markets(active, command="demo")
+        fng = ingest.ingest_fear_greed(active, command="demo")
         server.set_now(None)
     for summary in (klines, hourly, markets, fng):
         _print_summary(summary)
@@ -468,8 +466,8 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
         + (f" ({', '.join(failed)})" if failed else "")
         + " - the Data Quality page shows them"
     )
-    print(delivery.describe_data(settings, time.perf_counter() - started))
-    print(delivery.describe_exchange(settings, [klines, hourly]))
+    print(demo_summary.describe_data(settings, time.perf_counter() - started))
+    print(demo_summary.describe_exchange(settings, [klines, hourly]))
     print(describe_gold(settings))
     port = settings.services.dashboard_port
     print(

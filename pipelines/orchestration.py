@@ -108,12 +108,12 @@ def _summary(summary: Any) -> dict[str, Any]:
 
 def ingest(what: str) -> dict[str, Any]:
     """`ohlcv`, `markets` or `fear-greed`: the incremental ingest of one source."""
-    from pipelines import delivery
+    from pipelines import ingest as ingestion
 
     steps = {
-        "ohlcv": delivery.ingest_ohlcv,
-        "markets": delivery.ingest_markets,
-        "fear-greed": delivery.ingest_fear_greed,
+        "ohlcv": ingestion.ingest_ohlcv,
+        "markets": ingestion.ingest_markets,
+        "fear-greed": ingestion.ingest_fear_greed,
     }
     settings = task_settings()
     with _plain_errors(), _sources(settings) as active:
@@ -124,9 +124,9 @@ def ingest(what: str) -> dict[str, Any]:
 
 def exchange_now_ms(settings: Settings) -> int:
     """The exchange's clock (GET /api/v3/time): in sandbox mode that is the sandbox's, which may be frozen."""
-    from pipelines import delivery
+    from pipelines import ingest as ingestion
 
-    return int(delivery.binance_client(settings).get_json("/api/v3/time")["serverTime"])
+    return int(ingestion.binance_client(settings).get_json("/api/v3/time")["serverTime"])
 
 
 def _settle_after_close(settings: Settings) -> None:
@@ -143,14 +143,14 @@ def _settle_after_close(settings: Settings) -> None:
 def backfill_batches(symbols: list[str] | None = None, batch_size: int | None = None) -> list[list[str]]:
     """The backfill's symbols (the given ones, else the universe) in batches of
     `orchestration.backfill_batch_size`: one mapped task per batch."""
-    from pipelines import delivery
+    from pipelines import ingest as ingestion
     from pipelines.sources.binance.helpers import fetch_exchange_info
 
     settings = task_settings()
     size = batch_size or settings.orchestration.backfill_batch_size
     with _plain_errors(), _sources(settings) as active:
-        info = fetch_exchange_info(delivery.binance_client(active))
-        universe = delivery.resolve_universe(active, info, symbols or None)
+        info = fetch_exchange_info(ingestion.binance_client(active))
+        universe = ingestion.resolve_universe(active, info, symbols or None)
     return [universe[i : i + size] for i in range(0, len(universe), size)]
 
 
@@ -178,7 +178,7 @@ def backfill_batch(
     """Load one batch of a historical window. Idempotent: a batch whose window is already complete in raw
     (every hour present or a known exchange gap) is skipped, so re-triggering a failed backfill only
     re-does what is missing."""
-    from pipelines import delivery
+    from pipelines import ingest as ingestion
 
     start, end = check_window(days, since, until)
     settings = task_settings()
@@ -188,7 +188,7 @@ def backfill_batch(
         if not todo:
             log.info("backfill batch already complete: skipped", extra={"symbols": symbols})
             return {"symbols": symbols, "skipped": symbols, "rows_raw": 0}
-        summary = delivery.ingest_ohlcv(
+        summary = ingestion.ingest_ohlcv(
             active, symbols=todo, since=start, until=end, days=None if start else days, command="backfill"
         )
     return {**_summary(summary), "symbols": symbols, "skipped": sorted(complete)}
@@ -202,11 +202,12 @@ def _complete_symbols(
     until: dt.datetime | None,
 ) -> set[str]:
     """Symbols with every hour of the window in raw.binance_klines or ops.gaps (known gaps)."""
-    from pipelines import db, delivery
+    from pipelines import db
+    from pipelines.ingest import binance_client
     from pipelines.sources.binance.helpers import fetch_exchange_info, last_closed_open_ms
 
     hour = dt.timedelta(hours=1)
-    server_ms = fetch_exchange_info(delivery.binance_client(settings)).server_time_ms  # the exchange's clock
+    server_ms = fetch_exchange_info(binance_client(settings)).server_time_ms  # the exchange's clock
     last_closed = dt.datetime.fromtimestamp(last_closed_open_ms(server_ms, settings.interval) / 1000, dt.UTC)
     end = min(last_closed, until.replace(minute=0, second=0, microsecond=0)) if until else last_closed
     if since:

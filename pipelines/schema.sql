@@ -71,7 +71,7 @@ CREATE TABLE IF NOT EXISTS ops.pending_gap_checks (
     PRIMARY KEY (run_id, symbol, start_time)
 );
 
--- Pair lifecycle (pipelines/lifecycle.py): what exchangeInfo says about each pair the pipeline knows.
+-- Pair lifecycle (pipelines/ingest/lifecycle.py): what exchangeInfo says about each pair the pipeline knows.
 CREATE TABLE IF NOT EXISTS ops.pairs (
     symbol             text PRIMARY KEY,
     status             text        NOT NULL,  -- TRADING | BREAK | ... | NOT_LISTED (-1121: removed)
@@ -91,7 +91,7 @@ CREATE TABLE IF NOT EXISTS ops.pair_status_history (  -- SCD2: one row per pair 
     PRIMARY KEY (symbol, valid_from)
 );
 
--- Revised candles (pipelines/revisions.py): old and new values of every candle the exchange changed.
+-- Revised candles (pipelines/ingest/revisions.py): old and new values of every candle the exchange changed.
 CREATE TABLE IF NOT EXISTS ops.revisions (
     symbol      text        NOT NULL,
     interval    text        NOT NULL,
@@ -143,7 +143,7 @@ CREATE TABLE IF NOT EXISTS ops.alerts_sent (
 );
 CREATE INDEX IF NOT EXISTS alerts_sent_time ON ops.alerts_sent (sent_at DESC);
 
--- Schema drift of the JSON sources (pipelines/schema_drift.py).
+-- Schema drift of the JSON sources (pipelines/ingest/schema_drift.py).
 CREATE TABLE IF NOT EXISTS ops.source_fields (
     source       text        NOT NULL,
     table_name   text        NOT NULL,

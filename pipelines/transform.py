@@ -15,7 +15,6 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from pipelines import db
 from pipelines.settings import Settings
 
-os.environ.setdefault("SQLMESH__DISABLE_ANONYMIZED_ANALYTICS", "true")  # no usage reporting from SQLMesh
 log = logging.getLogger(__name__)
 PROJECT_DIR = Path(__file__).resolve().parent.parent / "sqlmesh_project"
 LOCK = "transform"
@@ -34,8 +33,15 @@ class TransformSummary:
     run_id: str = ""
 
 
+def _no_usage_reporting() -> None:
+    """SQLMesh reads this when it is first imported, before any Config: set it just before (never on import
+    of this module). The Config below says the same for the `sqlmesh` CLI, which imports SQLMesh itself."""
+    os.environ.setdefault("SQLMESH__DISABLE_ANONYMIZED_ANALYTICS", "true")
+
+
 def sqlmesh_config(settings: Settings) -> Any:
     """The SQLMesh Config whose gateway is this deployment's Postgres (embedded or configured)."""
+    _no_usage_reporting()
     from sqlmesh.core.config import Config, GatewayConfig, ModelDefaultsConfig
     from sqlmesh.core.config.connection import PostgresConnectionConfig
 
@@ -76,6 +82,7 @@ def _recording_console() -> Any:
 
 
 def context(settings: Settings) -> Any:
+    _no_usage_reporting()
     from sqlmesh import Context
     from sqlmesh.core.console import get_console, set_console
 

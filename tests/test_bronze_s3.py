@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 from moto.server import ThreadedMotoServer
 
-from pipelines import db, delivery
+from pipelines import db, ingest
 from pipelines.bronze import open_lake, read_bronze
 from pipelines.cli import sandboxed
 from pipelines.sandbox import SandboxServer, events
@@ -151,7 +151,7 @@ def expected_hours(first_ms: int, last_ms: int) -> list[tuple[str, int]]:
 
 
 def test_s3_bronze_has_the_local_layout_and_the_rows_of_raw(settings, s3, bucket, pg_dir, tmp_path, sandbox):
-    summary = delivery.ingest_ohlcv(settings, days=2)
+    summary = ingest.ingest_ohlcv(settings, days=2)
     run_id = summary.run_id
     assert (summary.rows_raw, summary.rows_bronze) == (96, 96)
 
@@ -174,7 +174,7 @@ def test_s3_bronze_has_the_local_layout_and_the_rows_of_raw(settings, s3, bucket
     # the same ingest into a local folder writes the same relative paths and the same records
     local_dir = tmp_path / "local"  # its own database and dlt state too
     local = _settings(pg_dir, local_dir, sandbox, {"bronze_url": str(local_dir / "bronze")})
-    local_run = delivery.ingest_ohlcv(local, days=2).run_id
+    local_run = ingest.ingest_ohlcv(local, days=2).run_id
     local_root = local_dir / "bronze"
     local_files = sorted(
         p.relative_to(local_root).as_posix().replace(local_run, "<run>")
@@ -194,11 +194,11 @@ def test_s3_bronze_has_the_local_layout_and_the_rows_of_raw(settings, s3, bucket
 
 
 def test_s3_rerun_replaces_objects_and_never_duplicates_rows(settings, s3, bucket, sandbox):
-    first = delivery.ingest_ohlcv(settings, days=2)
+    first = ingest.ingest_ohlcv(settings, days=2)
     objects = {day_key(d, first.run_id) for d in (8, 9, 10)}
     assert set(parquet_objects(s3, bucket)) == objects
 
-    second = delivery.ingest_ohlcv(settings, days=2)
+    second = ingest.ingest_ohlcv(settings, days=2)
     assert (second.rows_raw, second.rows_bronze, second.details["unchanged"]) == (0, 0, 96)
     assert set(parquet_objects(s3, bucket)) == objects  # nothing changed: no object rewritten
 
@@ -218,7 +218,7 @@ def test_s3_rerun_replaces_objects_and_never_duplicates_rows(settings, s3, bucke
         ]
     )
     assert revised  # the seed gives this window some
-    third = delivery.ingest_ohlcv(settings)  # incremental: 30 new hours per pair + the restate window
+    third = ingest.ingest_ohlcv(settings)  # incremental: 30 new hours per pair + the restate window
     assert (third.rows_raw, third.details["revised"]) == (2 * 30 + len(revised), len(revised))
     rev_load = f"{third.run_id}-rev"
     bronze = bronze_keys(settings)

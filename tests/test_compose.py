@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 import pytest
 import yaml
 
-from pipelines import db, delivery
+from pipelines import db, ingest
 from pipelines.bronze import open_lake, read_bronze
 from pipelines.cli import _parser, sandboxed
 from pipelines.sandbox import SandboxServer
@@ -801,7 +801,7 @@ def test_compose_storage_settings_work_against_an_s3_endpoint(s3_endpoint, make_
         }
     )
     with SandboxServer(seed=42, now_ms=NOW_MS) as sandbox:
-        summary = delivery.ingest_ohlcv(sandboxed(settings, sandbox), days=1)
+        summary = ingest.ingest_ohlcv(sandboxed(settings, sandbox), days=1)
     assert (summary.rows_raw, summary.rows_bronze) == (48, 48)
 
     prefix = urlsplit(compose_settings.storage.bronze_url).path.strip("/")

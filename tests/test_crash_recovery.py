@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 import pytest
 import yaml
 
-from pipelines import db, delivery
+from pipelines import db, ingest
 from pipelines.bronze import open_lake, read_bronze
 from pipelines.sandbox import SandboxServer
 from pipelines.settings import load_settings
@@ -222,7 +222,7 @@ def rerun(settings, expected_rows: int = EXPECTED_ROWS) -> str:
     rows raw lacks (the stored ones are compared, unchanged, and left as they are)."""
     with db.advisory_lock(settings, "ingest:binance", wait_s=10):
         pass  # the killed session's backend released it
-    summary = delivery.ingest_ohlcv(settings, days=DAYS, command="backfill")
+    summary = ingest.ingest_ohlcv(settings, days=DAYS, command="backfill")
     assert (summary.rows_raw, summary.rows_bronze) == (expected_rows, expected_rows)
     assert summary.details["unchanged"] == EXPECTED_ROWS - expected_rows
     return summary.run_id
@@ -295,7 +295,7 @@ def test_kill_while_fetching_then_rerun_is_exact_and_a_concurrent_run_is_refused
 
 def test_kill_after_bronze_before_the_raw_commit_then_rerun_is_exact(config, settings):
     # the first backfill leaves out the window's oldest day, so the next one has rows to append
-    first = delivery.ingest_ohlcv(settings, days=DAYS - 1, command="backfill")
+    first = ingest.ingest_ohlcv(settings, days=DAYS - 1, command="backfill")
     oldest_day = FIRST + 24 * HOUR
     assert len(raw_rows(settings)) == EXPECTED_ROWS - 24 * len(SYMBOLS)
     previous = runs(settings)
@@ -376,7 +376,7 @@ def test_kill_right_after_the_raw_commit_keeps_its_dead_letters_and_the_next_run
     """The new rows are in raw; the process dies before its gap search. An incremental run cannot see those
     hours (the cursor moved past them), so the killed run's windows must be left for it; its dead letters
     must already be stored."""
-    first = delivery.ingest_ohlcv(settings, days=DAYS - 1, command="backfill")
+    first = ingest.ingest_ohlcv(settings, days=DAYS - 1, command="backfill")
     oldest_day = FIRST + 24 * HOUR
     outage = (FIRST + 5 * HOUR, FIRST + 7 * HOUR)  # in the day only the killed run fetches
     bad_hour = FIRST + 10 * HOUR
@@ -408,7 +408,7 @@ def test_kill_right_after_the_raw_commit_keeps_its_dead_letters_and_the_next_run
     sandbox.clear_faults()  # the exchange has the outage hours again
     with db.advisory_lock(settings, "ingest:binance", wait_s=10):
         pass
-    rerun = delivery.ingest_ohlcv(settings)  # incremental: its own windows start near the cursor
+    rerun = ingest.ingest_ohlcv(settings)  # incremental: its own windows start near the cursor
     assert rerun.details["inherited_gap_checks"] == len(SYMBOLS)
     # the outage hours, and the dead-lettered hour, which the exchange now serves valid
     assert rerun.details["refetched_rows"] == 4
@@ -439,7 +439,7 @@ def test_the_refusal_names_the_backend_holding_the_lock(settings):
         (mine,) = cur.fetchone()
         cur.execute("SELECT pg_advisory_lock(%s)", (db._lock_key("ingest:binance"),))
         with pytest.raises(db.LockBusy) as refused:
-            delivery.ingest_ohlcv(settings, days=1)
+            ingest.ingest_ohlcv(settings, days=1)
     assert str(refused.value) == (
         f"another 'ingest:binance' run is in progress (Postgres backend pid {mine}); it was left alone. "
         "Wait for it to finish, or set database.lock_wait_s to wait."
@@ -447,7 +447,7 @@ def test_the_refusal_names_the_backend_holding_the_lock(settings):
 
 
 def test_a_failed_raw_load_leaves_bronze_as_it_was(settings, sandbox):
-    first = delivery.ingest_ohlcv(settings, days=2)
+    first = ingest.ingest_ohlcv(settings, days=2)
     before = raw_rows(settings)
     assert len(before) == len(SYMBOLS) * 48 and bronze_rows(settings) == before
     # any database-side failure of the raw load will do: here a constraint only the stored rows satisfy
@@ -458,7 +458,7 @@ def test_a_failed_raw_load_leaves_bronze_as_it_was(settings, sandbox):
     )
     sandbox.set_now(NOW_MS + 2 * HOUR)  # two new hours per symbol to load
     with pytest.raises(Exception, match="refuse_new_loads"):
-        delivery.ingest_ohlcv(settings, days=2)
+        ingest.ingest_ohlcv(settings, days=2)
     assert raw_rows(settings) == before  # raw is as it was
     assert bronze_rows(settings) == before  # and so is bronze: the new files went, the old ones stayed
 
@@ -499,7 +499,7 @@ def test_sigint_at_20_random_moments_stops_cleanly_and_a_rerun_is_exact(config, 
             assert bronze_rows(settings) == raw_rows(settings), f"try {i}"
     assert outcomes.count(130) >= 10  # most signals landed inside a run
 
-    summary = delivery.ingest_ohlcv(settings, days=DAYS, command="backfill")
+    summary = ingest.ingest_ohlcv(settings, days=DAYS, command="backfill")
     raw = raw_rows(settings)
     expected = [(s, ms) for s in sorted(SYMBOLS) for ms in range(FIRST, LAST_CLOSED + 1, HOUR)]
     assert [(s, ms) for s, ms, _ in raw] == expected  # every hour once
@@ -510,7 +510,7 @@ def test_sigint_at_20_random_moments_stops_cleanly_and_a_rerun_is_exact(config, 
 def test_a_lock_held_elsewhere_fails_the_run_within_its_bound_with_a_clear_message(config, settings):
     """A session (an analyst's open transaction, a stuck migration) holds raw.binance_klines: the run waits
     at most database.lock_timeout_s, then says so; raw keeps what it had and the source's lock is free."""
-    first = delivery.ingest_ohlcv(settings, days=1)
+    first = ingest.ingest_ohlcv(settings, days=1)
     before = raw_rows(settings)
     data = yaml.safe_load(config.read_text())
     data["database"] |= {"lock_timeout_s": 1, "statement_timeout_s": 30}

@@ -17,7 +17,7 @@ import streamlit as st
 import yaml
 from streamlit.testing.v1 import AppTest
 
-from pipelines import dashboard, db, delivery, quality, transform
+from pipelines import dashboard, db, ingest, quality, transform
 from pipelines.cli import sandboxed
 from pipelines.sandbox import SandboxServer
 
@@ -61,9 +61,9 @@ def built(tmp_path_factory, settings_in):
     settings = settings_in(root, universe={"symbols": SYMBOLS}, checks={"expected_market_coins": 50})
     with SandboxServer(seed=11, now_ms=NOW_MS) as sandbox:
         active = sandboxed(settings, sandbox)
-        delivery.ingest_ohlcv(active, days=DAYS)
-        delivery.ingest_markets(active)
-        delivery.ingest_fear_greed(active)
+        ingest.ingest_ohlcv(active, days=DAYS)
+        ingest.ingest_markets(active)
+        ingest.ingest_fear_greed(active)
     # the snapshot is stamped with the real clock; put it on the sandbox's (previous, complete) day
     execute(settings, "UPDATE raw.coingecko_markets SET snapshot_ts = %s", (SNAPSHOT,))
     transform.transform(settings, execution_time=NOW)
@@ -382,11 +382,11 @@ def historical(tmp_path_factory, settings_in):
     with SandboxServer(seed=11, now_ms=int(now.timestamp() * 1000)) as sandbox:
         active = sandboxed(settings, sandbox)
         sandbox.set_now(int(dt.datetime(2025, 1, 12, 0, 30, tzinfo=dt.UTC).timestamp() * 1000))
-        delivery.ingest_ohlcv(active, since=dt.datetime(2025, 1, 8, tzinfo=dt.UTC))
+        ingest.ingest_ohlcv(active, since=dt.datetime(2025, 1, 8, tzinfo=dt.UTC))
         sandbox.set_now(int(now.timestamp() * 1000))
-        delivery.ingest_ohlcv(active)  # FTM is skipped now; BTC goes on
-        delivery.ingest_fear_greed(active)
-        delivery.ingest_markets(active)
+        ingest.ingest_ohlcv(active)  # FTM is skipped now; BTC goes on
+        ingest.ingest_fear_greed(active)
+        ingest.ingest_markets(active)
     execute(settings, "UPDATE raw.coingecko_markets SET snapshot_ts = %s", (now + dt.timedelta(days=400),))
     transform.transform(settings, execution_time=now)
     return settings, write_config(
@@ -416,9 +416,9 @@ def tiny(tmp_path_factory, settings_in):
     settings = settings_in(root, universe={"symbols": ["BTCUSDT"]})
     with SandboxServer(seed=11, now_ms=NOW_MS) as sandbox:
         active = sandboxed(settings, sandbox)
-        delivery.ingest_ohlcv(active, days=1)
-        delivery.ingest_markets(active)
-        delivery.ingest_fear_greed(active)
+        ingest.ingest_ohlcv(active, days=1)
+        ingest.ingest_markets(active)
+        ingest.ingest_fear_greed(active)
     execute(settings, "UPDATE raw.coingecko_markets SET snapshot_ts = %s", (SNAPSHOT,))
     transform.transform(settings, execution_time=NOW)
     return settings, write_config(

@@ -10,12 +10,16 @@ from decimal import Decimal
 import pyarrow.compute as pc
 import pytest
 
-from pipelines import db, delivery
+from pipelines import db, ingest
 from pipelines.bronze import open_lake, read_bronze
 from pipelines.cli import sandboxed
+from pipelines.errors import UniverseError
 from pipelines.http import ApiBanned, ApiError
+from pipelines.ingest.markets import coingecko_client
 from pipelines.sandbox import SandboxServer
 from pipelines.sandbox.markets import klines_rows
+from pipelines.sources.binance.helpers import fetch_exchange_info
+from pipelines.sources.coingecko.helpers import fetch_markets
 
 HOUR = 3_600_000
 # A fixed sandbox clock, 30 minutes into an hour: the newest bar is open and must not be stored.
@@ -56,7 +60,7 @@ def bronze_keys(settings):
 
 
 def test_backfill_exact_rows_in_raw_and_bronze(settings):
-    summary = delivery.ingest_ohlcv(settings, days=3)
+    summary = ingest.ingest_ohlcv(settings, days=3)
     assert summary.rows_raw == 2 * 3 * 24 == 144
     assert klines_count(settings) == 144
     first = LAST_CLOSED - (3 * 24 - 1) * HOUR
@@ -116,8 +120,8 @@ def _files(root):
 
 
 def test_rerun_adds_nothing_and_incremental_adds_exactly_the_new_hours(settings, sandbox):
-    first = delivery.ingest_ohlcv(settings, days=2)
-    again = delivery.ingest_ohlcv(settings, days=2)
+    first = ingest.ingest_ohlcv(settings, days=2)
+    again = ingest.ingest_ohlcv(settings, days=2)
     # a window over stored hours is compared with raw: nothing changed, so nothing is rewritten
     assert (first.rows_raw, again.rows_raw, again.details["unchanged"]) == (96, 0, 96)
     assert klines_count(settings) == 96
@@ -125,11 +129,11 @@ def test_rerun_adds_nothing_and_incremental_adds_exactly_the_new_hours(settings,
     assert query(settings, "SELECT DISTINCT load_id FROM raw.binance_klines")[0][0] == first.run_id
     assert {k[2] for k in bronze_keys(settings)} == {first.run_id}
 
-    nothing = delivery.ingest_ohlcv(settings)  # re-fetches the trailing 48 hours (restate_hours)
+    nothing = ingest.ingest_ohlcv(settings)  # re-fetches the trailing 48 hours (restate_hours)
     assert (nothing.rows_raw, nothing.details["unchanged"], nothing.details["revised"]) == (0, 96, 0)
 
     sandbox.set_now(NOW_MS + 3 * HOUR)
-    later = delivery.ingest_ohlcv(settings)
+    later = ingest.ingest_ohlcv(settings)
     assert later.rows_raw == 2 * 3 and later.details["unchanged"] == 2 * 45
     assert klines_count(settings) == 96 + 6
     assert len(bronze_keys(settings)) == 102
@@ -138,12 +142,12 @@ def test_rerun_adds_nothing_and_incremental_adds_exactly_the_new_hours(settings,
 
 
 def test_lagging_symbol_catches_up_without_gaps(settings, sandbox):
-    delivery.ingest_ohlcv(settings, days=1, symbols=["BTCUSDT", "ETHUSDT"])
+    ingest.ingest_ohlcv(settings, days=1, symbols=["BTCUSDT", "ETHUSDT"])
     sandbox.set_now(NOW_MS + 5 * HOUR)
-    delivery.ingest_ohlcv(settings, symbols=["BTCUSDT"])  # ETH falls 5 hours behind
+    ingest.ingest_ohlcv(settings, symbols=["BTCUSDT"])  # ETH falls 5 hours behind
     assert klines_count(settings, "BTCUSDT") == 29 and klines_count(settings, "ETHUSDT") == 24
     sandbox.set_now(NOW_MS + 6 * HOUR)
-    summary = delivery.ingest_ohlcv(settings)
+    summary = ingest.ingest_ohlcv(settings)
     assert summary.rows_raw == 1 + 6
     assert klines_count(settings, "BTCUSDT") == klines_count(settings, "ETHUSDT") == 30
     assert query(settings, "SELECT count(*) FROM ops.gaps")[0][0] == 0
@@ -153,7 +157,7 @@ def test_bad_rows_land_in_dead_letter_with_reasons(settings, sandbox):
     sandbox.set_fault("klines", "invalid_rows", symbol="ETHUSDT", every=7)
     first = LAST_CLOSED - 47 * HOUR
     corrupted = [ms for ms in range(first, LAST_CLOSED + 1, HOUR) if (ms // HOUR) % 7 == 0]
-    summary = delivery.ingest_ohlcv(settings, days=2)
+    summary = ingest.ingest_ohlcv(settings, days=2)
     kinds = {0: "non-positive open", 1: "high < low", 2: "non-numeric close: 'abc'"}
     expected = sorted((f"ETHUSDT@{ms}", kinds[(ms // HOUR) % 3]) for ms in corrupted)
     letters = query(
@@ -171,7 +175,7 @@ def test_bad_rows_land_in_dead_letter_with_reasons(settings, sandbox):
 
 def test_rate_limit_429_waits_and_succeeds(settings, sandbox):
     sandbox.set_fault("klines", "429", times=2, retry_after=1)
-    summary = delivery.ingest_ohlcv(settings, days=1)
+    summary = ingest.ingest_ohlcv(settings, days=1)
     assert summary.rows_raw == 48
     run = query(
         settings, "SELECT rate_limited, retries FROM ops.pipeline_runs WHERE run_id = %s", (summary.run_id,)
@@ -180,15 +184,15 @@ def test_rate_limit_429_waits_and_succeeds(settings, sandbox):
 
 
 def test_ban_418_fails_clearly_and_writes_nothing(settings, sandbox):
-    delivery.ingest_ohlcv(settings, days=1)
+    ingest.ingest_ohlcv(settings, days=1)
     before_raw, before_bronze = klines_count(settings), sorted(bronze_keys(settings))
     sandbox.set_now(NOW_MS + 2 * HOUR)
     sandbox.set_fault("klines", "418", symbol="ETHUSDT")
     with pytest.raises(ApiBanned, match=r"IP banned by the API \(HTTP 418\); stopping without retry"):
-        delivery.ingest_ohlcv(settings)
+        ingest.ingest_ohlcv(settings)
     assert klines_count(settings) == before_raw  # BTC's new hours were not half-written either
     assert sorted(bronze_keys(settings)) == before_bronze
-    assert delivery.klines_cursors(settings) == {
+    assert ingest.klines_cursors(settings) == {
         "BTCUSDT": LAST_CLOSED,
         "ETHUSDT": LAST_CLOSED,
     }
@@ -197,14 +201,14 @@ def test_ban_418_fails_clearly_and_writes_nothing(settings, sandbox):
     ]
     assert failed[0] == "failed" and "HTTP 418" in failed[1]
     sandbox.clear_faults()
-    assert delivery.ingest_ohlcv(settings).rows_raw == 4
+    assert ingest.ingest_ohlcv(settings).rows_raw == 4
 
 
 def test_5xx_storm_is_retried_and_succeeds(settings, sandbox):
     sandbox.set_fault("klines", "500", times=1)
     sandbox.set_fault("klines", "502", times=1)
     sandbox.set_fault("klines", "503", times=1)
-    summary = delivery.ingest_ohlcv(settings, days=1)
+    summary = ingest.ingest_ohlcv(settings, days=1)
     assert summary.rows_raw == 48
     retries = query(settings, "SELECT retries FROM ops.pipeline_runs WHERE run_id = %s", (summary.run_id,))[
         0
@@ -214,7 +218,7 @@ def test_5xx_storm_is_retried_and_succeeds(settings, sandbox):
 
 def test_truncated_json_is_retried(settings, sandbox):
     sandbox.set_fault("klines", "truncated", times=1)
-    assert delivery.ingest_ohlcv(settings, days=1).rows_raw == 48
+    assert ingest.ingest_ohlcv(settings, days=1).rows_raw == 48
 
 
 def test_missing_hours_become_known_gaps_after_one_refetch(settings, sandbox):
@@ -222,7 +226,7 @@ def test_missing_hours_become_known_gaps_after_one_refetch(settings, sandbox):
     sandbox.set_fault(
         "klines", "missing_hours", symbol="BTCUSDT", start_ms=outage_start, end_ms=outage_start + 2 * HOUR
     )
-    summary = delivery.ingest_ohlcv(settings, days=1)
+    summary = ingest.ingest_ohlcv(settings, days=1)
     assert klines_count(settings, "BTCUSDT") == 21 and klines_count(settings, "ETHUSDT") == 24
     gaps = query(settings, "SELECT symbol, open_time, status FROM ops.gaps ORDER BY open_time")
     assert [(s, int(t.timestamp() * 1000), st) for s, t, st in gaps] == [
@@ -231,32 +235,30 @@ def test_missing_hours_become_known_gaps_after_one_refetch(settings, sandbox):
     assert summary.details["known_gaps"] == 3
     # the exchange later serves the hours: an explicit backfill fills them
     sandbox.clear_faults()
-    delivery.ingest_ohlcv(settings, days=1)
+    ingest.ingest_ohlcv(settings, days=1)
     assert klines_count(settings, "BTCUSDT") == 24
 
 
 def test_duplicate_rows_from_the_api_are_stored_once(settings, sandbox):
     sandbox.set_fault("klines", "duplicate_rows")
-    summary = delivery.ingest_ohlcv(settings, days=1)
+    summary = ingest.ingest_ohlcv(settings, days=1)
     assert klines_count(settings) == 48
     assert summary.details["duplicates_dropped"] == 48
 
 
 def test_unknown_symbol_is_a_clear_error(settings, caplog):
     # one pair that does not trade is skipped with a warning; the others load
-    summary = delivery.ingest_ohlcv(settings, days=1, symbols=["BTCUSDT", "NOPEUSDT"])
+    summary = ingest.ingest_ohlcv(settings, days=1, symbols=["BTCUSDT", "NOPEUSDT"])
     assert summary.rows_raw == 24 and summary.details["skipped_pairs"] == {"NOPEUSDT": "NOT_LISTED"}
     warnings = [r.getMessage() for r in caplog.records if "NOPEUSDT" in r.getMessage()]
     assert len(warnings) == 1 and warnings[0].startswith(  # (a JSON log setup appends the extra fields)
         "skipping NOPEUSDT: not on the exchange (-1121 Invalid symbol); its stored history stays "
         "(remove it from universe.symbols to silence this)"
     )
-    with pytest.raises(
-        delivery.UniverseError, match=r"none of the requested pairs trades.*NOPEUSDT \(NOT_LISTED\)"
-    ):
-        delivery.ingest_ohlcv(settings, days=1, symbols=["NOPEUSDT"])
+    with pytest.raises(UniverseError, match=r"none of the requested pairs trades.*NOPEUSDT \(NOT_LISTED\)"):
+        ingest.ingest_ohlcv(settings, days=1, symbols=["NOPEUSDT"])
     with pytest.raises(ValueError, match="invalid symbol 'btc'"):
-        delivery.ingest_ohlcv(settings, days=1, symbols=["btc"])
+        ingest.ingest_ohlcv(settings, days=1, symbols=["btc"])
 
 
 def test_concurrent_run_exits_with_a_clear_message(settings):
@@ -265,17 +267,17 @@ def test_concurrent_run_exits_with_a_clear_message(settings):
         db.advisory_lock(settings, "ingest:binance"),
         pytest.raises(db.LockBusy, match="another 'ingest:binance' run is in progress"),
     ):
-        delivery.ingest_ohlcv(settings, days=1)
-    assert delivery.ingest_ohlcv(settings, days=1).rows_raw == 48
+        ingest.ingest_ohlcv(settings, days=1)
+    assert ingest.ingest_ohlcv(settings, days=1).rows_raw == 48
 
 
 def test_markets_and_fear_greed(settings):
-    markets = delivery.ingest_markets(settings)
+    markets = ingest.ingest_markets(settings)
     assert markets.rows_raw == markets.rows_bronze > 0
-    again = delivery.ingest_markets(settings)
+    again = ingest.ingest_markets(settings)
     assert query(settings, "SELECT count(*) FROM raw.coingecko_markets")[0][0] == again.rows_raw
 
-    full = delivery.ingest_fear_greed(settings)
+    full = ingest.ingest_fear_greed(settings)
     assert full.details["limit"] == 0
     start = dt.date(2018, 2, 1)
     all_days = (NOW.date() - start).days + 1
@@ -283,7 +285,7 @@ def test_markets_and_fear_greed(settings):
     assert full.rows_raw == all_days - missing
     labels = query(settings, "SELECT DISTINCT value_classification FROM raw.fear_greed ORDER BY 1")
     assert [x[0] for x in labels] == ["Extreme Fear", "Extreme Greed", "Fear", "Greed", "Neutral"]
-    incremental = delivery.ingest_fear_greed(settings)
+    incremental = ingest.ingest_fear_greed(settings)
     assert incremental.details["limit"] > 0 and incremental.rows_raw > 0
     assert query(settings, "SELECT count(*) FROM raw.fear_greed")[0][0] == all_days - missing
 
@@ -291,17 +293,17 @@ def test_markets_and_fear_greed(settings):
 def test_database_down_is_a_clear_error(make_settings):
     bad = make_settings(database={"url": "postgresql://u:pw@127.0.0.1:1/x"})
     with pytest.raises(db.DatabaseUnavailable) as info:
-        delivery.ingest_ohlcv(bad, days=1)
+        ingest.ingest_ohlcv(bad, days=1)
     assert "cannot connect to Postgres at postgresql://u:***@127.0.0.1:1/x" in str(info.value)
     assert "pw@" not in str(info.value)
 
 
 def test_top_n_universe_maps_coingecko_to_trading_pairs_without_stablecoins(make_settings, sandbox):
     settings = sandboxed(make_settings(universe={"mode": "top_n", "top_n": 5, "symbols": []}), sandbox)
-    client = delivery.binance_client(settings)
-    info = delivery.fetch_exchange_info(client)
-    chosen = delivery.resolve_universe(settings, info)
-    markets = delivery.fetch_markets(delivery.coingecko_client(settings), 20)
+    client = ingest.binance_client(settings)
+    info = fetch_exchange_info(client)
+    chosen = ingest.resolve_universe(settings, info)
+    markets = fetch_markets(coingecko_client(settings), 20)
     expected = [
         f"{c['symbol'].upper()}USDT"
         for c in markets
@@ -314,8 +316,8 @@ def test_top_n_universe_maps_coingecko_to_trading_pairs_without_stablecoins(make
 def test_region_block_451_stops_without_retry(settings, sandbox):
     sandbox.set_fault("klines", "451")
     with pytest.raises(ApiBanned, match=r"region blocked by the API \(HTTP 451\)"):
-        delivery.ingest_ohlcv(settings, days=1)
-    assert delivery.klines_cursors(settings) == {}
+        ingest.ingest_ohlcv(settings, days=1)
+    assert ingest.klines_cursors(settings) == {}
 
 
 def test_gaps_in_two_distant_pages_of_one_pair_are_only_those_hours(settings, sandbox):
@@ -323,7 +325,7 @@ def test_gaps_in_two_distant_pages_of_one_pair_are_only_those_hours(settings, sa
     first, second = LAST_CLOSED - 2500 * HOUR, LAST_CLOSED - 100 * HOUR
     sandbox.set_fault("klines", "missing_hours", symbol="ETHUSDT", start_ms=first, end_ms=first)
     sandbox.set_fault("klines", "missing_hours", start_ms=second, end_ms=second + HOUR)  # every pair
-    summary = delivery.ingest_ohlcv(settings, days=120)
+    summary = ingest.ingest_ohlcv(settings, days=120)
     gaps = query(
         settings,
         "SELECT symbol, (extract(epoch FROM open_time) * 1000)::bigint, status, gap_class FROM ops.gaps",
@@ -343,10 +345,10 @@ def test_a_retry_after_longer_than_the_cap_fails_at_once(settings, sandbox):
     with pytest.raises(
         ApiError, match=r"Retry-After 86400 s, more than sources.binance.max_retry_after_s \(120 s\)"
     ):
-        delivery.ingest_ohlcv(settings, days=1)
-    assert delivery.count_rows(settings, "binance_klines") == 0  # nothing written (not even the table)
+        ingest.ingest_ohlcv(settings, days=1)
+    assert ingest.count_rows(settings, "binance_klines") == 0  # nothing written (not even the table)
     sandbox.clear_faults()
-    assert delivery.ingest_ohlcv(settings, days=1).rows_raw == 48
+    assert ingest.ingest_ohlcv(settings, days=1).rows_raw == 48
 
 
 def test_a_slow_drip_server_is_cut_at_the_request_deadline_and_retried(make_settings, sandbox):
@@ -355,7 +357,7 @@ def test_a_slow_drip_server_is_cut_at_the_request_deadline_and_retried(make_sett
     bounded = {"max_retries": 2, "backoff_base_s": 0.01, "timeout_s": 5, "request_deadline_s": 1}
     settings = sandboxed(make_settings(sources={"binance": bounded}), sandbox)
     sandbox.set_fault("klines", "drip", times=1, every_s=0.2, chunk=16)  # a ~6 kB page: ~70 s if let be
-    summary = delivery.ingest_ohlcv(settings, days=1, symbols=["BTCUSDT"])
+    summary = ingest.ingest_ohlcv(settings, days=1, symbols=["BTCUSDT"])
     assert summary.rows_raw == 24 and klines_count(settings, "BTCUSDT") == 24
     run = query(settings, "SELECT retries FROM ops.pipeline_runs WHERE run_id = %s", (summary.run_id,))
     assert run == [(1,)]
@@ -365,7 +367,7 @@ def test_a_slow_drip_server_is_cut_at_the_request_deadline_and_retried(make_sett
     with pytest.raises(ApiError, match=r"giving up on /api/v3/klines after 3 attempts; last problem: "
                        r"DeadlinePassed: /api/v3/klines: the response was still arriving after "
                        r"request_deadline_s \(1 s\)"):  # fmt: skip
-        delivery.ingest_ohlcv(settings, symbols=["BTCUSDT"])
+        ingest.ingest_ohlcv(settings, symbols=["BTCUSDT"])
     assert klines_count(settings, "BTCUSDT") == 24  # what was loaded stays
 
 
@@ -376,19 +378,19 @@ def test_a_response_larger_than_the_limit_fails_clearly_without_retry(make_setti
         ApiError,
         match=r"binance: the response to /api/v3/klines is larger than sources.binance.max_response_mb \(0.5 MB\)",
     ):
-        delivery.ingest_ohlcv(settings, days=1, symbols=["BTCUSDT"])
-    assert delivery.count_rows(settings, "binance_klines") == 0
+        ingest.ingest_ohlcv(settings, days=1, symbols=["BTCUSDT"])
+    assert ingest.count_rows(settings, "binance_klines") == 0
     assert query(settings, "SELECT status, retries FROM ops.pipeline_runs") == [("failed", 0)]  # no retry
 
 
 def test_a_candle_before_the_requested_start_is_dropped_and_counted(settings, sandbox):
     """A server that rounds startTime down returns a stored candle (at or before the cursor) with every
     page: kept, it would hit the unique index on this and every later run."""
-    delivery.ingest_ohlcv(settings, days=1)
+    ingest.ingest_ohlcv(settings, days=1)
     sandbox.set_fault("klines", "early_bar")
     for hour in (1, 2):
         sandbox.set_now(NOW_MS + hour * HOUR)
-        summary = delivery.ingest_ohlcv(settings)
+        summary = ingest.ingest_ohlcv(settings)
         assert summary.details["outside_window_dropped"] == 2  # one per pair's page
         assert summary.rows_raw == 2  # the new hour of each pair
     for symbol in ("BTCUSDT", "ETHUSDT"):

@@ -9,6 +9,7 @@ import logging
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from pipelines.observability import airflow_task_logging
 
@@ -16,7 +17,7 @@ EMIT = """
 import logging
 from pipelines.observability import configure_logging
 configure_logging()
-logging.getLogger("pipelines.delivery").info(
+logging.getLogger("pipelines.ingest.engine").info(
     "run success", extra={"run_id": "binance-1", "source": "binance", "rows_raw": 144, "duration_s": 1.5,
                           "smtp_password": "hunter2"})
 """
@@ -33,7 +34,7 @@ def emit(env: dict[str, str]) -> dict:
 def test_json_lines_with_run_fields_and_masked_secrets():
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW_CTX")}
     record = emit(env)
-    assert record["level"] == "info" and record["logger"] == "pipelines.delivery"
+    assert record["level"] == "info" and record["logger"] == "pipelines.ingest.engine"
     assert record["message"] == "run success" and record["timestamp"].endswith("+00:00")
     assert (record["run_id"], record["source"], record["rows_raw"], record["duration_s"]) == (
         "binance-1",
@@ -98,3 +99,23 @@ def test_log_lines_never_carry_a_password_or_a_webhook_token():
         line = formatter.format(record)
         assert "S3cret" not in line and "tok3n" not in line
         assert "postgresql://w:***@db/x" in line and "hooks.slack.com/services/***" in line
+
+
+def test_importing_any_module_of_the_package_changes_no_environment():
+    """Telemetry switches (dlt, SQLMesh) are set where a pipeline or a SQLMesh context is made, never as an
+    import side effect; a fresh interpreter imports every module and compares its environment."""
+    script = (
+        "import importlib, os, pkgutil, pipelines\n"
+        "before = dict(os.environ)\n"
+        "names = sorted(m.name for m in pkgutil.walk_packages(pipelines.__path__, 'pipelines.'))\n"
+        "for name in names: importlib.import_module(name)\n"
+        "changed = sorted(k for k in set(before) | set(os.environ) if before.get(k) != os.environ.get(k))\n"
+        "print(len(names), changed)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNTIME__", "SQLMESH__", "PROVIDERS__"))}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    count, changed = out.stdout.split(" ", 1)
+    package = Path(__file__).resolve().parent.parent / "pipelines"
+    assert int(count) == len(list(package.rglob("*.py"))) - 1  # every module (the package itself aside)
+    assert changed.strip() == "[]"

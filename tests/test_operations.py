@@ -14,9 +14,10 @@ import psycopg2
 import pytest
 import yaml
 
-from pipelines import db, delivery, dlq
+from pipelines import db, ingest
 from pipelines.cli import sandboxed
 from pipelines.http import RateLimiter
+from pipelines.ingest import dlq
 from pipelines.sandbox import SandboxServer
 
 HOUR = 3_600_000
@@ -29,7 +30,7 @@ def settings(make_settings):
     with SandboxServer(seed=42, now_ms=NOW_MS) as sandbox:
         sandbox.set_fault("klines", "invalid_rows", symbol="ETHUSDT", every=7)
         active = sandboxed(make_settings(), sandbox)
-        delivery.ingest_ohlcv(active, days=2)
+        ingest.ingest_ohlcv(active, days=2)
         yield active
 
 

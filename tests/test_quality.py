@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import db, delivery, quality, transform
+from pipelines import db, ingest, quality, transform
 from pipelines.bronze import open_lake
 from pipelines.cli import sandboxed
 from pipelines.sandbox import SandboxServer
@@ -29,9 +29,9 @@ def built(tmp_path_factory, settings_in):
     )
     with SandboxServer(seed=3, now_ms=NOW_MS) as sandbox:
         active = sandboxed(settings, sandbox)
-        delivery.ingest_ohlcv(active, days=5)
-        delivery.ingest_markets(active)
-        delivery.ingest_fear_greed(active)
+        ingest.ingest_ohlcv(active, days=5)
+        ingest.ingest_markets(active)
+        ingest.ingest_fear_greed(active)
     # the market snapshot is stamped with the real hour; align it with the sandbox clock
     execute(settings, "UPDATE raw.coingecko_markets SET snapshot_ts = %s", (NOW.replace(minute=0),))
     transform.transform(settings, execution_time=NOW)

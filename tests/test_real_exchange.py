@@ -12,9 +12,10 @@ from decimal import Decimal
 import numpy as np
 import pytest
 
-from pipelines import db, delivery
+from pipelines import db, ingest
 from pipelines.bronze import open_lake, read_bronze
 from pipelines.cli import sandboxed
+from pipelines.errors import UniverseError
 from pipelines.sandbox import SandboxServer, events
 from pipelines.sandbox.markets import klines_rows
 
@@ -55,7 +56,7 @@ def test_a_delisted_pair_is_skipped_its_history_stays_and_its_successor_loads(se
     from pipelines import transform
 
     sandbox.set_now(ms("2024-09-08T12:30"))  # MATIC trades, POL is not listed yet
-    first = delivery.ingest_ohlcv(settings, days=2, symbols=["BTCUSDT", "MATICUSDT", "POLUSDT"])
+    first = ingest.ingest_ohlcv(settings, days=2, symbols=["BTCUSDT", "MATICUSDT", "POLUSDT"])
     assert first.details["skipped_pairs"] == {"POLUSDT": "NOT_LISTED"}
     assert counts(settings) == {"BTCUSDT": 48, "MATICUSDT": 48}
 
@@ -63,7 +64,7 @@ def test_a_delisted_pair_is_skipped_its_history_stays_and_its_successor_loads(se
         ms("2024-09-20T00:30")
     )  # MATIC is in BREAK since 09-10 04:00, POL trades since 09-13 10:00
     caplog.clear()
-    second = delivery.ingest_ohlcv(settings, symbols=["BTCUSDT", "MATICUSDT", "POLUSDT"])
+    second = ingest.ingest_ohlcv(settings, symbols=["BTCUSDT", "MATICUSDT", "POLUSDT"])
     assert second.details["skipped_pairs"] == {"MATICUSDT": "BREAK"}
     warnings = [r.getMessage() for r in caplog.records if "MATICUSDT" in r.getMessage()]
     assert len(warnings) == 1 and warnings[0].startswith(  # (a JSON log setup appends the extra fields)
@@ -82,7 +83,7 @@ def test_a_delisted_pair_is_skipped_its_history_stays_and_its_successor_loads(se
     assert query(settings, "SELECT count(*) FROM ops.gaps")[0][0] == 0
 
     sandbox.set_now(ms("2024-10-15T00:30"))  # MATIC is gone: exchangeInfo no longer lists it (-1121)
-    third = delivery.ingest_ohlcv(settings, symbols=["BTCUSDT", "MATICUSDT", "POLUSDT"])
+    third = ingest.ingest_ohlcv(settings, symbols=["BTCUSDT", "MATICUSDT", "POLUSDT"])
     assert third.details["skipped_pairs"] == {"MATICUSDT": "NOT_LISTED"}
     assert counts(settings)["MATICUSDT"] == 48
     history = query(
@@ -121,8 +122,8 @@ def test_a_delisted_pair_is_skipped_its_history_stays_and_its_successor_loads(se
     ]
 
     # gold: the pair's life in dim_pair, and its facts kept
-    delivery.ingest_markets(settings)
-    delivery.ingest_fear_greed(settings)
+    ingest.ingest_markets(settings)
+    ingest.ingest_fear_greed(settings)
     transform.transform(settings, execution_time=utc("2024-10-15T00:30"))
     assert query(
         settings,
@@ -146,13 +147,13 @@ def test_a_delisted_pair_is_skipped_its_history_stays_and_its_successor_loads(se
 
 def test_only_when_no_requested_pair_trades_is_it_an_error(settings, sandbox):
     sandbox.set_now(ms("2025-03-01T00:30"))
-    with pytest.raises(delivery.UniverseError, match=r"MATICUSDT \(NOT_LISTED\), FTMUSDT \(NOT_LISTED\)"):
-        delivery.ingest_ohlcv(settings, days=1, symbols=["MATICUSDT", "FTMUSDT"])
+    with pytest.raises(UniverseError, match=r"MATICUSDT \(NOT_LISTED\), FTMUSDT \(NOT_LISTED\)"):
+        ingest.ingest_ohlcv(settings, days=1, symbols=["MATICUSDT", "FTMUSDT"])
 
 
 def test_a_ten_day_window_is_half_open(settings, sandbox):
     sandbox.set_now(ms("2025-03-01T00:30"))
-    summary = delivery.ingest_ohlcv(
+    summary = ingest.ingest_ohlcv(
         settings, since=utc("2025-01-01"), until=utc("2025-01-11"), symbols=["BTCUSDT", "ETHUSDT", "SOLUSDT"]
     )
     assert counts(settings) == {"BTCUSDT": 240, "ETHUSDT": 240, "SOLUSDT": 240}
@@ -163,7 +164,7 @@ def test_a_ten_day_window_is_half_open(settings, sandbox):
 
 def test_exchange_outage_and_pair_halt_are_classified(settings, sandbox):
     sandbox.set_now(ms("2023-04-01T00:30"))
-    delivery.ingest_ohlcv(
+    ingest.ingest_ohlcv(
         settings, since=utc("2023-03-23"), until=utc("2023-03-26"), symbols=["BTCUSDT", "BNBUSDT", "SOLUSDT"]
     )
     assert counts(settings) == {"BTCUSDT": 71, "BNBUSDT": 71, "SOLUSDT": 71}  # 13:00 on the 24th is missing
@@ -174,7 +175,7 @@ def test_exchange_outage_and_pair_halt_are_classified(settings, sandbox):
     ]
 
     sandbox.set_now(ms("2025-10-10T00:30"))
-    delivery.ingest_ohlcv(
+    ingest.ingest_ohlcv(
         settings, since=utc("2025-10-06"), until=utc("2025-10-09"), symbols=["BTCUSDT", "DOTUSDT"]
     )
     halted = query(
@@ -208,7 +209,7 @@ def _revised_between(symbol: str, lo_ms: int, hi_ms: int, seen_at: int, now: int
 def test_the_hourly_run_restates_revised_candles_with_a_trace(settings, sandbox):
     t0 = ms("2026-03-10T12:30")
     sandbox.set_now(t0)
-    first = delivery.ingest_ohlcv(settings, days=2)
+    first = ingest.ingest_ohlcv(settings, days=2)
     last_closed = ms("2026-03-10T11:00")
     lo = last_closed - 47 * HOUR
     t1 = t0 + 24 * HOUR
@@ -216,7 +217,7 @@ def test_the_hourly_run_restates_revised_candles_with_a_trace(settings, sandbox)
     expected = {s: _revised_between(s, lo, last_closed, t0, t1) for s in ("BTCUSDT", "ETHUSDT")}
     assert sum(map(len, expected.values())) > 0  # the seed gives this window some revisions
 
-    summary = delivery.ingest_ohlcv(settings)
+    summary = ingest.ingest_ohlcv(settings)
     revised = query(
         settings,
         "SELECT symbol, (extract(epoch FROM open_time) * 1000)::bigint, old_load_id, new_load_id, found_by, "
@@ -255,18 +256,18 @@ def test_the_hourly_run_restates_revised_candles_with_a_trace(settings, sandbox)
 def test_verify_reports_exactly_the_revised_hours_and_apply_restates_them(settings, sandbox):
     t0 = ms("2026-03-10T12:30")
     sandbox.set_now(t0)
-    delivery.ingest_ohlcv(settings, days=2)
+    ingest.ingest_ohlcv(settings, days=2)
     t1 = t0 + 30 * HOUR
     sandbox.set_now(t1)
     lo, hi = ms("2026-03-08T12:00"), ms("2026-03-10T11:00")
     expected = sorted((s, t) for s in ("BTCUSDT", "ETHUSDT") for t in _revised_between(s, lo, hi, t0, t1))
     assert len(expected) > 0  # the seed gives this window some revisions
-    found = delivery.verify_klines(settings, since=utc("2026-03-08T12:00"), until=utc("2026-03-10T12:00"))
+    found = ingest.verify_klines(settings, since=utc("2026-03-08T12:00"), until=utc("2026-03-10T12:00"))
     assert sorted((s, int(at.timestamp() * 1000)) for s, at, _ in found.changed) == expected
     assert found.missing_in_raw == found.missing_on_exchange == []
     assert query(settings, "SELECT count(*) FROM ops.revisions")[0][0] == 0  # a report changes nothing
 
-    applied = delivery.verify_klines(
+    applied = ingest.verify_klines(
         settings, since=utc("2026-03-08T12:00"), until=utc("2026-03-10T12:00"), apply=True
     )
     assert applied.details["revised"] == len(expected)
@@ -275,7 +276,7 @@ def test_verify_reports_exactly_the_revised_hours_and_apply_restates_them(settin
         "SELECT symbol, (extract(epoch FROM open_time) * 1000)::bigint, found_by FROM ops.revisions ORDER BY 1, 2",
     )
     assert got == [(s, t, "verify") for s, t in expected]
-    again = delivery.verify_klines(settings, since=utc("2026-03-08T12:00"), until=utc("2026-03-10T12:00"))
+    again = ingest.verify_klines(settings, since=utc("2026-03-08T12:00"), until=utc("2026-03-10T12:00"))
     assert again.changed == []
 
 
@@ -285,9 +286,9 @@ def test_gold_knows_the_outage_and_restates_revised_candles(settings, sandbox):
     symbols = ["BTCUSDT", "BNBUSDT", "SOLUSDT"]
     t0 = ms("2023-03-26T00:30")
     sandbox.set_now(t0)
-    delivery.ingest_ohlcv(settings, since=utc("2023-03-23"), until=utc("2023-03-26"), symbols=symbols)
-    delivery.ingest_markets(settings)
-    delivery.ingest_fear_greed(settings)
+    ingest.ingest_ohlcv(settings, since=utc("2023-03-23"), until=utc("2023-03-26"), symbols=symbols)
+    ingest.ingest_markets(settings)
+    ingest.ingest_fear_greed(settings)
     transform.transform(settings, execution_time=utc("2023-03-26T00:30"))
     days = query(
         settings,
@@ -307,7 +308,7 @@ def test_gold_knows_the_outage_and_restates_revised_candles(settings, sandbox):
         if t >= t1 // HOUR * HOUR - 48 * HOUR  # inside the trailing restate window
     )
     assert expected
-    summary = delivery.ingest_ohlcv(settings, symbols=symbols)
+    summary = ingest.ingest_ohlcv(settings, symbols=symbols)
     assert summary.details["revised"] == len(expected)
     transform.transform(settings, execution_time=dt.datetime.fromtimestamp(t1 / 1000, dt.UTC))
     assert_revised_in_gold(settings, expected, t1)
@@ -323,9 +324,9 @@ def test_verify_apply_restates_gold_beyond_the_restate_window(settings, sandbox,
     symbols = ["BTCUSDT", "ETHUSDT"]
     t0 = ms("2026-03-10T12:30")
     sandbox.set_now(t0)
-    delivery.ingest_ohlcv(settings, days=2, symbols=symbols)
-    delivery.ingest_markets(settings)
-    delivery.ingest_fear_greed(settings)
+    ingest.ingest_ohlcv(settings, days=2, symbols=symbols)
+    ingest.ingest_markets(settings)
+    ingest.ingest_fear_greed(settings)
     transform.transform(settings, execution_time=utc("2026-03-10T12:30"))
     t1 = t0 + 72 * HOUR  # every stored hour is now out of the trailing restate window
     sandbox.set_now(t1)
@@ -367,7 +368,7 @@ def test_verify_apply_restates_gold_beyond_the_restate_window(settings, sandbox,
 def test_a_status_change_at_the_open_rows_own_instant_rewrites_it(make_settings):
     """A frozen clock (or two runs inside one ms) sees TRADING then BREAK at the same server time: the open
     row takes the newer status instead of Postgres refusing the statement; a later change closes it."""
-    from pipelines import lifecycle
+    from pipelines.ingest import lifecycle
     from pipelines.sources.binance.helpers import ExchangeInfo
 
     settings = make_settings()
@@ -403,7 +404,7 @@ def test_a_ctrl_c_while_the_database_goes_away_stays_a_ctrl_c_and_the_next_run_f
 
     t0, t1 = ms("2026-03-10T12:30"), ms("2026-03-11T12:30")
     sandbox.set_now(t0)
-    delivery.ingest_ohlcv(settings, days=2)
+    ingest.ingest_ohlcv(settings, days=2)
     sandbox.set_now(t1)
     embedded_url, loads = settings.database.url, []
     original_load = dlt.Pipeline.load
@@ -417,7 +418,7 @@ def test_a_ctrl_c_while_the_database_goes_away_stays_a_ctrl_c_and_the_next_run_f
 
     monkeypatch.setattr(dlt.Pipeline, "load", load)
     with pytest.raises(KeyboardInterrupt):
-        delivery.ingest_ohlcv(settings)
+        ingest.ingest_ohlcv(settings)
     messages = [r.getMessage() for r in caplog.records]
     # bronze: raw could not be asked whether the load committed; the revisions: could not be settled
     assert "could not tell whether the raw load committed; bronze left as written" in messages
@@ -427,7 +428,7 @@ def test_a_ctrl_c_while_the_database_goes_away_stays_a_ctrl_c_and_the_next_run_f
     monkeypatch.setattr(dlt.Pipeline, "load", original_load)
     settings.database.url = embedded_url
 
-    rerun = delivery.ingest_ohlcv(settings)
+    rerun = ingest.ingest_ohlcv(settings)
     assert rerun.details["revised"] > 0
     for symbol in ("BTCUSDT", "ETHUSDT"):
         rows = klines_rows(symbol, "1h", ms("2026-03-08T12:00"), ms("2026-03-11T11:00"), t1, seed=42)
@@ -462,7 +463,7 @@ def test_a_window_from_before_the_exchange_existed_starts_each_pair_at_its_first
     """`--since 2017-01-01` (or the DAG's days=100000) for a pair listed in 2024: nothing before its first
     candle is fetched or recorded as a gap, and the run says where the pair starts."""
     sandbox.set_now(ms("2024-09-14T00:30"))  # POL trades since 2024-09-13 10:00
-    summary = delivery.ingest_ohlcv(settings, symbols=["POLUSDT"], since=utc("2017-01-01T00:00"))
+    summary = ingest.ingest_ohlcv(settings, symbols=["POLUSDT"], since=utc("2017-01-01T00:00"))
     assert summary.details["listed_inside_window"] == {"POLUSDT": "2024-09-13T10:00:00+00:00"}
     assert counts(settings) == {"POLUSDT": 14}  # 10:00 .. 23:00
     assert query(settings, "SELECT count(*) FROM ops.gaps") == [(0,)]

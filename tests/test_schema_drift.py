@@ -10,7 +10,7 @@ import json
 import pyarrow.compute as pc
 import pytest
 
-from pipelines import db, delivery
+from pipelines import db, ingest
 from pipelines.bronze import open_lake, read_bronze
 from pipelines.cli import sandboxed
 from pipelines.sandbox import SandboxServer
@@ -53,12 +53,12 @@ def test_drift_between_two_real_snapshots_keeps_every_record_and_the_second_snap
 ):
     older = (fixtures_dir / "coingecko" / "markets_top100_2024-06-01.json").read_text()
     sandbox.set_fault("markets", "replay", body=older)
-    first = delivery.ingest_markets(settings)
+    first = ingest.ingest_markets(settings)
     assert (first.rows_raw, first.dead_letters, first.details["schema_changes"]) == (100, 0, [])
 
     newer = newer_snapshot(fixtures_dir)
     sandbox.set_fault("markets", "replay", body=json.dumps(newer))
-    second = delivery.ingest_markets(settings)
+    second = ingest.ingest_markets(settings)
     assert second.details["snapshot_ts"] == first.details["snapshot_ts"]  # the same snapshot hour
     assert (second.rows_raw, second.dead_letters) == (100, 0)
     assert sorted(
@@ -95,11 +95,11 @@ def test_drift_between_two_real_snapshots_keeps_every_record_and_the_second_snap
 
 
 def test_sandbox_drift_switches_coerce_lossless_types(settings, sandbox):
-    baseline = delivery.ingest_markets(settings)
+    baseline = ingest.ingest_markets(settings)
     sandbox.set_fault(
         "markets", "schema_drift", float_ints=["market_cap_rank"], string_numbers=["total_volume", "ath"]
     )
-    drifted = delivery.ingest_markets(settings)
+    drifted = ingest.ingest_markets(settings)
     assert drifted.dead_letters == 0 and drifted.rows_raw == baseline.rows_raw
     # 5.0 for 5 is still a JSON number: coerced silently; numeric strings are a recorded type change
     assert sorted((c["field"], c["change"], c["new_type"]) for c in drifted.details["schema_changes"]) == [
@@ -116,7 +116,7 @@ def test_values_that_cannot_be_read_go_to_dead_letters_and_the_rest_loads(settin
     coins[7]["name"] = {"en": "Ether"}
     coins[9]["market_cap_rank"] = 2.5
     sandbox.set_fault("markets", "replay", body=json.dumps(coins))
-    summary = delivery.ingest_markets(settings)
+    summary = ingest.ingest_markets(settings)
     assert (summary.rows_raw, summary.dead_letters) == (97, 3)
     reasons = query(settings, "SELECT natural_key, reason FROM raw.dead_letter ORDER BY reason")
     snapshot = summary.details["snapshot_ts"]
@@ -134,12 +134,12 @@ def test_a_field_that_arrives_all_null_takes_its_type_from_its_first_values(sett
     for coin in coins:
         coin[ADDED] = None
     sandbox.set_fault("markets", "replay", body=json.dumps(coins))
-    first = delivery.ingest_markets(settings)
+    first = ingest.ingest_markets(settings)
     assert (first.rows_raw, first.dead_letters) == (100, 0)
     for i, coin in enumerate(coins):
         coin[ADDED] = i + 0.25
     sandbox.set_fault("markets", "replay", body=json.dumps(coins))
-    second = delivery.ingest_markets(settings)
+    second = ingest.ingest_markets(settings)
     assert (second.rows_raw, second.dead_letters) == (100, 0)
     columns = dict(
         query(

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines import db, delivery, transform
+from pipelines import db, ingest, transform
 from pipelines.cli import sandboxed
 from pipelines.sandbox import SandboxServer
 
@@ -43,9 +43,9 @@ def built(tmp_path_factory, settings_in):
             "klines", "missing_hours", symbol="ETHUSDT", start_ms=outage, end_ms=outage + 4 * HOUR
         )
         active = sandboxed(settings, sandbox)
-        delivery.ingest_ohlcv(active, days=DAYS)
-        delivery.ingest_markets(active)
-        delivery.ingest_fear_greed(active)
+        ingest.ingest_ohlcv(active, days=DAYS)
+        ingest.ingest_markets(active)
+        ingest.ingest_fear_greed(active)
     summary = transform.transform(settings, execution_time=NOW)
     return settings, summary
 

@@ -1,6 +1,6 @@
 """Binance spot klines: one window per symbol, grid-aligned pages fetched in parallel, Arrow tables out.
 
-The engine (pipelines/delivery.py) compares them with raw before it hands them to dlt (revisions).
+The engine (pipelines/ingest/klines.py) compares them with raw before it hands them to dlt (revisions).
 """
 
 from __future__ import annotations

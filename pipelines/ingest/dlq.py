@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from pipelines import db
-from pipelines.delivery import FEAR_GREED, KLINES, MARKETS, TableSpec, _deliver, source_run
+from pipelines.ingest.engine import FEAR_GREED, KLINES, MARKETS, TableSpec, deliver, source_run
 from pipelines.settings import Settings
 from pipelines.sources.binance.helpers import parse_klines
 from pipelines.sources.coingecko.helpers import markets_to_arrow
@@ -80,7 +80,7 @@ def replay(settings: Settings, ids: list[int] | None = None) -> ReplayResult:
                 good_ids.append(letter.id)
             if good_ids:
                 sink.tables[:] = [pa.concat_tables(sink.tables)]  # handed over to _deliver
-                run.rows_bronze, run.rows_raw = _deliver(
+                run.rows_bronze, run.rows_raw = deliver(
                     settings, source, None, sink, specs[table_name], run.run_id, "merge"
                 )
                 _mark_replayed(settings, good_ids, run.run_id)

@@ -1,0 +1,173 @@
+"""The two runs over Binance candles: `ingest_ohlcv` (incremental or a backfill window) and `verify_klines`
+(re-fetch a window and report, or restate, what differs from raw)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from pipelines.ingest import gaps, lifecycle, revisions
+from pipelines.ingest.binance import (
+    HOUR_MS,
+    after_listing,
+    binance_client,
+    klines_cursors,
+    last_open_before,
+    plan_windows,
+    resolve_pairs,
+    stored_spans,
+    utc_of_ms,
+)
+from pipelines.ingest.engine import RunSummary, source_run
+from pipelines.ingest.klines import Progress, deliver_klines, fetch_klines, store_klines
+from pipelines.settings import Settings
+from pipelines.sources.binance import SymbolWindow
+from pipelines.sources.binance.helpers import fetch_exchange_info, last_closed_open_ms, plan_pages
+from pipelines.sources.binance.settings import KLINES_SCHEMA
+
+
+def ingest_ohlcv(
+    settings: Settings,
+    *,
+    symbols: list[str] | None = None,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    days: int | None = None,
+    command: str = "ingest",
+    progress: Progress | None = None,
+) -> RunSummary:
+    """Incremental by default (each symbol from its own cursor, re-fetching the trailing
+    `restate_hours` to pick up revised candles); a backfill of [since, until) or the last `days` days."""
+    if days is not None and days < 1:
+        raise ValueError(f"days must be at least 1, got {days}")
+    with source_run(settings, "binance", command) as run:
+        client = binance_client(settings)
+        info = fetch_exchange_info(client)
+        if info.weight_limit:
+            client.limiter.weight_limit = min(
+                info.weight_limit, settings.sources.binance.weight_limit_per_minute
+            )
+        pairs = resolve_pairs(settings, info, symbols)
+        lifecycle.record_statuses(settings, info, [*pairs.trading, *pairs.skipped], run.run_id)
+        lifecycle.warn_skipped(settings, pairs)
+        universe = pairs.trading
+        end_ms = last_closed_open_ms(info.server_time_ms, settings.interval)
+        if until is not None:
+            end_ms = min(end_ms, last_open_before(until))
+        spans = stored_spans(settings)
+        cursors = {symbol: newest for symbol, (_, newest) in spans.items()}
+        incremental = since is None and days is None
+        windows = plan_windows(settings, universe, end_ms, since, days, spans)
+        windows, listed = after_listing(settings, client, windows, cursors)
+        run.window_start = utc_of_ms(min((w.start_ms for w in windows), default=end_ms))
+        run.window_end = utc_of_ms(end_ms)
+        total_pages = sum(len(plan_pages(w.start_ms, w.end_ms, settings.interval)) for w in windows)
+        gaps.note_gap_checks(settings, run.run_id, windows)
+        summary = deliver_klines(
+            settings, run, client, windows, info, run.run_id, progress, total_pages, cursors,
+            "restate" if incremental else "backfill",
+        )  # fmt: skip
+        clock = time.perf_counter()
+        inherited = gaps.inherited_gap_checks(settings, run.run_id)  # a killed run's, after its raw commit
+        gap_windows = gaps.detect_gaps(settings, run.run_id, gaps.merged([*windows, *inherited]))
+        summary["timings"]["gap_check_s"] = round(time.perf_counter() - clock, 3)
+        if gap_windows:
+            refill = deliver_klines(
+                settings, run, client, gap_windows, info, f"{run.run_id}-refetch", None, 0,
+                klines_cursors(settings), "refetch",
+            )  # fmt: skip
+            summary["refetched_rows"] = refill["rows_raw"]
+        # also settles hours an earlier (killed) run left 'missing' that raw now holds
+        summary["known_gaps"] = gaps.settle_gaps(settings, run.run_id, gap_windows)
+        summary["gap_classes"] = gaps.classify_gaps(settings)
+        gaps.done_gap_checks(settings)
+        if inherited:
+            summary["inherited_gap_checks"] = len(inherited)
+        run.details.update(
+            summary,
+            symbols=len(universe),
+            pages=total_pages,
+            skipped_pairs=pairs.skipped,
+            listed_inside_window={s: utc_of_ms(ms).isoformat() for s, ms in listed.items()},
+        )
+        return RunSummary(run.run_id, "binance", run.rows_raw, run.rows_bronze, run.dead_letters, run.details)
+
+
+@dataclass
+class Verification:
+    """What `cryptoflow verify` found: per pair and hour, what differs between the exchange and raw."""
+
+    run_id: str
+    window: tuple[dt.datetime, dt.datetime]
+    changed: list[tuple[str, dt.datetime, dict[str, dict[str, str]]]]
+    missing_in_raw: list[tuple[str, dt.datetime]]
+    missing_on_exchange: list[tuple[str, dt.datetime]]
+    applied: bool
+    details: dict[str, Any]
+
+
+def verify_klines(
+    settings: Settings,
+    *,
+    since: dt.datetime,
+    until: dt.datetime | None = None,
+    symbols: list[str] | None = None,
+    apply: bool = False,
+) -> Verification:
+    """Re-fetch [since, until) and compare it with raw, per pair and hour. With apply: changed candles are
+    restated (ops.revisions, found_by verify), candles raw lacks are added; gold is restated by the caller
+    (transform.restate) over the window."""
+    with source_run(settings, "binance", "verify --apply" if apply else "verify") as run:
+        client = binance_client(settings)
+        info = fetch_exchange_info(client)
+        pairs = resolve_pairs(settings, info, symbols)
+        lifecycle.warn_skipped(settings, pairs)
+        end_ms = last_closed_open_ms(info.server_time_ms, settings.interval)
+        if until is not None:
+            end_ms = min(end_ms, last_open_before(until))
+        start_ms = -(-int(since.timestamp() * 1000) // HOUR_MS) * HOUR_MS
+        windows = [SymbolWindow(s, start_ms, end_ms) for s in pairs.trading if start_ms <= end_ms]
+        run.window_start, run.window_end = utc_of_ms(start_ms), utc_of_ms(end_ms)
+        sink = fetch_klines(settings, run, client, windows, info, run.run_id, None, 0)
+        fetched = pa.concat_tables(sink.tables) if sink.tables else KLINES_SCHEMA.empty_table()
+        sink.tables.clear()
+        symbols_ = [w.symbol for w in windows]
+        stored = revisions.stored_candles(
+            settings, symbols_, [start_ms] * len(symbols_), [end_ms] * len(symbols_)
+        )
+        parts = revisions.split(fetched, stored)
+        fetched_keys = set(
+            zip(fetched["symbol"].to_pylist(), revisions._ms(fetched["open_time"]).to_pylist(), strict=True)
+        )
+        stored_keys = set(zip(stored["symbol"].to_pylist(), stored["k_ms"].to_pylist(), strict=True))
+        diffs = revisions.differences(parts.changed, parts.previous)
+        result = Verification(
+            run.run_id,
+            (utc_of_ms(start_ms), utc_of_ms(end_ms)),
+            changed=[
+                (sym, utc_of_ms(ms), diff)
+                for sym, ms, diff in zip(
+                    parts.changed["symbol"].to_pylist(),
+                    revisions._ms(parts.changed["open_time"]).to_pylist(),
+                    diffs,
+                    strict=True,
+                )
+            ],
+            missing_in_raw=sorted((s, utc_of_ms(ms)) for s, ms in fetched_keys - stored_keys),
+            missing_on_exchange=sorted((s, utc_of_ms(ms)) for s, ms in stored_keys - fetched_keys),
+            applied=apply,
+            details={},
+        )
+        summary = {"changed": len(result.changed), "missing_in_raw": len(result.missing_in_raw),
+                   "missing_on_exchange": len(result.missing_on_exchange), "unchanged": parts.unchanged}  # fmt: skip
+        if apply:
+            # parts holds what is left to load; the rest must be freed before the raw load (as in ingest)
+            del fetched, stored, fetched_keys, stored_keys
+            summary |= store_klines(settings, run, sink, parts, run.run_id, "verify")
+        run.details.update(summary, skipped_pairs=pairs.skipped)
+        result.details = run.details
+        return result
