@@ -18,7 +18,7 @@ import psycopg2
 import streamlit as st
 from psycopg2 import sql
 
-from pipelines import db
+from pipelines import catalog, db
 from pipelines.settings import Settings, load_settings
 
 CACHE_TTL_S = 3600  # gold is rebuilt hourly: the dashboard re-reads at most once an hour
@@ -286,25 +286,27 @@ def load_run_summary(url: str, days: int) -> pd.DataFrame:
     )
 
 
-# table -> (SQL of the newest time its data covers, the settings threshold it is held to, extra hours)
+# gold table -> SQL of the newest time its data covers (its threshold is the catalogue's)
 FRESHNESS = {
+    # the newest candle's close, searched only from the newest daily row on (no scan of every hourly row)
     "fct_prices": (
-        # the newest candle, searched only from the newest daily row on (no scan of every hourly row)
         "(SELECT max(open_time) + interval '1 hour' FROM {fp} "
-        "WHERE open_time >= (SELECT max(day) FROM {fd})::timestamp AT TIME ZONE 'UTC')",
-        "ohlcv",
-        0,
+        "WHERE open_time >= (SELECT max(day) FROM {fd})::timestamp AT TIME ZONE 'UTC')"
     ),
-    # a daily table covers up to the END of its newest UTC day (the next midnight); the day after it
-    # completes 24 h later, so its age runs up to 24 h plus the source's own threshold
-    "fct_daily_summary": ("(SELECT (max(day) + 1)::timestamp AT TIME ZONE 'UTC' FROM {fd})", "ohlcv", 24),
-    "fct_market_sentiment": ("(SELECT (max(day) + 1)::timestamp AT TIME ZONE 'UTC' FROM {fs})", "markets", 0),
-    "mart_market_overview": ("(SELECT max(snapshot_ts) FROM {mo})", "markets", 0),
+    # a daily table covers up to the END of its newest UTC day (the next midnight)
+    "fct_daily_summary": "(SELECT (max(day) + 1)::timestamp AT TIME ZONE 'UTC' FROM {fd})",
+    "fct_market_sentiment": "(SELECT (max(day) + 1)::timestamp AT TIME ZONE 'UTC' FROM {fs})",
+    "mart_market_overview": "(SELECT max(snapshot_ts) FROM {mo})",
 }
 
 
+def freshness_thresholds(settings: Settings) -> tuple[tuple[str, float], ...]:
+    """(gold table, its freshness threshold in hours) from the catalogue, for load_freshness."""
+    return tuple((table, catalog.BY_NAME[f"gold.{table}"].threshold_h(settings)) for table in FRESHNESS)
+
+
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
-def load_freshness(url: str, schema: str, ohlcv_hours: float, markets_hours: float) -> pd.DataFrame:
+def load_freshness(url: str, schema: str, thresholds: tuple[tuple[str, float], ...]) -> pd.DataFrame:
     """Per gold table: the newest time its data covers, its age in hours and its threshold."""
     state = load_table_rows(url, schema, tuple(FRESHNESS))
     present = set(state.loc[state["has_rows"], "table_name"])
@@ -314,9 +316,9 @@ def load_freshness(url: str, schema: str, ohlcv_hours: float, markets_hours: flo
         "fs": _gold(url, schema, "fct_market_sentiment"),
         "mo": _gold(url, schema, "mart_market_overview"),
     }
-    hours = {"ohlcv": ohlcv_hours, "markets": markets_hours}
     parts, params = [], {}
-    for n, (table, (newest, kind, extra)) in enumerate(FRESHNESS.items()):
+    for n, (table, threshold_h) in enumerate(thresholds):
+        newest = FRESHNESS[table]
         if table not in present or (table == "fct_prices" and "fct_daily_summary" not in present):
             continue
         parts.append(
@@ -327,7 +329,7 @@ def load_freshness(url: str, schema: str, ohlcv_hours: float, markets_hours: flo
             )
         )
         params[f"name{n}"] = f"{relation_schema(url, schema, table)}.{table}"
-        params[f"threshold{n}"] = float(hours[kind] + extra)
+        params[f"threshold{n}"] = float(threshold_h)
     if not parts:
         return pd.DataFrame(columns=["table_name", "newest", "threshold_h", "age_h", "fresh"])
     query = sql.SQL(

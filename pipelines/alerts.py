@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Any
 
-from pipelines import db
+from pipelines import catalog, db
 from pipelines.quality import CheckResult, CheckRun
 from pipelines.redaction import redact
 from pipelines.settings import Settings
@@ -33,12 +33,6 @@ ATTEMPTS = 3
 BACKOFF_S = 0.2  # doubled after each failed attempt: 0.2 s, 0.4 s
 TIMEOUT_S = 10.0
 FAILING = ("fail", "error")
-# raw table -> the column whose newest value says how fresh it is
-FRESHNESS = {
-    "raw.binance_klines": "close_time",
-    "raw.coingecko_markets": "snapshot_ts",
-    "raw.fear_greed": "ts",
-}
 
 
 # --------------------------------------------------------------------------------------------- recording
@@ -326,11 +320,12 @@ def collect_digest(settings: Settings, now: dt.datetime) -> Digest:
         )
         failed = [(la, c, t, int(n), v) for la, c, t, n, v in cur.fetchall()]
         freshness = []
-        for table, column in FRESHNESS.items():
+        for raw in catalog.RAW:
+            table = raw.qualified
             cur.execute("SELECT to_regclass(%s)", (table,))
             newest = None
             if cur.fetchone()[0] is not None:
-                cur.execute(f"SELECT max({column}) FROM {table}")
+                cur.execute(f"SELECT max({raw.fresh_column}) FROM {table}")
                 newest = cur.fetchone()[0]
                 if newest is not None:
                     newest = (

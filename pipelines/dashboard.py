@@ -110,7 +110,6 @@ def measure_queries(
     last = symbols.loc[BENCH_SYMBOL, "last_day"] if BENCH_SYMBOL in symbols.index else dt.date.today()
     start = last - dt.timedelta(days=BENCH_DAYS - 1)
     top10 = tuple(raw("load_top10")(url, schema)["symbol"].dropna())
-    checks = settings.checks
     calls: dict[str, Callable[[], object]] = {
         "environments": lambda: raw("load_environments")(url),
         "table_rows": lambda: raw("load_table_rows")(url, schema, ("fct_prices", "fct_daily_summary")),
@@ -128,9 +127,7 @@ def measure_queries(
         "sentiment_365d": lambda: raw("load_sentiment")(url, schema, last - dt.timedelta(days=364), last),
         "runs_30d": lambda: raw("load_runs")(url, 30),
         "run_summary_30d": lambda: raw("load_run_summary")(url, 30),
-        "freshness": lambda: raw("load_freshness")(
-            url, schema, checks.freshness_ohlcv_hours, checks.freshness_markets_hours
-        ),
+        "freshness": lambda: raw("load_freshness")(url, schema, q.freshness_thresholds(settings)),
         "check_results": lambda: raw("load_check_results")(url),
         "dead_letter_runs": lambda: raw("load_dead_letter_runs")(url),
         "gaps": lambda: raw("load_gaps")(url),

@@ -6,7 +6,8 @@ import contextlib
 
 from pipelines import db
 from pipelines.bronze import open_lake
-from pipelines.ingest.engine import FEAR_GREED, KLINES, MARKETS, RunSummary, count_rows
+from pipelines.catalog import FEAR_GREED, KLINES, MARKETS
+from pipelines.ingest.engine import RunSummary, count_rows
 from pipelines.settings import Settings
 
 

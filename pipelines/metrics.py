@@ -27,7 +27,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from pipelines import db
+from pipelines import catalog, db
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -57,17 +57,11 @@ SCHEDULED_PARAMS = {
 }
 DQ_OUTCOMES = ("pass", "warn", "fail", "error")
 DQ_FAILING = ("fail", "error")
-# No config key exists for Fear & Greed: a value is published once a UTC day, stamped 00:00 UTC.
-FEAR_GREED_FRESHNESS_HOURS = 48.0
 NULL_RATIO_WINDOW_HOURS = 24
 
-# table -> its time column (the newest value says how fresh the table is)
-FRESHNESS_COLUMNS = {
-    "raw.binance_klines": "close_time",
-    "raw.coingecko_markets": "snapshot_ts",
-    "raw.fear_greed": "ts",
-    "gold.fct_prices": "open_time",
-}
+# the tables whose freshness is exported: table -> the column whose newest value says how fresh it is
+FRESHNESS_TABLES = (*catalog.RAW, catalog.FCT_PRICES)
+FRESHNESS_COLUMNS = {t.qualified: t.fresh_column for t in FRESHNESS_TABLES}
 # table -> (time column, key columns whose share of NULLs over the newest 24 hours is exported)
 NULL_RATIO_COLUMNS = {
     "gold.fct_prices": (
@@ -228,12 +222,9 @@ class _Round:
 def freshness_thresholds(settings: Settings) -> dict[str, float]:
     """Maximum age in seconds per table, as the Soda freshness checks use them (gold's time column is the
     candle's open, an hour older than its close)."""
-    c = settings.checks
     return {
-        "raw.binance_klines": c.freshness_ohlcv_hours * 3600,
-        "raw.coingecko_markets": c.freshness_markets_hours * 3600,
-        "raw.fear_greed": FEAR_GREED_FRESHNESS_HOURS * 3600,
-        "gold.fct_prices": (c.freshness_ohlcv_hours + 1) * 3600,
+        table: hours * 3600
+        for table, hours in catalog.column_max_age_hours(settings, FRESHNESS_TABLES).items()
     }
 
 

@@ -17,19 +17,15 @@ from collections.abc import Iterator
 from dataclasses import asdict
 from typing import Any
 
+from pipelines import catalog
 from pipelines.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
 HOUR_MS = 3_600_000
 
-# Assets (Airflow data-aware scheduling): name -> URI. The DAG files build airflow.sdk.Asset objects from
-# these, so producer and consumer DAGs cannot disagree on a spelling.
-ASSETS = {
-    "raw.binance_klines": "cryptoflow://raw/binance_klines",
-    "raw.coingecko_markets": "cryptoflow://raw/coingecko_markets",
-    "raw.fear_greed": "cryptoflow://raw/fear_greed",
-    "gold": "cryptoflow://gold",
-}
+# Assets (Airflow data-aware scheduling): name -> URI, from the catalogue. The DAG files build
+# airflow.sdk.Asset objects from these, so producer and consumer DAGs cannot disagree on a spelling.
+ASSETS = catalog.assets()
 
 
 class ChecksFailed(Exception):

@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
 
-from pipelines import db
+from pipelines import catalog, db
 from pipelines.observability import new_run_id
 from pipelines.redaction import redact
 from pipelines.settings import Settings
@@ -72,14 +72,21 @@ def _data_source_yaml(settings: Settings, layer: str) -> str:
     return yaml.safe_dump(config)
 
 
+# the Soda variables of the freshness checks (audits/*.yml) -> the table whose threshold each one is
+SODA_FRESHNESS = {
+    "FRESHNESS_OHLCV": catalog.KLINES,
+    "FRESHNESS_OHLCV_SILVER": catalog.STG_OHLCV,
+    "FRESHNESS_OHLCV_GOLD": catalog.FCT_PRICES,
+    "FRESHNESS_MARKETS": catalog.MARKETS,
+}
+
+
 def _variables(settings: Settings, now: dt.datetime) -> dict[str, str]:
     c = settings.checks
+    hours = catalog.column_max_age_hours(settings)
     return {
         "NOW": now.isoformat(),
-        "FRESHNESS_OHLCV": f"{int(c.freshness_ohlcv_hours * 60)}m",
-        "FRESHNESS_OHLCV_SILVER": f"{int(c.freshness_ohlcv_hours * 60) + 60}m",  # open_time is an hour older
-        "FRESHNESS_OHLCV_GOLD": f"{int(c.freshness_ohlcv_hours * 60) + 60}m",
-        "FRESHNESS_MARKETS": f"{int(c.freshness_markets_hours * 60)}m",
+        **{name: f"{int(hours[table.qualified] * 60)}m" for name, table in SODA_FRESHNESS.items()},
         "SPIKE_THRESHOLD": str(c.spike_return_threshold),
         "EXPECTED_COINS": str(c.expected_market_coins),
     }
@@ -127,20 +134,13 @@ def _is_warn_only(check: dict[str, Any]) -> bool:
     return "warn:" in check.get("definition", "")
 
 
-BRONZE_TABLES = {
-    "binance_klines": ("symbol", "open_time"),
-    "coingecko_markets": ("id", "snapshot_ts"),
-    "fear_greed": ("ts",),
-}
-
-
 def bronze_reconciliation(settings: Settings) -> list[CheckResult]:
     """Bronze rows equal raw rows per load id (Parquet is outside Soda's reach, so this one is Python)."""
     from pipelines.bronze import open_lake, rows_per_load
 
     lake = open_lake(settings)
     results = []
-    for table in BRONZE_TABLES:
+    for table in (t.name for t in catalog.RAW):  # every raw table has its bronze copy
         in_bronze = rows_per_load(lake, table)  # the load_id column only, never every column
         with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
             cur.execute("SELECT to_regclass(%s)", (f"raw.{table}",))

@@ -115,7 +115,6 @@ class BinanceSource(HttpSource):
     calls_per_minute: int = Field(10000, ge=1, le=100000)
     weight_limit_per_minute: int = Field(6000, ge=10)
     weight_budget: float = Field(0.8, gt=0, le=1.0)
-    page_limit: int = Field(1000, ge=1, le=1000)
     # every incremental run re-fetches this many trailing closed hours, so candles the exchange revised
     # after their close reach raw (ops.revisions); 48 matches the models' lookback
     restate_hours: int = Field(48, ge=1, le=720)

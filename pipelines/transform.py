@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from pipelines import db
+from pipelines import catalog, db
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -268,16 +268,13 @@ def _sample_rows(settings: Settings, audit_sql: str, samples: int) -> list[str]:
         return [f"    (sample rows unavailable: {exc})"]
 
 
-RAW_TABLES = {"binance_klines": "ohlcv", "coingecko_markets": "markets", "fear_greed": "fear-greed"}
-
-
 def _require_raw_tables(settings: Settings) -> None:
     with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
         missing = []
-        for table, step in RAW_TABLES.items():
-            cur.execute("SELECT to_regclass(%s)", (f"raw.{table}",))
+        for table in catalog.RAW:
+            cur.execute("SELECT to_regclass(%s)", (table.qualified,))
             if cur.fetchone()[0] is None:
-                missing.append((table, step))
+                missing.append((table.name, table.ingest_step))
     if missing:
         tables = ", ".join(f"raw.{t}" for t, _ in missing)
         steps = " and ".join(f"`cryptoflow ingest {s}`" for _, s in missing)

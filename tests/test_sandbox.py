@@ -23,7 +23,7 @@ import pytest
 
 from pipelines.sandbox import SandboxServer
 from pipelines.sandbox import markets as mk
-from pipelines.sandbox.server import invalid_row_kind
+from pipelines.sandbox.binance_api import invalid_row_kind
 
 HOUR = 3_600_000
 DAY = 86_400_000

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import subprocess
 import sys
 from pathlib import Path
@@ -147,3 +148,43 @@ def test_backfill_days_must_be_at_least_one(days, capsys):
         cli.main(["backfill", "--days", days])
     assert exited.value.code == 2
     assert f"argument --days: {days!r} is not a number of days (1 or more)" in capsys.readouterr().err
+
+
+def test_every_table_rule_comes_from_the_catalogue():
+    """One description per table: the ingest engine, the checks, the metrics, the digest, the dashboard and
+    the DAGs read the catalogue, so a threshold or a key changes in one place."""
+    from pipelines import catalog, metrics, orchestration, quality
+    from pipelines.sources.binance import settings as bn
+    from pipelines.sources.coingecko import settings as cg
+    from pipelines.sources.fear_greed import settings as fg
+
+    settings = load_settings(
+        environ={}, overrides={"checks": {"freshness_ohlcv_hours": 3, "freshness_markets_hours": 30}}
+    )
+    assert [(s.TABLE, s.PRIMARY_KEY) for s in (bn, cg, fg)] == [(t.name, t.key) for t in catalog.RAW]
+    assert metrics.freshness_thresholds(settings) == {
+        "raw.binance_klines": 3 * 3600, "raw.coingecko_markets": 30 * 3600, "raw.fear_greed": 48 * 3600,
+        "gold.fct_prices": 4 * 3600,
+    }  # fmt: skip
+    variables = quality._variables(settings, dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
+    assert {k: v for k, v in variables.items() if k.startswith("FRESHNESS")} == {
+        "FRESHNESS_OHLCV": "180m", "FRESHNESS_OHLCV_SILVER": "240m", "FRESHNESS_OHLCV_GOLD": "240m",
+        "FRESHNESS_MARKETS": "1800m",
+    }  # fmt: skip
+    assert orchestration.ASSETS == {
+        "raw.binance_klines": "cryptoflow://raw/binance_klines",
+        "raw.coingecko_markets": "cryptoflow://raw/coingecko_markets",
+        "raw.fear_greed": "cryptoflow://raw/fear_greed",
+        "gold": "cryptoflow://gold",
+    }
+    # the dashboard's view: the age of the moment the data covers up to (a daily row: its day's end)
+    assert {t.name: t.threshold_h(settings) for t in catalog.TABLES if t.schema == "gold"} == {
+        "fct_prices": 3, "fct_daily_summary": 27, "fct_market_sentiment": 30, "mart_market_overview": 30,
+    }  # fmt: skip
+
+
+def test_page_limit_is_no_longer_a_setting(tmp_path):
+    """It was validated and documented but never read: an old config naming it gets a clear error."""
+    path = write(tmp_path, "sources: {binance: {page_limit: 500}}")
+    with pytest.raises(ConfigError, match=r"sources.binance.page_limit"):
+        load_settings(path, environ={})

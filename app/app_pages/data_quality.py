@@ -58,12 +58,7 @@ else:
     )
 
 st.subheader("Freshness")
-freshness = q.load_freshness(
-    ctx.url,
-    ctx.schema,
-    ctx.settings.checks.freshness_ohlcv_hours,
-    ctx.settings.checks.freshness_markets_hours,
-)
+freshness = q.load_freshness(ctx.url, ctx.schema, q.freshness_thresholds(ctx.settings))
 if freshness.empty:
     st.info(f"No gold tables with data in `{ctx.schema}` yet.", icon=":material/hourglass_empty:")
 else:

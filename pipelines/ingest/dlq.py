@@ -9,7 +9,8 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from pipelines import db
-from pipelines.ingest.engine import FEAR_GREED, KLINES, MARKETS, TableSpec, deliver, source_run
+from pipelines.catalog import FEAR_GREED, KLINES, MARKETS, Table
+from pipelines.ingest.engine import deliver, source_run
 from pipelines.settings import Settings
 from pipelines.sources.binance.helpers import parse_klines
 from pipelines.sources.coingecko.helpers import markets_to_arrow
@@ -64,7 +65,7 @@ def replay(settings: Settings, ids: list[int] | None = None) -> ReplayResult:
     letters = [
         letter for letter in list_dead_letters(settings, limit=1_000_000) if ids is None or letter.id in ids
     ]
-    specs: dict[str, TableSpec] = {s.name: s for s in (KLINES, MARKETS, FEAR_GREED)}
+    specs: dict[str, Table] = {s.name: s for s in (KLINES, MARKETS, FEAR_GREED)}
     replayed = invalid = 0
     for table_name in sorted({letter.table_name for letter in letters}):
         group = [letter for letter in letters if letter.table_name == table_name]

@@ -23,18 +23,16 @@ import dlt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines import db
+from pipelines import catalog, db
 from pipelines.bronze import delete_load, open_lake, settle_bronze, write_bronze
+from pipelines.catalog import Table
 from pipelines.errors import root_cause
 from pipelines.http import ApiClient
 from pipelines.ingest import revisions
 from pipelines.observability import RunRecord, run_ledger
 from pipelines.redaction import redact
 from pipelines.settings import Settings
-from pipelines.sources.binance import settings as bn
-from pipelines.sources.coingecko import settings as cg
 from pipelines.sources.common import ExtractSink, Rejected
-from pipelines.sources.fear_greed import settings as fg
 
 log = logging.getLogger(__name__)
 
@@ -51,26 +49,6 @@ def configure_dlt() -> None:
     """Before dlt makes a pipeline: no telemetry, no Airflow secrets lookup (a value set by the user wins)."""
     for name, value in DLT_ENVIRONMENT.items():
         os.environ.setdefault(name, value)
-
-
-@dataclass(frozen=True)
-class TableSpec:
-    name: str
-    time_column: str
-    key: tuple[str, ...]
-    # the columns whose values a new load replaces whole in bronze (default: the natural key; a market
-    # snapshot replaces every older copy of its snapshot_ts, so two snapshots of one hour never mix)
-    replace_on: tuple[str, ...] | None = None
-
-    @property
-    def replaces(self) -> tuple[str, ...]:
-        return self.replace_on or self.key
-
-
-KLINES = TableSpec(bn.TABLE, "open_time", bn.PRIMARY_KEY)
-MARKETS = TableSpec(cg.TABLE, "snapshot_ts", cg.PRIMARY_KEY, replace_on=("snapshot_ts",))
-FEAR_GREED = TableSpec(fg.TABLE, "ts", fg.PRIMARY_KEY)
-SPECS = {"binance": KLINES, "coingecko": MARKETS, "fear_greed": FEAR_GREED}
 
 
 @dataclass
@@ -106,7 +84,7 @@ def deliver(
     source: str,
     data: Any,
     sink: ExtractSink,
-    spec: TableSpec,
+    spec: Table,
     load_id: str,
     write_disposition: str = "merge",
 ) -> tuple[int, int]:
@@ -179,7 +157,7 @@ def cleanup(what: str, load_id: str) -> Iterator[None]:
 HANDOFF_ROWS = 32_768  # at most this many rows per item handed to dlt
 
 
-def _bronze_after_failure(settings: Settings, lake: Any, spec: TableSpec, load_id: str) -> None:
+def _bronze_after_failure(settings: Settings, lake: Any, spec: Table, load_id: str) -> None:
     """A load that failed before raw committed loses its bronze files (older copies were not touched
     yet); one that failed after the commit (an interrupt during dlt's bookkeeping) keeps them, settled."""
     try:
@@ -219,7 +197,7 @@ def stage(sink: ExtractSink, name: str):
     sink.timings[f"rss_after_{name}_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def ensure_unique_key(settings: Settings, spec: TableSpec) -> None:
+def ensure_unique_key(settings: Settings, spec: Table) -> None:
     """A unique index on the natural key: the database itself refuses a duplicate."""
     with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
         cur.execute(
@@ -284,7 +262,7 @@ def _recover_abandoned(settings: Settings, source: str) -> None:
         abandoned = [run_id for (run_id,) in cur.fetchall()]
     if not abandoned:
         return
-    spec = SPECS[source]
+    spec = catalog.BY_SOURCE[source]
     lake = open_lake(settings)
     for run_id in abandoned:
         # every load a run can write: the main one, the gap re-fetch, and the revisions of each

@@ -6,9 +6,9 @@ import contextlib
 import datetime as dt
 
 from pipelines import db
+from pipelines.catalog import FEAR_GREED
 from pipelines.http import client_for
 from pipelines.ingest.engine import (
-    FEAR_GREED,
     RunSummary,
     deliver,
     queue_dead_letters,

@@ -9,8 +9,9 @@ import logging
 from pathlib import Path
 
 from pipelines import db
+from pipelines.catalog import KLINES
 from pipelines.ingest.binance import HOUR_MS
-from pipelines.ingest.engine import KLINES, count_rows
+from pipelines.ingest.engine import count_rows
 from pipelines.settings import Settings
 from pipelines.sources.binance import SymbolWindow
 from pipelines.sources.binance.helpers import plan_pages

@@ -13,18 +13,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipelines.catalog import KLINES
 from pipelines.errors import root_cause
 from pipelines.http import ApiClient
 from pipelines.ingest import revisions
-from pipelines.ingest.engine import (
-    KLINES,
-    cleanup,
-    deliver,
-    queue_dead_letters,
-    record_extract,
-    record_http,
-    stage,
-)
+from pipelines.ingest.engine import cleanup, deliver, queue_dead_letters, record_extract, record_http, stage
 from pipelines.observability import RunRecord
 from pipelines.settings import Settings
 from pipelines.sources.binance import SymbolWindow, iter_klines

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 
+from pipelines.catalog import MARKETS
 from pipelines.http import ApiClient, client_for
 from pipelines.ingest.engine import (
-    MARKETS,
     RunSummary,
     deliver,
     queue_dead_letters,

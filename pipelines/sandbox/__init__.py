@@ -20,7 +20,7 @@ N matching requests; symbol= only on klines):
     "malformed"                   200 with an HTML page instead of JSON
     "invalid_rows" (every=97, rows=None)  klines: bar n = open_time // interval_ms is hit when n % every == 0
                                   (or its open_time is in rows); n % 3 == 0 -> open negated, 1 -> high and
-                                  low swapped, 2 -> close "abc" (server.invalid_row_kind says which)
+                                  low swapped, 2 -> close "abc" (binance_api.invalid_row_kind says which)
     "early_bar"                   klines: the answer starts one bar before startTime (the start rounded down)
     "duplicate_rows" (every=1)    klines: bars with n % every == 0 appear twice in a row
     "missing_hours" (start_ms, end_ms)  klines: an outage - hours with open time in [start_ms, end_ms] do not
@@ -34,6 +34,11 @@ MATICUSDT and FTMUSDT go BREAK and are removed (-1121) as their successors start
 hours, one pair's halt, and closed candles revised a day after their close. SandboxServer(calm=True) (or
 `cryptoflow sandbox --calm`) serves every pair trading forever with nothing revised.
 The same controls over HTTP: POST/DELETE /__sandbox/faults, POST /__sandbox/clock, GET /__sandbox/state.
+
+Where things live: server.py (HTTP, routing, weights, control routes), binance_api.py, coingecko_api.py and
+fear_greed_api.py (each API's answers), faults.py (the fault catalogue above), markets.py (the data as
+served; built from coins.py + coins.json, bars.py, series.py, events.py, kline_wire.py) and feeds.py
+(CoinGecko and Fear & Greed data).
 """
 
 from .server import SandboxServer, serve

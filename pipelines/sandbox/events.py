@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .markets import HOUR_MS, QVOL, T0_MS, TBASE, TQUOTE, VOL, Bars, Market
+from .bars import HOUR_MS, QVOL, T0_MS, TBASE, TQUOTE, VOL, Bars
+from .series import Market
 
 
 def _ms(text: str) -> int:

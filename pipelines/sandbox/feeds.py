@@ -1,6 +1,6 @@
 """SYNTHETIC CoinGecko `coins/markets` snapshots and alternative.me Fear & Greed history.
 
-Both are derived from the same synthetic hourly series as the klines (see `markets`), so a dashboard that
+Both are derived from the same synthetic hourly series as the klines (see series.py), so a dashboard that
 joins them sees consistent numbers. Field sets, types and nulls follow the real fixtures.
 """
 
@@ -11,23 +11,12 @@ from typing import Any
 
 import numpy as np
 
-from .markets import (
-    CLOSE,
-    COINS,
-    DAY_MS,
-    FNG_FIRST_DAY,
-    FNG_MISSING_DAYS,
-    HIGH,
-    HOUR_MS,
-    LOW,
-    QVOL,
-    T0_MS,
-    UNIT,
-    Coin,
-    Market,
-    fng_classification,
-)
+from .bars import CLOSE, DAY_MS, HIGH, HOUR_MS, LOW, QVOL, T0_MS, UNIT
+from .coins import COINS, Coin
+from .series import FNG_FIRST_DAY, Market
 
+# Days alternative.me never published: 2018-04-14..16 and 2024-10-26, as in the real feed.
+FNG_MISSING_DAYS = frozenset({17635, 17636, 17637, 20022})
 # `price_change_percentage=` windows CoinGecko accepts, in hours.
 CHANGE_WINDOWS = {"1h": 1, "24h": 24, "7d": 168, "14d": 336, "30d": 720, "200d": 4800, "1y": 8760}
 NO_24H_IDS = frozenset({"dai"})  # like the real feed, one listing has null 24h fields (the real one was new)
@@ -148,6 +137,19 @@ def fear_greed(market: Market, now_ms: int) -> list[tuple[int, int]]:
         for d, v in zip(days[::-1], values[::-1], strict=True)
         if d not in FNG_MISSING_DAYS
     ]
+
+
+def fng_classification(value: int) -> str:
+    """alternative.me's bands."""
+    if value <= 25:
+        return "Extreme Fear"
+    if value <= 46:
+        return "Fear"
+    if value <= 54:
+        return "Neutral"
+    if value <= 75:
+        return "Greed"
+    return "Extreme Greed"
 
 
 FNG_DATE_FORMATS = {"us": "%m-%d-%Y", "cn": "%Y-%m-%d", "kr": "%Y-%m-%d", "world": "%d-%m-%Y"}

@@ -2,13 +2,15 @@
 
 import pyarrow as pa
 
+from pipelines.catalog import KLINES
+
 KLINES_PATH = "/api/v3/klines"
 EXCHANGE_INFO_PATH = "/api/v3/exchangeInfo"
 WEIGHT_HEADER = "X-MBX-USED-WEIGHT-1M"
 INTERVAL_MS = {"1h": 3_600_000, "1d": 86_400_000}
 MAX_PAGE = 1000
-TABLE = "binance_klines"
-PRIMARY_KEY = ("symbol", "open_time")
+TABLE = KLINES.name
+PRIMARY_KEY = KLINES.key
 
 # The 12 fields of a kline row, in the API's order.
 ROW_FIELDS = (

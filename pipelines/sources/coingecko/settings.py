@@ -2,9 +2,11 @@
 
 import pyarrow as pa
 
+from pipelines.catalog import MARKETS
+
 MARKETS_PATH = "/api/v3/coins/markets"
-TABLE = "coingecko_markets"
-PRIMARY_KEY = ("id", "snapshot_ts")
+TABLE = MARKETS.name
+PRIMARY_KEY = MARKETS.key
 API_KEY_HEADER = "x-cg-demo-api-key"
 
 # CoinGecko serialises numbers as IEEE doubles, so float64 keeps every digit it sent.

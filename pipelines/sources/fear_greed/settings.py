@@ -2,9 +2,11 @@
 
 import pyarrow as pa
 
+from pipelines.catalog import FEAR_GREED
+
 FNG_PATH = "/fng/"
-TABLE = "fear_greed"
-PRIMARY_KEY = ("ts",)
+TABLE = FEAR_GREED.name
+PRIMARY_KEY = FEAR_GREED.key
 FNG_SCHEMA = pa.schema(
     [
         pa.field("ts", pa.timestamp("ms", tz="UTC"), nullable=False),  # the day the value is for (00:00 UTC)
