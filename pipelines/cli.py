@@ -100,6 +100,13 @@ def _parser() -> argparse.ArgumentParser:
         "(default: through the last closed hour)",
     )
     p.add_argument("--symbols", nargs="+", metavar="S", help="only these symbols (default: the universe)")
+    p.add_argument(
+        "--source",
+        choices=["auto", "archive", "rest"],
+        default=None,
+        help="auto: Binance's public kline archive, the REST API for what it lacks; archive: the archive "
+        "only; rest: the API only (default: backfill.source, auto)",
+    )
 
     p = sub.add_parser(
         "verify",
@@ -185,17 +192,25 @@ def sandboxed(settings: Settings, server) -> Settings:
     return settings.with_sandbox(server.url)
 
 
-def _progress() -> tuple[Callable[[int, int], None], Callable[[], None]]:
+def _progress(label: str = "klines pages") -> tuple[Callable[[int, int], None], Callable[[], None]]:
+    """A terminal progress bar: pages of a total (REST), or files done and candles read (the archive)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    by_files = label != "klines pages"
     bar = Progress(
-        TextColumn("klines pages"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True
-    )
-    task = bar.add_task("pages", total=None)
+        TextColumn(label),
+        *((TextColumn("{task.completed} files | {task.fields[candles]:,} candles"),) if by_files else
+          (BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())),
+        transient=True,
+    )  # fmt: skip
+    task = bar.add_task("pages", total=None, candles=0)
     bar.start()
 
     def update(done: int, total: int) -> None:
-        bar.update(task, completed=done, total=total)
+        if by_files:
+            bar.update(task, completed=done, candles=total)
+        else:
+            bar.update(task, completed=done, total=total)
 
     return update, bar.stop
 
@@ -253,8 +268,9 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
     from pipelines import alerts, ingest
 
+    source = args.source or settings.backfill.source
     with _maybe_sandbox(settings, args.sandbox) as active, alerts.alerting(settings, "backfill"):
-        update, stop = _progress()
+        update, stop = _progress("klines pages" if source == "rest" else "archive files | candles")
         try:
             summary = ingest.ingest_ohlcv(
                 active,
@@ -264,6 +280,7 @@ def cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
                 days=args.days,
                 command="backfill",
                 progress=update,
+                source=source,
             )
         finally:
             stop()

@@ -185,8 +185,9 @@ def backfill_batch(
             log.info("backfill batch already complete: skipped", extra={"symbols": symbols})
             return {"symbols": symbols, "skipped": symbols, "rows_raw": 0}
         summary = ingestion.ingest_ohlcv(
-            active, symbols=todo, since=start, until=end, days=None if start else days, command="backfill"
-        )
+            active, symbols=todo, since=start, until=end, days=None if start else days, command="backfill",
+            source=settings.backfill.source,
+        )  # fmt: skip
     return {**_summary(summary), "symbols": symbols, "skipped": sorted(complete)}
 
 

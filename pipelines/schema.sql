@@ -166,3 +166,17 @@ CREATE TABLE IF NOT EXISTS ops.schema_changes (
     run_id      text        NOT NULL,
     detected_at timestamptz NOT NULL DEFAULT now()
 );
+
+-- The kline archive's files a backfill loaded (pipelines/ingest/archive.py): a re-run skips a file whose
+-- checksum is unchanged and re-loads one the archive re-published (its changed candles are restated).
+CREATE TABLE IF NOT EXISTS ops.archive_files (
+    url          text PRIMARY KEY,
+    symbol       text NOT NULL,
+    size_bytes   bigint NOT NULL,
+    sha256       text NOT NULL,
+    rows         integer NOT NULL,
+    first_open   timestamptz,
+    last_open    timestamptz,
+    load_id      text NOT NULL,
+    loaded_at    timestamptz NOT NULL DEFAULT now()
+);

@@ -85,6 +85,9 @@ class Universe(_Strict):
 
 class Backfill(_Strict):
     days: int = Field(1095, ge=1, le=3650)
+    # where a backfill's candles come from: the public kline archive, REST for what it lacks (auto); the
+    # archive alone; or the REST API alone
+    source: Literal["auto", "archive", "rest"] = "auto"
 
 
 class HttpSource(_Strict):
@@ -121,6 +124,15 @@ class BinanceSource(HttpSource):
     concurrency: int = Field(4, ge=1, le=32)
 
 
+class BinanceArchiveSource(HttpSource):
+    """Binance's public kline archive (monthly and daily zips with SHA-256 sidecars): backfills read it first."""
+
+    base_url: str = "https://data.binance.vision"
+    calls_per_minute: int = Field(6000, ge=1, le=100000)  # the archive is a CDN: no request weight
+    concurrency: int = Field(8, ge=1, le=32)
+    timeout_s: float = Field(30.0, gt=0, le=300)
+
+
 class CoinGeckoSource(HttpSource):
     base_url: str = "https://api.coingecko.com"
     calls_per_minute: int = Field(30, ge=1, le=10000)
@@ -135,6 +147,7 @@ class FearGreedSource(HttpSource):
 
 class Sources(_Strict):
     binance: BinanceSource = Field(default_factory=BinanceSource)
+    binance_archive: BinanceArchiveSource = Field(default_factory=BinanceArchiveSource)
     coingecko: CoinGeckoSource = Field(default_factory=CoinGeckoSource)
     fear_greed: FearGreedSource = Field(default_factory=FearGreedSource)
 
@@ -286,10 +299,13 @@ class Settings(_Strict):
         return self.path(".cryptoflow")
 
     def with_sandbox(self, url: str) -> Settings:
-        """A copy whose three sources point at a sandbox served at url (e.g. http://127.0.0.1:8765)."""
+        """A copy whose sources (the three APIs and the kline archive) point at a sandbox served at url (e.g. http://127.0.0.1:8765)."""
         sources = self.sources.model_copy(
             update={
                 "binance": self.sources.binance.model_copy(update={"base_url": f"{url}/binance"}),
+                "binance_archive": self.sources.binance_archive.model_copy(
+                    update={"base_url": f"{url}/archive"}
+                ),
                 "coingecko": self.sources.coingecko.model_copy(update={"base_url": f"{url}/coingecko"}),
                 "fear_greed": self.sources.fear_greed.model_copy(update={"base_url": f"{url}/alternative"}),
             }

@@ -289,13 +289,12 @@ def source_run(settings: Settings, source: str, command: str):
             yield run
 
 
-def record_http(run: RunRecord, client: ApiClient) -> None:
-    run.requests, run.retries, run.rate_limited = (
-        client.stats.requests,
-        client.stats.retries,
-        client.stats.rate_limited,
-    )
-    if client.stats.synthetic:
+def record_http(run: RunRecord, *clients: ApiClient) -> None:
+    """The run's HTTP counters: the totals of every client it used so far (each client counts from 0)."""
+    run.requests = sum(c.stats.requests for c in clients)
+    run.retries = sum(c.stats.retries for c in clients)
+    run.rate_limited = sum(c.stats.rate_limited for c in clients)
+    if any(c.stats.synthetic for c in clients):
         run.details["sandbox"] = True  # synthetic data: the dashboard says so
 
 

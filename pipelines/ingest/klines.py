@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import dlt
@@ -29,25 +30,51 @@ log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
 
 
-def deliver_klines(
+@dataclass(frozen=True)
+class CandleFetch:
+    """Where a run's candles come from: `pages(sink)` yields one Arrow table per symbol (kept in the sink),
+    `clients` are the HTTP clients it uses (their counters go to the run)."""
+
+    windows: list[SymbolWindow]
+    pages: Callable[[ExtractSink], Iterator[pa.Table]]
+    clients: tuple[ApiClient, ...]
+
+
+def rest_fetch(
     settings: Settings,
-    run: RunRecord,
     client: ApiClient,
     windows: list[SymbolWindow],
     info: ExchangeInfo,
     load_id: str,
-    progress: Progress | None,
-    total_pages: int,
+    progress: Progress | None = None,
+    total_pages: int = 0,
+) -> CandleFetch:
+    """The windows from the REST API, page by page."""
+
+    def pages(sink: ExtractSink) -> Iterator[pa.Table]:
+        return iter_klines(
+            client, windows, settings.interval, info.server_time_ms, load_id, sink,
+            settings.sources.binance.concurrency, _page_counter(progress, total_pages),
+        )  # fmt: skip
+
+    return CandleFetch(windows, pages, (client,))
+
+
+def deliver_klines(
+    settings: Settings,
+    run: RunRecord,
+    fetch: CandleFetch,
+    load_id: str,
     cursors: dict[str, int],
     found_by: str,
 ) -> dict[str, Any]:
     """Fetch the windows once; append the candles raw does not have, restate the ones the exchange changed
     (recorded in ops.revisions first), drop the unchanged ones."""
-    if all(w.start_ms > cursors.get(w.symbol, -1) for w in windows):
+    if all(w.start_ms > cursors.get(w.symbol, -1) for w in fetch.windows):
         # Nothing in these windows can be stored yet (a first backfill, a lagging pair's catch-up): stream
         # each pair's candles into dlt as its pages complete, so writing overlaps fetching.
-        return _stream_new_klines(settings, run, client, windows, info, load_id, progress, total_pages)
-    sink = fetch_klines(settings, run, client, windows, info, load_id, progress, total_pages)
+        return _stream_new_klines(settings, run, fetch, load_id)
+    sink = fetch_klines(run, fetch)
     fetched = pa.concat_tables(sink.tables) if sink.tables else None
     sink.tables.clear()
     parts = _against_raw(settings, sink, fetched, cursors)
@@ -110,26 +137,16 @@ def store_klines(
 
 
 def _stream_new_klines(
-    settings: Settings,
-    run: RunRecord,
-    client: ApiClient,
-    windows: list[SymbolWindow],
-    info: ExchangeInfo,
-    load_id: str,
-    progress: Progress | None,
-    total_pages: int,
+    settings: Settings, run: RunRecord, fetch: CandleFetch, load_id: str
 ) -> dict[str, Any]:
     sink = ExtractSink()
-    pages = iter_klines(
-        client, windows, settings.interval, info.server_time_ms, load_id, sink,
-        settings.sources.binance.concurrency, _page_counter(progress, total_pages),
-    )  # fmt: skip
+    pages = fetch.pages(sink)
     resource = dlt.resource(pages, name=KLINES.name, primary_key=list(KLINES.key), write_disposition="append")
     try:
         rows_bronze, rows_raw = deliver(settings, "binance", resource, sink, KLINES, load_id, "append")
     finally:
         pages.close()  # dlt's extract failing outside the generator must still stop the fetch workers
-        record_http(run, client)
+        record_http(run, *fetch.clients)
     queued = queue_dead_letters(settings, "binance", KLINES.name, sink, load_id)
     record_extract(run, sink, rows_bronze, rows_raw, queued)
     return _klines_summary(sink, rows_raw, 0, 0)
@@ -151,22 +168,10 @@ def _klines_summary(sink: ExtractSink, rows_raw: int, revised: int, unchanged: i
     }
 
 
-def fetch_klines(
-    settings: Settings,
-    run: RunRecord,
-    client: ApiClient,
-    windows: list[SymbolWindow],
-    info: ExchangeInfo,
-    load_id: str,
-    progress: Progress | None,
-    total_pages: int,
-) -> ExtractSink:
+def fetch_klines(run: RunRecord, fetch: CandleFetch) -> ExtractSink:
     """Every page of the windows, once: the sink holds one Arrow table per symbol."""
     sink = ExtractSink()
-    pages = iter_klines(
-        client, windows, settings.interval, info.server_time_ms, load_id, sink,
-        settings.sources.binance.concurrency, _page_counter(progress, total_pages),
-    )  # fmt: skip
+    pages = fetch.pages(sink)
     try:
         with stage(sink, "fetch"):
             for _table in pages:  # each symbol's table is kept in the sink as it is yielded
@@ -174,7 +179,7 @@ def fetch_klines(
     except Exception as exc:
         raise root_cause(exc) from None
     finally:
-        record_http(run, client)
+        record_http(run, *fetch.clients)
     return sink
 
 

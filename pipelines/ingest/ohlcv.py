@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 
-from pipelines.ingest import gaps, lifecycle, revisions
+from pipelines.ingest import archive, gaps, lifecycle, revisions
 from pipelines.ingest.binance import (
     HOUR_MS,
     after_listing,
@@ -23,11 +24,13 @@ from pipelines.ingest.binance import (
     utc_of_ms,
 )
 from pipelines.ingest.engine import RunSummary, source_run
-from pipelines.ingest.klines import Progress, deliver_klines, fetch_klines, store_klines
+from pipelines.ingest.klines import Progress, deliver_klines, fetch_klines, rest_fetch, store_klines
 from pipelines.settings import Settings
 from pipelines.sources.binance import SymbolWindow
 from pipelines.sources.binance.helpers import fetch_exchange_info, last_closed_open_ms, plan_pages
 from pipelines.sources.binance.settings import KLINES_SCHEMA
+
+log = logging.getLogger(__name__)
 
 
 def ingest_ohlcv(
@@ -39,11 +42,16 @@ def ingest_ohlcv(
     days: int | None = None,
     command: str = "ingest",
     progress: Progress | None = None,
+    source: str = "rest",
 ) -> RunSummary:
     """Incremental by default (each symbol from its own cursor, re-fetching the trailing
-    `restate_hours` to pick up revised candles); a backfill of [since, until) or the last `days` days."""
+    `restate_hours` to pick up revised candles); a backfill of [since, until) or the last `days` days.
+    A backfill's `source`: `rest`, `archive` (the public kline archive only) or `auto` (the archive, REST
+    for what it lacks); `progress` then counts (files, candles) instead of (pages, total pages)."""
     if days is not None and days < 1:
         raise ValueError(f"days must be at least 1, got {days}")
+    if source not in archive.SOURCES:
+        raise ValueError(f"source must be one of {archive.SOURCES}, got {source!r}")
     with source_run(settings, "binance", command) as run:
         client = binance_client(settings)
         info = fetch_exchange_info(client)
@@ -67,22 +75,39 @@ def ingest_ohlcv(
         run.window_end = utc_of_ms(end_ms)
         total_pages = sum(len(plan_pages(w.start_ms, w.end_ms, settings.interval)) for w in windows)
         gaps.note_gap_checks(settings, run.run_id, windows)
+        from_archive = source != "rest" and not incremental
+        if from_archive:
+            rest = None if source == "archive" else client
+            fetch, files = archive.archive_fetch(settings, rest, windows, info, run.run_id, progress)
+        else:
+            fetch = rest_fetch(settings, client, windows, info, run.run_id, progress, total_pages)
         summary = deliver_klines(
-            settings, run, client, windows, info, run.run_id, progress, total_pages, cursors,
-            "restate" if incremental else "backfill",
-        )  # fmt: skip
+            settings, run, fetch, run.run_id, cursors, "restate" if incremental else "backfill"
+        )
+        if from_archive:
+            archive.record_files(settings, files, run.run_id)
+            summary |= archive.summary(files)
         clock = time.perf_counter()
         inherited = gaps.inherited_gap_checks(settings, run.run_id)  # a killed run's, after its raw commit
         gap_windows = gaps.detect_gaps(settings, run.run_id, gaps.merged([*windows, *inherited]))
         summary["timings"]["gap_check_s"] = round(time.perf_counter() - clock, 3)
-        if gap_windows:
-            refill = deliver_klines(
-                settings, run, client, gap_windows, info, f"{run.run_id}-refetch", None, 0,
-                klines_cursors(settings), "refetch",
-            )  # fmt: skip
-            summary["refetched_rows"] = refill["rows_raw"]
-        # also settles hours an earlier (killed) run left 'missing' that raw now holds
-        summary["known_gaps"] = gaps.settle_gaps(settings, run.run_id, gap_windows)
+        if source == "archive" and not incremental:
+            # no REST: what the archive lacks stays 'missing' (not a known gap) for a later run to fetch
+            summary["known_gaps"] = 0
+            if gap_windows:
+                log.warning(
+                    "hours the archive does not have stay missing: run the backfill with --source auto to "
+                    "fetch them from the REST API", extra={"run_id": run.run_id, "windows": len(gap_windows)},
+                )  # fmt: skip
+        else:
+            if gap_windows:
+                refetch = rest_fetch(settings, client, gap_windows, info, f"{run.run_id}-refetch")
+                refill = deliver_klines(
+                    settings, run, refetch, f"{run.run_id}-refetch", klines_cursors(settings), "refetch"
+                )
+                summary["refetched_rows"] = refill["rows_raw"]
+            # also settles hours an earlier (killed) run left 'missing' that raw now holds
+            summary["known_gaps"] = gaps.settle_gaps(settings, run.run_id, gap_windows)
         summary["gap_classes"] = gaps.classify_gaps(settings)
         gaps.done_gap_checks(settings)
         if inherited:
@@ -132,7 +157,7 @@ def verify_klines(
         start_ms = -(-int(since.timestamp() * 1000) // HOUR_MS) * HOUR_MS
         windows = [SymbolWindow(s, start_ms, end_ms) for s in pairs.trading if start_ms <= end_ms]
         run.window_start, run.window_end = utc_of_ms(start_ms), utc_of_ms(end_ms)
-        sink = fetch_klines(settings, run, client, windows, info, run.run_id, None, 0)
+        sink = fetch_klines(run, rest_fetch(settings, client, windows, info, run.run_id))
         fetched = pa.concat_tables(sink.tables) if sink.tables else KLINES_SCHEMA.empty_table()
         sink.tables.clear()
         symbols_ = [w.symbol for w in windows]

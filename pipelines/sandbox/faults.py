@@ -15,7 +15,7 @@ from typing import Any
 from . import binance_api, coingecko_api, fear_greed_api
 from .replies import HTML, Reply, json_body, nginx_page
 
-ROUTES = ("klines", "exchangeInfo", "ping", "time", "markets", "fng")
+ROUTES = ("klines", "exchangeInfo", "ping", "time", "markets", "fng", "archive")
 FAULT_PARAMS: dict[str, set[str]] = {
     "429": {"retry_after"},
     "418": {"retry_after"},
@@ -41,10 +41,20 @@ FAULT_PARAMS: dict[str, set[str]] = {
     "schema_drift": {"add_field", "drop_field", "string_numbers", "float_ints"},
     # markets, fng: answer with exactly this body (e.g. a real response saved in tests/fixtures/real)
     "replay": {"body"},
+    # the kline archive, one file (its zip name): not published, a sidecar naming another hash, half a
+    # zip, re-published with revised volumes (sandbox/archive.py)
+    "archive_missing": {"file"},
+    "archive_bad_checksum": {"file"},
+    "archive_truncated": {"file"},
+    "archive_reupload": {"file"},
 }
 MODIFYING_KINDS = frozenset({"slow", "drip", "oversized"})  # change how the normal answer is sent
 DATA_KINDS = frozenset({"invalid_rows", "duplicate_rows", "missing_hours", "early_bar"})
-ROUTE_KINDS = {"schema_drift": ("markets",), "replay": ("markets", "fng")}
+ROUTE_KINDS = {
+    "schema_drift": ("markets",),
+    "replay": ("markets", "fng"),
+    **{kind: ("archive",) for kind in FAULT_PARAMS if kind.startswith("archive_")},
+}
 REPLACING_KINDS = frozenset({"429", "418", "451", "500", "502", "503", "timeout", "malformed", "replay"})
 
 MSG_BANNED = (
@@ -102,6 +112,8 @@ def make_fault(route: str, kind: str, times: int | None, symbol: str | None, par
         raise ValueError(f"fault {kind!r} only applies to the klines route")
     if kind in ROUTE_KINDS and route not in ROUTE_KINDS[kind]:
         raise ValueError(f"fault {kind!r} only applies to the {' and '.join(ROUTE_KINDS[kind])} route(s)")
+    if kind.startswith("archive_") and not str(params.get("file", "")).endswith(".zip"):
+        raise ValueError(f"{kind} needs file= (a zip's name, e.g. BTCUSDT-1h-2024-03.zip)")
     if kind == "replay" and not isinstance(params.get("body"), str | bytes):
         raise ValueError("replay needs body= (the exact response body)")
     if symbol is not None and route != "klines":

@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from . import binance_api, coingecko_api, fear_greed_api, markets
+from . import archive, binance_api, coingecko_api, fear_greed_api, markets
 from .coins import SYMBOLS
 from .faults import REPLACING_KINDS, Fault, apply_modifiers, classify, fault_reply, make_fault
 from .replies import Reply, Request, json_body
@@ -198,6 +198,11 @@ class SandboxServer:
     def fear_greed_url(self) -> str:
         return f"{self.url}/alternative"
 
+    @property
+    def archive_url(self) -> str:
+        """The kline archive's base (data.binance.vision's role): files under /data/spot/..."""
+        return f"{self.url}/archive"
+
     # ---- controls -------------------------------------------------------------------------------
 
     def set_now(self, ms: int | None) -> None:
@@ -211,13 +216,19 @@ class SandboxServer:
     def set_fault(
         self, route: str, kind: str, times: int | None = None, symbol: str | None = None, **params: Any
     ) -> None:
-        """Inject a fault on a route (replaces one with the same route, kind and symbol)."""
+        """Inject a fault on a route (replaces one with the same route, kind, symbol and archive file)."""
         fault = make_fault(route, kind, times, symbol, params)
         with self._lock:
             self._faults = [
                 f
                 for f in self._faults
-                if (f.route, f.kind, f.symbol) != (fault.route, fault.kind, fault.symbol)
+                if (f.route, f.kind, f.symbol, f.params.get("file"))
+                != (
+                    fault.route,
+                    fault.kind,
+                    fault.symbol,
+                    fault.params.get("file"),
+                )  # archive faults: per file
             ]
             self._faults.append(fault)
 
@@ -252,6 +263,7 @@ class SandboxServer:
                 "binance": self.binance_url,
                 "coingecko": self.coingecko_url,
                 "fear_greed": self.fear_greed_url,
+                "binance_archive": self.archive_url,
             },
         }
 
@@ -294,6 +306,13 @@ class SandboxServer:
         if path == "/alternative/fng":  # the real API redirects to the trailing-slash form
             location = "/alternative/fng/" + (f"?{parts.query}" if parts.query else "")
             return Reply(301, b"", "text/html", {"Location": location})
+        if path.startswith(archive.PREFIX):  # the kline archive: no request weight, S3's answers
+            if method != "GET":
+                return Reply(405, json_body({"error": "Method Not Allowed"}))
+            slow, first, data = self._take_faults("archive", None)
+            if first is not None and first.kind in REPLACING_KINDS:
+                return apply_modifiers(fault_reply("archive", first, {}), slow)
+            return apply_modifiers(archive.answer(self.market, path, self.now(), data), slow)
         route_api = ROUTE_TABLE.get(path)
         if route_api is None:
             return Reply(404, json_body({"error": "Not Found", "path": path}))

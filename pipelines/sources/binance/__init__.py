@@ -63,7 +63,7 @@ def iter_klines(
         by_symbol.setdefault(w.symbol, []).append(w)
     pending = Counter(symbol for symbol, _, _ in jobs)  # a symbol can have several windows (gap re-fetch)
     pages: dict[str, list[pa.Table]] = {symbol: [] for symbol in pending}
-    for result in _fetch_all(fetch, jobs, concurrency):
+    for result in fetch_all(fetch, jobs, concurrency):
         symbol, fetched, parsed, fetch_s = result
         sink.pages += 1
         sink.fetch_s += fetch_s
@@ -79,14 +79,14 @@ def iter_klines(
             chunks = sorted(pages.pop(symbol), key=_first_open_time)  # usually no re-sort needed
             table, dropped = dedupe_candles(pa.concat_tables(chunks))
             sink.duplicates_dropped += dropped
-            table, outside = _inside(table, by_symbol[symbol])
+            table, outside = inside_windows(table, by_symbol[symbol])
             sink.outside_window += outside
             if table.num_rows:
                 yield sink.keep(table)
         del result, parsed
 
 
-def _fetch_all(fetch: Callable[..., Any], jobs: list[tuple], concurrency: int) -> Iterator[Any]:
+def fetch_all(fetch: Callable[..., Any], jobs: list[tuple], concurrency: int) -> Iterator[Any]:
     """fetch(*job) for every job on `concurrency` daemon threads; results in completion order.
 
     Built for interrupts: the caller only ever blocks in a queue get with a timeout, which a Ctrl-C or a
@@ -129,7 +129,7 @@ def _fetch_all(fetch: Callable[..., Any], jobs: list[tuple], concurrency: int) -
         stop.set()
 
 
-def _inside(table: pa.Table, windows: list[SymbolWindow]) -> tuple[pa.Table, int]:
+def inside_windows(table: pa.Table, windows: list[SymbolWindow]) -> tuple[pa.Table, int]:
     """Keep the rows whose open time lies in one of the windows; returns (rows, how many were dropped)."""
     if not table.num_rows:
         return table, 0
