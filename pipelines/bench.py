@@ -123,6 +123,7 @@ def run(settings: Settings, *, symbols: int = 50, days: int = 1095) -> dict[str,
         backfill = ingest_ohlcv(active, symbols=chosen, days=days, command="bench backfill")
         backfill_s = time.perf_counter() - started
         peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        by_archive = archive_backfill(active, work, chosen, days, backfill.rows_raw)
         ingest_markets(active, command="bench")
         ingest_fear_greed(active, command="bench")
         # silver + gold from scratch, as of the sandbox clock (the hour the backfill ended in)
@@ -154,6 +155,7 @@ def run(settings: Settings, *, symbols: int = 50, days: int = 1095) -> dict[str,
         "days": days,
         "backfill_s": round(backfill_s, 2),
         "rows_per_s": round(candles / backfill_s),
+        **by_archive,
         "fetch_s": timings.get("fetch_s"),  # HTTP pages -> Arrow (the API side)
         "extract_s": timings.get("extract_s"),  # dlt's extract of the fetched tables
         "fetch_thread_s": timings.get("fetch_thread_s"),
@@ -185,6 +187,44 @@ def run(settings: Settings, *, symbols: int = 50, days: int = 1095) -> dict[str,
         "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores, Python {platform.python_version()}",
         "measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
+
+
+def archive_backfill(settings: Settings, work: Path, symbols: list[str], days: int, rest_rows: int) -> dict:
+    """The same backfill from the kline archive (`--source auto`) into its own database and lake, timed,
+    then checked against the REST backfill: the same rows in raw (a checksum of every row) and in bronze."""
+    other = settings.model_copy(
+        update={
+            "database": settings.database.model_copy(update={"name": f"{settings.database.name}_archive"}),
+            "storage": settings.storage.model_copy(update={"bronze_url": str(work / "bronze_archive")}),
+        }
+    )
+    db.ensure_database(other)
+    started = time.perf_counter()
+    summary = ingest_ohlcv(other, symbols=symbols, days=days, command="bench archive backfill", source="auto")
+    seconds = time.perf_counter() - started
+    same_bronze = _bronze_rows(other).drop_columns(["load_id"]).sort_by([("symbol", "ascending"), ("open_time", "ascending")]).equals(
+        _bronze_rows(settings).drop_columns(["load_id"]).sort_by([("symbol", "ascending"), ("open_time", "ascending")])
+    )  # fmt: skip
+    return {
+        "archive_backfill_s": round(seconds, 2),
+        "archive_files": summary.details.get("archive_files"),
+        "archive_rest_windows": summary.details.get("rest_windows"),
+        "archive_rows": summary.rows_raw,
+        "archive_same_raw": summary.rows_raw == rest_rows and _raw_digest(other) == _raw_digest(settings),
+        "archive_same_bronze": same_bronze,
+    }
+
+
+def _raw_digest(settings: Settings) -> tuple[int, int]:
+    """(rows, an order-free sum of every row's md5) of raw.binance_klines, load ids left out."""
+    with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT count(*), sum(('x' || substr(md5(concat_ws(',', symbol, interval, open_time, close_time, open, "
+            "high, low, close, volume, quote_volume, trades, taker_buy_base_volume, taker_buy_quote_volume)), 1, 15))"
+            "::bit(60)::bigint) FROM raw.binance_klines"
+        )
+        rows, total = cur.fetchone()
+        return int(rows), int(total or 0)
 
 
 def airflow_latency(settings: Settings, sandbox_url: str, symbols: list[str], next_close_ms: int) -> dict:

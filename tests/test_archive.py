@@ -258,3 +258,30 @@ def test_a_reuploaded_file_is_reloaded_and_its_changes_land_as_revisions(setting
         settings, "SELECT count(DISTINCT sha256) FROM ops.archive_files WHERE url LIKE %s", (f"%{day}",)
     ) == [(1,)]
     assert stored(settings, "BTCUSDT") == expected("BTCUSDT")
+
+
+def test_a_pair_that_no_longer_trades_is_backfilled_from_the_archive_up_to_its_last_candle(make_settings):
+    """MATICUSDT stopped trading on 2024-09-10 04:00 (BREAK) and was removed on 10-10: REST answers -1121
+    for it, the archive keeps its files. Its history loads up to its last candle, no hour after it is a gap,
+    and its status is recorded; BTCUSDT loads as usual."""
+    now = ms("2024-11-15T12:30")
+    with SandboxServer(seed=42, now_ms=now) as server:
+        settings = sandboxed(make_settings(sources={"binance_archive": {"max_retries": 1}}), server)
+        summary = ingest.ingest_ohlcv(
+            settings, since=dt.datetime(2024, 8, 1, tzinfo=dt.UTC), command="backfill", source="auto",
+            symbols=["BTCUSDT", "MATICUSDT"],
+        )  # fmt: skip
+    last_matic = ms("2024-09-10T03:00")
+    assert summary.details["skipped_pairs"] == {"MATICUSDT": "NOT_LISTED"}
+    assert summary.details["not_trading_from_archive"] == {"MATICUSDT": "2024-09-10T03:00:00+00:00"}
+    matic = [
+        (r[0], Decimal(r[5])) for r in klines_rows("MATICUSDT", "1h", ms("2024-08-01T00:00"), last_matic, now)
+    ]
+    assert (
+        stored(settings, "MATICUSDT") == matic
+        and len(matic) == (last_matic - ms("2024-08-01T00:00")) // HOUR + 1
+    )
+    btc_last = now // HOUR * HOUR - HOUR
+    assert len(stored(settings, "BTCUSDT")) == (btc_last - ms("2024-08-01T00:00")) // HOUR + 1
+    assert query(settings, "SELECT count(*) FROM ops.gaps") == [(0,)]
+    assert query(settings, "SELECT status FROM ops.pairs WHERE symbol = 'MATICUSDT'") == [("NOT_LISTED",)]

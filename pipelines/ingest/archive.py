@@ -38,9 +38,12 @@ def archive_fetch(
     info: ExchangeInfo,
     load_id: str,
     progress: Progress | None = None,
+    archive_only: list[SymbolWindow] | None = None,
 ) -> tuple[CandleFetch, ArchiveLog]:
-    """The windows from the archive (REST for the rest when `rest` is given); the log says what came from
-    where. `progress(files, candles)` is called as files complete."""
+    """The windows from the archive (REST for the rest when `rest` is given), and `archive_only` windows
+    from the archive alone (pairs that no longer trade: REST answers -1121 for them, the archive keeps
+    their files); the log says what came from where. `progress(files, candles)` runs as files complete."""
+    archive_only = archive_only or []
     client = archive_client(settings)
     log_ = ArchiveLog()
     known = known_files(settings)
@@ -55,13 +58,15 @@ def archive_fetch(
                 progress(counted[0], counted[1])
 
     def pages(sink: ExtractSink) -> Iterator[pa.Table]:
-        return iter_archive_klines(
-            client, rest, windows, settings.interval, info.server_time_ms, load_id, sink, log_, known,
-            settings.sources.binance_archive.concurrency, on_file,
-        )  # fmt: skip
+        for some, rest_ in ((windows, rest), (archive_only, None)):
+            if some:
+                yield from iter_archive_klines(
+                    client, rest_, some, settings.interval, info.server_time_ms, load_id, sink, log_, known,
+                    settings.sources.binance_archive.concurrency, on_file,
+                )  # fmt: skip
 
     clients = (client,) if rest is None else (client, rest)
-    return CandleFetch(windows, pages, clients), log_
+    return CandleFetch([*windows, *archive_only], pages, clients), log_
 
 
 def known_files(settings: Settings) -> dict[str, str]:

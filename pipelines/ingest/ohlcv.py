@@ -76,9 +76,15 @@ def ingest_ohlcv(
         total_pages = sum(len(plan_pages(w.start_ms, w.end_ms, settings.interval)) for w in windows)
         gaps.note_gap_checks(settings, run.run_id, windows)
         from_archive = source != "rest" and not incremental
+        # pairs that no longer trade: the archive keeps their history (REST answers -1121 once removed)
+        retired = (
+            plan_windows(settings, list(pairs.skipped), end_ms, since, days, spans) if from_archive else []
+        )
         if from_archive:
             rest = None if source == "archive" else client
-            fetch, files = archive.archive_fetch(settings, rest, windows, info, run.run_id, progress)
+            fetch, files = archive.archive_fetch(
+                settings, rest, windows, info, run.run_id, progress, archive_only=retired
+            )
         else:
             fetch = rest_fetch(settings, client, windows, info, run.run_id, progress, total_pages)
         summary = deliver_klines(
@@ -87,9 +93,11 @@ def ingest_ohlcv(
         if from_archive:
             archive.record_files(settings, files, run.run_id)
             summary |= archive.summary(files)
+        if retired:
+            retired, summary["not_trading_from_archive"] = _stored_part(settings, retired)
         clock = time.perf_counter()
         inherited = gaps.inherited_gap_checks(settings, run.run_id)  # a killed run's, after its raw commit
-        gap_windows = gaps.detect_gaps(settings, run.run_id, gaps.merged([*windows, *inherited]))
+        gap_windows = gaps.detect_gaps(settings, run.run_id, gaps.merged([*windows, *retired, *inherited]))
         summary["timings"]["gap_check_s"] = round(time.perf_counter() - clock, 3)
         if source == "archive" and not incremental:
             # no REST: what the archive lacks stays 'missing' (not a known gap) for a later run to fetch
@@ -120,6 +128,23 @@ def ingest_ohlcv(
             listed_inside_window={s: utc_of_ms(ms).isoformat() for s, ms in listed.items()},
         )
         return RunSummary(run.run_id, "binance", run.rows_raw, run.rows_bronze, run.dead_letters, run.details)
+
+
+def _stored_part(
+    settings: Settings, windows: list[SymbolWindow]
+) -> tuple[list[SymbolWindow], dict[str, str]]:
+    """The part of each window between the pair's first and last stored candle (a pair that no longer
+    trades: no hour after its last candle, or before its first, is a gap), and each pair's last candle."""
+    spans = stored_spans(settings)
+    inside = [
+        SymbolWindow(w.symbol, max(w.start_ms, spans[w.symbol][0]), min(w.end_ms, spans[w.symbol][1]))
+        for w in windows
+        if w.symbol in spans
+    ]
+    return (
+        [w for w in inside if w.start_ms <= w.end_ms],
+        {w.symbol: utc_of_ms(spans[w.symbol][1]).isoformat() for w in windows if w.symbol in spans},
+    )
 
 
 @dataclass
