@@ -285,3 +285,28 @@ def test_a_pair_that_no_longer_trades_is_backfilled_from_the_archive_up_to_its_l
     assert len(stored(settings, "BTCUSDT")) == (btc_last - ms("2024-08-01T00:00")) // HOUR + 1
     assert query(settings, "SELECT count(*) FROM ops.gaps") == [(0,)]
     assert query(settings, "SELECT status FROM ops.pairs WHERE symbol = 'MATICUSDT'") == [("NOT_LISTED",)]
+
+
+def test_where_the_rest_api_answers_451_an_archive_backfill_still_loads(settings, sandbox, caplog):
+    """US-hosted CI runners get 451 from api.binance.com but not from the archive: `--source archive` goes
+    on with the requested pairs (no exchangeInfo, no listing probe) and loads exact rows; `auto` and `rest`
+    stop at once with the ban's message, as before."""
+    from pipelines.http import ApiBanned
+
+    for route in ("exchangeInfo", "klines"):
+        sandbox.set_fault(route, "451")
+    since, until = dt.datetime(2025, 1, 19, tzinfo=dt.UTC), dt.datetime(2025, 3, 5, tzinfo=dt.UTC)
+    with pytest.raises(ApiBanned, match="region blocked"):
+        ingest.ingest_ohlcv(
+            settings, since=since, until=until, command="backfill", source="auto", symbols=SYMBOLS
+        )
+    summary = ingest.ingest_ohlcv(
+        settings, since=since, until=until, command="backfill", source="archive", symbols=SYMBOLS
+    )
+    assert summary.details["rest_region_blocked"] is True and summary.details["archive_files"] == 2 * FILES_PER_PAIR
+    for symbol in SYMBOLS:  # 13 days of January (daily files), February (monthly), 4 days of March
+        assert stored(settings, symbol) == expected(symbol, ms("2025-01-19T00:00"), ms("2025-03-04T23:00"))
+    assert query(settings, "SELECT count(*) FROM ops.gaps") == [(0,)]
+    assert any(
+        r.getMessage().startswith("the REST API answers 451 here (region blocked)") for r in caplog.records
+    )

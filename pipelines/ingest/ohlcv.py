@@ -11,6 +11,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from pipelines.errors import UniverseError
+from pipelines.http import ApiBanned
 from pipelines.ingest import archive, gaps, lifecycle, revisions
 from pipelines.ingest.binance import (
     HOUR_MS,
@@ -25,9 +27,14 @@ from pipelines.ingest.binance import (
 )
 from pipelines.ingest.engine import RunSummary, source_run
 from pipelines.ingest.klines import Progress, deliver_klines, fetch_klines, rest_fetch, store_klines
-from pipelines.settings import Settings
+from pipelines.settings import Settings, validate_symbol
 from pipelines.sources.binance import SymbolWindow
-from pipelines.sources.binance.helpers import fetch_exchange_info, last_closed_open_ms, plan_pages
+from pipelines.sources.binance.helpers import (
+    ExchangeInfo,
+    fetch_exchange_info,
+    last_closed_open_ms,
+    plan_pages,
+)
 from pipelines.sources.binance.settings import KLINES_SCHEMA
 
 log = logging.getLogger(__name__)
@@ -52,15 +59,18 @@ def ingest_ohlcv(
         raise ValueError(f"days must be at least 1, got {days}")
     if source not in archive.SOURCES:
         raise ValueError(f"source must be one of {archive.SOURCES}, got {source!r}")
+    incremental = since is None and days is None
     with source_run(settings, "binance", command) as run:
         client = binance_client(settings)
-        info = fetch_exchange_info(client)
+        info = _exchange_info(settings, client, symbols, source == "archive" and not incremental)
+        blocked = not info.from_api
         if info.weight_limit:
             client.limiter.weight_limit = min(
                 info.weight_limit, settings.sources.binance.weight_limit_per_minute
             )
         pairs = resolve_pairs(settings, info, symbols)
-        lifecycle.record_statuses(settings, info, [*pairs.trading, *pairs.skipped], run.run_id)
+        if not blocked:  # statuses are the exchange's word: none without exchangeInfo
+            lifecycle.record_statuses(settings, info, [*pairs.trading, *pairs.skipped], run.run_id)
         lifecycle.warn_skipped(settings, pairs)
         universe = pairs.trading
         end_ms = last_closed_open_ms(info.server_time_ms, settings.interval)
@@ -68,9 +78,8 @@ def ingest_ohlcv(
             end_ms = min(end_ms, last_open_before(until))
         spans = stored_spans(settings)
         cursors = {symbol: newest for symbol, (_, newest) in spans.items()}
-        incremental = since is None and days is None
         windows = plan_windows(settings, universe, end_ms, since, days, spans)
-        windows, listed = after_listing(settings, client, windows, cursors)
+        windows, listed = (windows, {}) if blocked else after_listing(settings, client, windows, cursors)
         run.window_start = utc_of_ms(min((w.start_ms for w in windows), default=end_ms))
         run.window_end = utc_of_ms(end_ms)
         total_pages = sum(len(plan_pages(w.start_ms, w.end_ms, settings.interval)) for w in windows)
@@ -95,6 +104,9 @@ def ingest_ohlcv(
             summary |= archive.summary(files)
         if retired:
             retired, summary["not_trading_from_archive"] = _stored_part(settings, retired)
+        if blocked:  # no listing dates known: only hours between a pair's first and last candle can be gaps
+            windows, _ = _stored_part(settings, windows)
+            summary["rest_region_blocked"] = True
         clock = time.perf_counter()
         inherited = gaps.inherited_gap_checks(settings, run.run_id)  # a killed run's, after its raw commit
         gap_windows = gaps.detect_gaps(settings, run.run_id, gaps.merged([*windows, *retired, *inherited]))
@@ -128,6 +140,30 @@ def ingest_ohlcv(
             listed_inside_window={s: utc_of_ms(ms).isoformat() for s, ms in listed.items()},
         )
         return RunSummary(run.run_id, "binance", run.rows_raw, run.rows_bronze, run.dead_letters, run.details)
+
+
+def _exchange_info(settings: Settings, client, symbols: list[str] | None, archive_only: bool) -> ExchangeInfo:
+    """exchangeInfo from the REST API. An archive-only backfill where the API answers 451 (a region it
+    blocks, e.g. US-hosted CI runners) goes on without it: the requested pairs, the local clock, no
+    listing probe; any other error, and every other run, stops as before."""
+    try:
+        return fetch_exchange_info(client)
+    except ApiBanned as exc:
+        if not (archive_only and exc.status == 451):
+            raise
+    requested = symbols or (settings.universe.symbols if settings.universe.mode == "pinned" else [])
+    if not requested:
+        raise UniverseError(
+            "the REST API answers 451 here (region blocked), so exchangeInfo and the top_n universe are "
+            "unavailable: pin the pairs (universe.symbols or --symbols) for an archive-only backfill"
+        )
+    log.warning(
+        "the REST API answers 451 here (region blocked): the archive alone serves this backfill, for the "
+        "requested pairs as given, without their listing dates or statuses",
+        extra={"symbols": len(requested)},
+    )
+    pairs = frozenset(validate_symbol(s) for s in requested)
+    return ExchangeInfo(int(time.time() * 1000), pairs, None, dict.fromkeys(pairs, "TRADING"), from_api=False)
 
 
 def _stored_part(

@@ -62,6 +62,7 @@ class ExchangeInfo:
     trading: frozenset[str]
     weight_limit: int | None
     statuses: dict[str, str] = field(default_factory=dict)  # every listed symbol -> TRADING, BREAK, ...
+    from_api: bool = True  # False: made up without the API (it answered 451), no statuses to trust
 
 
 def fetch_exchange_info(client: ApiClient) -> ExchangeInfo:
