@@ -303,7 +303,10 @@ def test_where_the_rest_api_answers_451_an_archive_backfill_still_loads(settings
     summary = ingest.ingest_ohlcv(
         settings, since=since, until=until, command="backfill", source="archive", symbols=SYMBOLS
     )
-    assert summary.details["rest_region_blocked"] is True and summary.details["archive_files"] == 2 * FILES_PER_PAIR
+    assert (
+        summary.details["rest_region_blocked"] is True
+        and summary.details["archive_files"] == 2 * FILES_PER_PAIR
+    )
     for symbol in SYMBOLS:  # 13 days of January (daily files), February (monthly), 4 days of March
         assert stored(settings, symbol) == expected(symbol, ms("2025-01-19T00:00"), ms("2025-03-04T23:00"))
     assert query(settings, "SELECT count(*) FROM ops.gaps") == [(0,)]
