@@ -3,7 +3,7 @@
 Every try of every task leaves one row in ops.pipeline_runs (source `airflow:<dag_id>.<task_id>[map
 index]`, status success | up_for_retry | failed). A task that fails past its retries opens the incident
 `run:<dag_id>.<task_id>[map index]` and posts one Slack message; its next success posts "recovered" (see
-pipelines.alerts.notify_run). Callbacks never raise: a broken database or webhook is logged, and the task's
+pipelines.ops.slack.notify_run). Callbacks never raise: a broken database or webhook is logged, and the task's
 own outcome stands.
 
 It also holds the DAGs' shared default_args. Airflow is imported only inside default_args(), which the
@@ -72,7 +72,7 @@ def _ids(context: dict[str, Any]) -> dict[str, Any]:
 
 def _record(context: dict[str, Any], status: str, error: BaseException | None) -> dict[str, Any]:
     from pipelines import db
-    from pipelines.observability import RunRecord
+    from pipelines.ops.observability import RunRecord
     from pipelines.orchestration import task_settings
 
     ids = _ids(context)
@@ -109,7 +109,7 @@ def _safely(name: str, context: dict[str, Any], body) -> None:
 
 def on_success(context: dict[str, Any]) -> None:
     def body(ctx: dict[str, Any]) -> None:
-        from pipelines.alerts import notify_run
+        from pipelines.ops.slack import notify_run
 
         done = _record(ctx, "success", None)
         notify_run(done["settings"], done["task"], failed=False, run_id=done["run_id"])
@@ -126,8 +126,8 @@ def on_retry(context: dict[str, Any]) -> None:
 
 def on_failure(context: dict[str, Any]) -> None:
     def body(ctx: dict[str, Any]) -> None:
-        from pipelines.alerts import notify_run
         from pipelines.errors import user_facing
+        from pipelines.ops.slack import notify_run
 
         error = ctx.get("exception") or RuntimeError("task failed (no exception in the context)")
         done = _record(ctx, "failed", error)

@@ -250,7 +250,8 @@ def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
-    from pipelines import alerts, ingest
+    from pipelines import ingest
+    from pipelines.ops import slack
 
     steps = {
         "ohlcv": ingest.ingest_ohlcv,
@@ -260,16 +261,17 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     chosen = list(steps) if args.what == "all" else [args.what]
     with _maybe_sandbox(settings, args.sandbox) as active:
         for name in chosen:
-            with alerts.alerting(settings, f"ingest {name}"):
+            with slack.alerting(settings, f"ingest {name}"):
                 _print_summary(steps[name](active, command=f"ingest {name}"))
     return 0
 
 
 def cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
-    from pipelines import alerts, ingest
+    from pipelines import ingest
+    from pipelines.ops import slack
 
     source = args.source or settings.backfill.source
-    with _maybe_sandbox(settings, args.sandbox) as active, alerts.alerting(settings, "backfill"):
+    with _maybe_sandbox(settings, args.sandbox) as active, slack.alerting(settings, "backfill"):
         update, stop = _progress("klines pages" if source == "rest" else "archive files | candles")
         try:
             summary = ingest.ingest_ohlcv(
@@ -289,9 +291,10 @@ def cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
-    from pipelines import alerts, ingest
+    from pipelines import ingest
+    from pipelines.ops import slack
 
-    with _maybe_sandbox(settings, args.sandbox) as active, alerts.alerting(settings, "verify"):
+    with _maybe_sandbox(settings, args.sandbox) as active, slack.alerting(settings, "verify"):
         found = ingest.verify_klines(
             active, since=args.since, until=args.until, symbols=args.symbols, apply=args.apply
         )
@@ -335,29 +338,30 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
-    from pipelines import alerts, quality
+    from pipelines import quality
+    from pipelines.ops import slack
 
-    with alerts.alerting(settings, "check"):  # the scan itself broke; failing checks alert below
+    with slack.alerting(settings, "check"):  # the scan itself broke; failing checks alert below
         run = quality.run_checks(settings, tuple(args.layer or quality.LAYERS))
     print(quality.render(run))
-    for sent in alerts.notify_check_run(settings, run):
+    for sent in slack.notify_check_run(settings, run):
         print(sent)
     return 1 if run.failed else 0
 
 
 def cmd_digest(settings: Settings, args: argparse.Namespace) -> int:
-    from pipelines import alerts
+    from pipelines.ops import digest
 
-    ok = alerts.send_digest(settings)
+    ok = digest.send_digest(settings)
     print("digest sent" if ok else "digest not sent (see the log and ops.alerts_sent)")
     return 0 if ok else 1
 
 
 def cmd_transform(settings: Settings, args: argparse.Namespace) -> int:
-    from pipelines import alerts
+    from pipelines.ops import slack
     from pipelines.transform import transform
 
-    with alerts.alerting(settings, f"transform {args.env}"):
+    with slack.alerting(settings, f"transform {args.env}"):
         summary = transform(settings, args.env)
     changed = ", ".join(summary.changed_models) or "none"
     print(
@@ -420,7 +424,7 @@ def cmd_airflow(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_metrics(settings: Settings, args: argparse.Namespace) -> int:
-    from pipelines import metrics
+    from pipelines.ops import metrics
 
     port = settings.services.metrics_port if args.port is None else args.port
     print(f"Prometheus metrics on http://{args.host}:{port}/metrics (Ctrl-C to stop)", file=sys.stderr)
@@ -569,7 +573,7 @@ def main(argv: list[str] | None = None) -> int:
         if signal.getsignal(signal.SIGINT) is _interrupted_while_starting:
             signal.signal(signal.SIGINT, signal.default_int_handler)  # from here on, main handles a Ctrl-C
         args = _parser().parse_args(argv)
-        from pipelines.observability import configure_logging
+        from pipelines.ops.observability import configure_logging
 
         configure_logging()
         settings = load_settings(getattr(args, "config", None))

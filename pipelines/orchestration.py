@@ -40,7 +40,7 @@ class BadParams(ValueError):
 
 
 def task_settings() -> Settings:
-    from pipelines.observability import airflow_task_logging
+    from pipelines.ops.observability import airflow_task_logging
 
     airflow_task_logging()
     settings = load_settings()
@@ -259,12 +259,13 @@ def transform(environment: str = "prod") -> dict[str, Any]:
 def check(layers: list[str] | None = None) -> dict[str, Any]:
     """The Soda scans; each failing check alerts once (its own incident). Raises ChecksFailed so the task
     shows red when a check fails."""
-    from pipelines import alerts, quality
+    from pipelines import quality
+    from pipelines.ops import slack
 
     settings = task_settings()
     run = quality.run_checks(settings, tuple(layers or quality.LAYERS))
     log.info("checks done", extra={"run_id": run.run_id, "checks": len(run.results)})
-    sent = alerts.notify_check_run(settings, run)
+    sent = slack.notify_check_run(settings, run)
     failed = [f"{r.layer}: {r.name} (value {r.value})" for r in run.failed]
     if failed:
         raise ChecksFailed(f"{len(failed)} check(s) failed in run {run.run_id}: " + "; ".join(failed))
@@ -272,10 +273,10 @@ def check(layers: list[str] | None = None) -> dict[str, Any]:
 
 
 def digest() -> dict[str, Any]:
-    from pipelines import alerts
+    from pipelines.ops import digest
 
     settings = task_settings()
-    if not alerts.send_digest(settings):
+    if not digest.send_digest(settings):
         a = settings.alerts
         if a.smtp_host and a.email_to:
             raise RuntimeError("the digest could not be delivered (see ops.alerts_sent)")

@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import yaml
 
 from pipelines import catalog, db
-from pipelines.observability import new_run_id
+from pipelines.ops.observability import new_run_id
 from pipelines.redaction import redact
 from pipelines.settings import Settings
 

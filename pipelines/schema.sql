@@ -120,7 +120,7 @@ CREATE TABLE IF NOT EXISTS ops.dq_results (
 );
 CREATE INDEX IF NOT EXISTS dq_results_check_time ON ops.dq_results (check_name, checked_at DESC);
 
--- Alerting (pipelines/alerts.py): one incident per check, opened on failure and resolved when it passes.
+-- Alerting (pipelines/ops/slack.py): one incident per check, opened on failure and resolved when it passes.
 CREATE TABLE IF NOT EXISTS ops.alert_incidents (
     check_name   text PRIMARY KEY,
     opened_at    timestamptz NOT NULL,

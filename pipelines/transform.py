@@ -107,7 +107,7 @@ def transform(
     from sqlmesh.core.console import get_console
     from sqlmesh.utils.errors import SQLMeshError
 
-    from pipelines.observability import run_ledger
+    from pipelines.ops.observability import run_ledger
 
     db.ensure_database(settings)
     with (

@@ -63,10 +63,10 @@ def make_settings(tmp_path: Path, settings_in):
 @pytest.fixture(autouse=True)
 def _no_airflow_log_filter_left_behind():
     """Orchestration's task functions, called in-process, fold `extra` fields into every root handler's
-    messages (pipelines.observability.airflow_task_logging): pytest's own capture handlers are reused by every
+    messages (pipelines.ops.observability.airflow_task_logging): pytest's own capture handlers are reused by every
     test, so the filter is taken off them again before the next test reads caplog."""
     yield
-    from pipelines.observability import _ExtrasIntoMessage
+    from pipelines.ops.observability import _ExtrasIntoMessage
 
     for handler in logging.getLogger().handlers:
         for f in [f for f in handler.filters if isinstance(f, _ExtrasIntoMessage)]:

@@ -17,7 +17,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from aiosmtpd.controller import Controller
 
-from pipelines import alerts, db
+from pipelines import db
+from pipelines.ops import digest, ledger, slack
 from pipelines.quality import CheckResult, CheckRun
 
 NOW = dt.datetime(2026, 3, 10, 12, 0, tzinfo=dt.UTC)
@@ -26,7 +27,7 @@ CHECK = "newest closed candle is fresh (raw)"
 
 @pytest.fixture(autouse=True)
 def fast_backoff(monkeypatch):
-    monkeypatch.setattr(alerts, "BACKOFF_S", 0.01)
+    monkeypatch.setattr(ledger, "BACKOFF_S", 0.01)
 
 
 class Receiver:
@@ -128,7 +129,7 @@ def test_failure_alerts_once_then_resolves_once(settings, caplog):
     caplog.set_level(logging.DEBUG)
     with Receiver() as receiver:
         s = with_webhook(settings, receiver.url)
-        sent = alerts.notify_check_run(s, run_of("fail", 11100.0, "dq-1"), now=NOW)
+        sent = slack.notify_check_run(s, run_of("fail", 11100.0, "dq-1"), now=NOW)
         assert len(sent) == 1 and CHECK in sent[0] and "delivered" in sent[0]
         assert len(receiver.received) == 1
         message = receiver.received[0]
@@ -140,25 +141,25 @@ def test_failure_alerts_once_then_resolves_once(settings, caplog):
 
         # still failing in two more runs: nothing more is sent, the incident stays open and is updated
         for i, later in enumerate((NOW + dt.timedelta(hours=1), NOW + dt.timedelta(hours=2)), start=2):
-            assert alerts.notify_check_run(s, run_of("error", 14000.0 + i, f"dq-{i}"), now=later) == []
+            assert slack.notify_check_run(s, run_of("error", 14000.0 + i, f"dq-{i}"), now=later) == []
         assert len(receiver.received) == 1
         assert query(s, "SELECT status, opened_at, last_seen_at, last_value FROM ops.alert_incidents") == [
             ("open", NOW, NOW + dt.timedelta(hours=2), 14003.0)
         ]
 
         resolved_at = NOW + dt.timedelta(hours=3)
-        sent = alerts.notify_check_run(s, run_of("pass", 300.0, "dq-4"), now=resolved_at)
+        sent = slack.notify_check_run(s, run_of("pass", 300.0, "dq-4"), now=resolved_at)
         assert len(sent) == 1 and "resolved" in sent[0]
         assert len(receiver.received) == 2
         resolved = receiver.received[1]
         assert "resolved" in resolved["blocks"][0]["text"]["text"]
         assert CHECK in json.dumps(resolved["blocks"][1])
-        assert alerts.notify_check_run(s, run_of("pass", 300.0, "dq-5"), now=resolved_at) == []
+        assert slack.notify_check_run(s, run_of("pass", 300.0, "dq-5"), now=resolved_at) == []
         assert len(receiver.received) == 2
         assert query(s, "SELECT status, resolved_at FROM ops.alert_incidents") == [("resolved", resolved_at)]
 
         # failing again later opens a new incident and alerts again
-        assert len(alerts.notify_check_run(s, run_of("fail", 9000.0, "dq-6"), now=resolved_at)) == 1
+        assert len(slack.notify_check_run(s, run_of("fail", 9000.0, "dq-6"), now=resolved_at)) == 1
         assert len(receiver.received) == 3
 
     log = query(s, "SELECT check_name, kind, channel, ok, attempts, error FROM ops.alerts_sent ORDER BY id")
@@ -174,7 +175,7 @@ def test_5xx_is_retried_until_delivered(settings, caplog):
     caplog.set_level(logging.DEBUG)
     with Receiver(fail_first=2) as receiver:
         s = with_webhook(settings, receiver.url)
-        assert alerts.send_slack(s, {"text": "hello"}, check_name=CHECK, kind="opened") is True
+        assert slack.send_slack(s, {"text": "hello"}, check_name=CHECK, kind="opened") is True
     assert receiver.requests == 3
     assert receiver.received == [{"text": "hello"}]
     assert query(s, "SELECT ok, attempts, error FROM ops.alerts_sent") == [(True, 3, None)]
@@ -185,12 +186,12 @@ def test_receiver_down_returns_false_records_and_does_not_raise(settings, caplog
     caplog.set_level(logging.DEBUG)
     url = f"http://127.0.0.1:{closed_port()}/services/T000/B000/s3cr3t-hook-token"
     s = with_webhook(settings, url)
-    assert alerts.send_slack(s, {"text": "hello"}, check_name=CHECK, kind="opened") is False
+    assert slack.send_slack(s, {"text": "hello"}, check_name=CHECK, kind="opened") is False
     [(ok, attempts, error)] = query(s, "SELECT ok, attempts, error FROM ops.alerts_sent")
     assert ok is False and attempts == 3 and error
     assert "s3cr3t-hook-token" not in error
     # the check run carries on: the incident is opened even though the message could not be delivered
-    sent = alerts.notify_check_run(s, run_of("fail", 1.0, "dq-1"), now=NOW)
+    sent = slack.notify_check_run(s, run_of("fail", 1.0, "dq-1"), now=NOW)
     assert len(sent) == 1 and "FAILED" in sent[0]
     assert query(s, "SELECT status FROM ops.alert_incidents") == [("open",)]
     assert "not delivered" in caplog.text
@@ -199,7 +200,7 @@ def test_receiver_down_returns_false_records_and_does_not_raise(settings, caplog
 
 def test_no_webhook_configured_skips_quietly(settings, caplog):
     caplog.set_level(logging.INFO)
-    assert alerts.send_slack(settings, {"text": "hello"}) is False
+    assert slack.send_slack(settings, {"text": "hello"}) is False
     assert "not configured" in caplog.text
     assert query(settings, "SELECT count(*) FROM ops.alerts_sent") == [(0,)]
 
@@ -256,7 +257,7 @@ def test_digest_arrives_as_text_and_html_with_the_numbers(make_settings, smtp_se
     )
     db.ensure_database(s)
     seed(s)
-    assert alerts.send_digest(s, now=NOW) is True
+    assert digest.send_digest(s, now=NOW) is True
 
     [envelope] = inbox.envelopes
     assert envelope.mail_from == "cryptoflow@example.com"
@@ -288,7 +289,7 @@ def test_digest_arrives_as_text_and_html_with_the_numbers(make_settings, smtp_se
 def test_digest_with_mail_server_down_returns_false(make_settings, caplog):
     s = make_settings(alerts={"smtp_host": "127.0.0.1", "smtp_port": closed_port(), "email_to": ["a@b.c"]})
     db.ensure_database(s)
-    assert alerts.send_digest(s, now=NOW) is False
+    assert digest.send_digest(s, now=NOW) is False
     [(ok, attempts, error)] = query(s, "SELECT ok, attempts, error FROM ops.alerts_sent")
     assert ok is False and attempts == 3 and "Connection" in error
 
@@ -353,9 +354,9 @@ def test_run_failure_is_alerted_even_when_the_database_is_down(make_settings):
             database={"url": f"postgresql://cryptoflow@127.0.0.1:{closed_port()}/cryptoflow"}
         )
         s = with_webhook(down, receiver.url)
-        line = alerts.notify_run(s, "ingest ohlcv", failed=True, run_id="r-1", error="database unreachable")
+        line = slack.notify_run(s, "ingest ohlcv", failed=True, run_id="r-1", error="database unreachable")
         assert line is not None and "delivered" in line
-        assert alerts.notify_run(s, "ingest ohlcv", failed=False) is None  # no state: no "recovered" claim
+        assert slack.notify_run(s, "ingest ohlcv", failed=False) is None  # no state: no "recovered" claim
     [message] = receiver.received
     assert "database unreachable" in json.dumps(message) and "r-1" in json.dumps(message)
 
@@ -432,14 +433,14 @@ def test_digest_over_starttls_with_login(make_settings, tls_smtp_server, caplog)
     s = make_settings(alerts={**smtp, "smtp_starttls": True, "smtp_user": "mailer"})
     s = s.model_copy(update={"secrets": s.secrets.model_copy(update={"smtp_password": "m4il-s3cret"})})
     db.ensure_database(s)
-    assert alerts.send_digest(s, now=NOW) is True
+    assert digest.send_digest(s, now=NOW) is True
     assert [login[1:] for login in logins] == [("mailer", "m4il-s3cret")]
     [envelope] = inbox.envelopes
     assert envelope.rcpt_tos == ["ops@example.com"]
 
     # a wrong password is a permanent error: one attempt, recorded, never logged
     wrong = s.model_copy(update={"secrets": s.secrets.model_copy(update={"smtp_password": "wr0ng-pw"})})
-    assert alerts.send_digest(wrong, now=NOW) is False
+    assert digest.send_digest(wrong, now=NOW) is False
     rows = query(s, "SELECT ok, attempts, error FROM ops.alerts_sent ORDER BY id")
     assert rows[0] == (True, 1, None)
     assert rows[1][:2] == (False, 1) and "SMTPAuthenticationError" in rows[1][2]
@@ -449,7 +450,7 @@ def test_digest_over_starttls_with_login(make_settings, tls_smtp_server, caplog)
     # without STARTTLS the server refuses to take the mail at all: a clear error, not a hang
     plain = make_settings(alerts=smtp)
     db.ensure_database(plain)
-    assert alerts.send_digest(plain, now=NOW) is False
+    assert digest.send_digest(plain, now=NOW) is False
     [(ok, error)] = query(plain, "SELECT ok, error FROM ops.alerts_sent")
     assert ok is False and "STARTTLS" in error
 
@@ -484,7 +485,7 @@ def test_the_smtp_password_never_crosses_a_connection_without_tls(make_settings,
             }
         )
         db.ensure_database(s)
-        assert alerts.send_digest(s, now=NOW) is False
+        assert digest.send_digest(s, now=NOW) is False
         assert logins == [] and inbox.envelopes == []
         [(ok, attempts, error)] = query(s, "SELECT ok, attempts, error FROM ops.alerts_sent")
         assert (ok, attempts) == (False, 1)
@@ -495,7 +496,7 @@ def test_the_smtp_password_never_crosses_a_connection_without_tls(make_settings,
             update={"secrets": allowed.secrets.model_copy(update={"smtp_password": "m4il-s3cret"})}
         )
         db.ensure_database(allowed)
-        assert alerts.send_digest(allowed, now=NOW) is True
+        assert digest.send_digest(allowed, now=NOW) is True
         assert logins == [("mailer", "m4il-s3cret")] and len(inbox.envelopes) == 1
         assert "m4il-s3cret" not in caplog.text
     finally:

@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipelines import db, metrics
+from pipelines import db
+from pipelines.ops import metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 DEAD_URL = "postgresql://x:s3cret@127.0.0.1:1/x"  # nothing listens on port 1
@@ -318,7 +319,7 @@ def test_database_down_still_answers_200_with_database_up_0(make_settings, tmp_p
         settings = make_settings(database={"url": DEAD_URL})
     else:
         settings = make_settings(database={"embedded_dir": str(tmp_path / "never-started")})
-    caplog.set_level(logging.WARNING, logger="pipelines.metrics")
+    caplog.set_level(logging.WARNING, logger="pipelines.ops.metrics")
     with endpoint(settings) as server:
         m = scrape(server.url)
         m2 = scrape(server.url)  # a second scrape is as good as the first
@@ -404,7 +405,7 @@ def _free_port() -> int:
 def test_serve_blocks_until_sigterm_then_stops_cleanly(tmp_path):
     port = _free_port()
     code = (
-        "from pipelines import metrics; from pipelines.settings import load_settings; "
+        "from pipelines.ops import metrics; from pipelines.settings import load_settings; "
         f"metrics.serve(load_settings(environ={{}}, overrides={{'database': {{'url': {DEAD_URL!r}}}}}), "
         f"'127.0.0.1', {port}); print('stopped')"
     )

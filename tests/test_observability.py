@@ -11,11 +11,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pipelines.observability import airflow_task_logging
+from pipelines.ops.observability import airflow_task_logging
 
 EMIT = """
 import logging
-from pipelines.observability import configure_logging
+from pipelines.ops.observability import configure_logging
 configure_logging()
 logging.getLogger("pipelines.ingest.engine").info(
     "run success", extra={"run_id": "binance-1", "source": "binance", "rows_raw": 144, "duration_s": 1.5,
@@ -89,7 +89,7 @@ def test_airflow_task_logging_folds_extras_into_the_message_once():
 def test_log_lines_never_carry_a_password_or_a_webhook_token():
     import logging
 
-    from pipelines.observability import JsonFormatter, TextFormatter
+    from pipelines.ops.observability import JsonFormatter, TextFormatter
 
     record = logging.LogRecord(
         "pipelines.x", logging.ERROR, __file__, 1, "cannot connect to postgresql://w:S3cret@db/x", (), None

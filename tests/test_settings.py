@@ -153,7 +153,8 @@ def test_backfill_days_must_be_at_least_one(days, capsys):
 def test_every_table_rule_comes_from_the_catalogue():
     """One description per table: the ingest engine, the checks, the metrics, the digest, the dashboard and
     the DAGs read the catalogue, so a threshold or a key changes in one place."""
-    from pipelines import catalog, metrics, orchestration, quality
+    from pipelines import catalog, orchestration, quality
+    from pipelines.ops import metrics
     from pipelines.sources.binance import settings as bn
     from pipelines.sources.coingecko import settings as cg
     from pipelines.sources.fear_greed import settings as fg

@@ -29,7 +29,7 @@ from pipelines.catalog import Table
 from pipelines.errors import root_cause
 from pipelines.http import ApiClient
 from pipelines.ingest import revisions
-from pipelines.observability import RunRecord, run_ledger
+from pipelines.ops.observability import RunRecord, run_ledger
 from pipelines.redaction import redact
 from pipelines.settings import Settings
 from pipelines.sources.common import ExtractSink, Rejected

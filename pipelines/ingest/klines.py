@@ -19,7 +19,7 @@ from pipelines.errors import root_cause
 from pipelines.http import ApiClient
 from pipelines.ingest import revisions
 from pipelines.ingest.engine import cleanup, deliver, queue_dead_letters, record_extract, record_http, stage
-from pipelines.observability import RunRecord
+from pipelines.ops.observability import RunRecord
 from pipelines.settings import Settings
 from pipelines.sources.binance import SymbolWindow, iter_klines
 from pipelines.sources.binance.helpers import ExchangeInfo

@@ -8,7 +8,7 @@ every scrape within `cache_s` seconds, so a burst of scrapes costs one round.
 The queries are cheap on the 1.3M-row tables: `max()` of a time column per table, and null ratios over the
 newest 24 hours only. Identifiers are fixed in this module; values are bound parameters.
 
-    from pipelines import metrics
+    from pipelines.ops import metrics
     server = metrics.start(settings, port=9108)   # background thread; server.stop() ends it
     metrics.serve(settings, "127.0.0.1", 9108)    # the same, blocking until Ctrl-C or SIGTERM
 """

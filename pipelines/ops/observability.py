@@ -188,7 +188,7 @@ class RunRecord:
 @contextlib.contextmanager
 def run_ledger(settings: Settings, source: str, command: str) -> Iterator[RunRecord]:
     """A RunRecord started on entry and finished with the outcome; a failure's exception carries the run
-    id (`exc.run_id`) so the alert can name the run (pipelines.alerts.alerting)."""
+    id (`exc.run_id`) so the alert can name the run (pipelines.ops.slack.alerting)."""
     run = RunRecord(settings, source, command).start()
     try:
         yield run
