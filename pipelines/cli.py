@@ -25,153 +25,14 @@ import json
 import logging
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
+from pipelines.cli_args import parser
+from pipelines.cli_output import print_summary, progress_bar
 from pipelines.settings import ConfigError, Settings, load_settings
 
 warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
-
-
-def _date(value: str) -> dt.datetime:
-    try:
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{value!r} is not a date; use YYYY-MM-DD or YYYY-MM-DDTHH:MM"
-        ) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
-
-
-def _days(value: str) -> int:
-    try:
-        days = int(value)
-    except ValueError:
-        days = 0
-    if days < 1:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number of days (1 or more)")
-    return days
-
-
-def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    # SUPPRESS: `cryptoflow --config F db start` and `cryptoflow db start --config F` both work.
-    common.add_argument(
-        "--config",
-        metavar="FILE",
-        default=argparse.SUPPRESS,
-        help="configuration file (default: ./config.yaml)",
-    )
-    sandboxed = argparse.ArgumentParser(add_help=False)
-    sandboxed.add_argument(
-        "--sandbox",
-        action="store_true",
-        help="start the offline API sandbox in-process and use it (synthetic data)",
-    )
-
-    parser = argparse.ArgumentParser(prog="cryptoflow", description=__doc__, parents=[common])
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("db", parents=[common], help="the embedded Postgres")
-    p.add_argument("action", choices=["start", "stop", "status", "url"])
-    p.add_argument("--reader", action="store_true", help="with url: the read-only dashboard role")
-
-    p = sub.add_parser("sandbox", parents=[common], help="serve the three APIs offline (synthetic markets)")
-    p.add_argument("--port", type=int, default=None)
-    p.add_argument("--seed", type=int, default=None, help="market seed (default: sandbox.seed)")
-    p.add_argument(
-        "--calm",
-        action="store_true",
-        default=None,
-        help="every pair trades forever, no outages or revisions (default: sandbox.calm)",
-    )
-
-    p = sub.add_parser("ingest", parents=[common, sandboxed], help="incremental ingest")
-    p.add_argument("what", nargs="?", default="all", choices=["ohlcv", "markets", "fear-greed", "all"])
-
-    p = sub.add_parser("backfill", parents=[common, sandboxed], help="load a historical window of klines")
-    window = p.add_mutually_exclusive_group(required=True)
-    window.add_argument("--days", type=_days, help="the last N days up to the last closed hour")
-    window.add_argument("--since", type=_date, help="from this UTC date (YYYY-MM-DD), included")
-    p.add_argument(
-        "--until",
-        type=_date,
-        help="up to this UTC time, excluded: [since, until), so 10 days are 240 hourly candles "
-        "(default: through the last closed hour)",
-    )
-    p.add_argument("--symbols", nargs="+", metavar="S", help="only these symbols (default: the universe)")
-    p.add_argument(
-        "--source",
-        choices=["auto", "archive", "rest"],
-        default=None,
-        help="auto: Binance's public kline archive, the REST API for what it lacks; archive: the archive "
-        "only; rest: the API only (default: backfill.source, auto)",
-    )
-
-    p = sub.add_parser(
-        "verify",
-        parents=[common, sandboxed],
-        help="re-fetch a window and report every candle that differs from raw ([since, until))",
-    )
-    p.add_argument("--since", type=_date, required=True, help="from this UTC date (YYYY-MM-DD), included")
-    p.add_argument(
-        "--until", type=_date, help="up to this UTC time, excluded (default: the last closed hour)"
-    )
-    p.add_argument("--symbols", nargs="+", metavar="S", help="only these symbols (default: the universe)")
-    p.add_argument(
-        "--apply",
-        action="store_true",
-        help="restate what differs in raw and bronze (recorded in ops.revisions) and the affected gold",
-    )
-
-    sub.add_parser("run", parents=[common, sandboxed], help="ingest all sources, transform, check")
-
-    p = sub.add_parser("check", parents=[common], help="Soda data-quality scans; exits 1 on a failed check")
-    p.add_argument(
-        "--layer", choices=["raw", "silver", "gold"], action="append", help="only this layer (repeatable)"
-    )
-
-    p = sub.add_parser("transform", parents=[common], help="SQLMesh plan (auto-applied) and run")
-    p.add_argument("--env", default="prod", help="SQLMesh environment (default: prod; e.g. dev)")
-
-    sub.add_parser(
-        "up", parents=[common], help="start the stack: embedded Postgres, Airflow, metrics (and sandbox)"
-    )
-    sub.add_parser("down", parents=[common], help="stop what `cryptoflow up` started")
-    p = sub.add_parser("dashboard", parents=[common], help="the Streamlit dashboard (read-only role)")
-    p.add_argument("--port", type=int, default=None, help="default: services.dashboard_port")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 in a container)")
-    p = sub.add_parser(
-        "airflow",
-        parents=[common],
-        help="the airflow CLI with the stack's environment, e.g. `cryptoflow airflow dags list`",
-    )
-    p.add_argument("args", nargs=argparse.REMAINDER, help="arguments for `airflow`")
-
-    p = sub.add_parser("metrics", parents=[common], help="serve Prometheus metrics (ops tables, freshness)")
-    p.add_argument("--port", type=int, default=None, help="default: services.metrics_port")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 in a container)")
-
-    p = sub.add_parser("dlq", parents=[common], help="the dead letter queue")
-    p.add_argument("action", choices=["list", "replay"])
-    p.add_argument("--id", type=int, nargs="+", dest="ids", help="replay only these ids")
-    p.add_argument("--limit", type=int, default=50)
-
-    p = sub.add_parser(
-        "demo", parents=[common], help="start the db and backfill the horizon from the sandbox"
-    )
-    p.add_argument("--days", type=int, default=None, help="override backfill.days")
-
-    p = sub.add_parser("bench", parents=[common], help="measure backfill, raw load vs COPY, incremental run")
-    p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
-    p.add_argument("--symbols", type=int, default=50)
-    p.add_argument("--days", type=int, default=1095)
-
-    sub.add_parser("digest", parents=[common], help="email the last 24 h summary to alerts.email_to")
-
-    p = sub.add_parser("docs", parents=[common], help="write the model documentation site (offline HTML)")
-    p.add_argument("--out", metavar="DIR", help="output folder (default: docs/site)")
-    return parser
 
 
 @contextlib.contextmanager
@@ -190,36 +51,6 @@ def _maybe_sandbox(settings: Settings, enabled: bool) -> Iterator[Settings]:
 def sandboxed(settings: Settings, server) -> Settings:
     """A copy of settings whose sources point at a running SandboxServer."""
     return settings.with_sandbox(server.url)
-
-
-def _progress(label: str = "klines pages") -> tuple[Callable[[int, int], None], Callable[[], None]]:
-    """A terminal progress bar: pages of a total (REST), or files done and candles read (the archive)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    by_files = label != "klines pages"
-    bar = Progress(
-        TextColumn(label),
-        *((TextColumn("{task.completed} files | {task.fields[candles]:,} candles"),) if by_files else
-          (BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())),
-        transient=True,
-    )  # fmt: skip
-    task = bar.add_task("pages", total=None, candles=0)
-    bar.start()
-
-    def update(done: int, total: int) -> None:
-        if by_files:
-            bar.update(task, completed=done, candles=total)
-        else:
-            bar.update(task, completed=done, total=total)
-
-    return update, bar.stop
-
-
-def _print_summary(summary) -> None:
-    print(
-        f"{summary.source}: run {summary.run_id}: {summary.rows_raw} rows to raw, {summary.rows_bronze} to bronze, "
-        f"{summary.dead_letters} dead letters {json.dumps(summary.details, default=str)}"
-    )
 
 
 def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
@@ -262,7 +93,7 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     with _maybe_sandbox(settings, args.sandbox) as active:
         for name in chosen:
             with slack.alerting(settings, f"ingest {name}"):
-                _print_summary(steps[name](active, command=f"ingest {name}"))
+                print_summary(steps[name](active, command=f"ingest {name}"))
     return 0
 
 
@@ -272,7 +103,7 @@ def cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
 
     source = args.source or settings.backfill.source
     with _maybe_sandbox(settings, args.sandbox) as active, slack.alerting(settings, "backfill"):
-        update, stop = _progress("klines pages" if source == "rest" else "archive files | candles")
+        update, stop = progress_bar("klines pages" if source == "rest" else "archive files | candles")
         try:
             summary = ingest.ingest_ohlcv(
                 active,
@@ -286,7 +117,7 @@ def cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
             )
         finally:
             stop()
-    _print_summary(summary)
+    print_summary(summary)
     return 0
 
 
@@ -448,53 +279,12 @@ def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
-    """The main job on the sandbox, as a time-lapse of the real exchange: backfill the horizon as of a day
-    ago, then one incremental run as of now (the day's new hours, and the candles revised since), then
-    transform and checks. The universe is the configured list plus the pairs it replaced (a stale list),
-    so the run meets listings, delistings with their successors, outages and revisions."""
-    from pipelines import db, demo_summary, ingest, quality
-    from pipelines.sandbox import SandboxServer
-    from pipelines.transform import describe_gold, transform
+    from pipelines import demo
 
-    started = time.perf_counter()
-    db.ensure_database(settings)
-    days = args.days or settings.backfill.days
-    symbols = list(dict.fromkeys([*settings.universe.symbols, *settings.universe.successors]))
-    now_ms = int(time.time() * 1000)
-    with SandboxServer(port=0, seed=settings.sandbox.seed, calm=settings.sandbox.calm) as server:
-        print(f"sandbox: synthetic market data served at {server.url} (not real prices)", file=sys.stderr)
-        active = sandboxed(settings, server)
-        server.set_now(now_ms - 24 * 3_600_000)
-        update, stop = _progress()
-        try:
-            klines = ingest.ingest_ohlcv(active, days=days, symbols=symbols, command="demo", progress=update)
-        finally:
-            stop()
-        server.set_now(now_ms)
-        hourly = ingest.ingest_ohlcv(active, symbols=symbols, command="demo")
-        markets = ingest.ingest_markets(active, command="demo")
-        fng = ingest.ingest_fear_greed(active, command="demo")
-        server.set_now(None)
-    for summary in (klines, hourly, markets, fng):
-        _print_summary(summary)
-    built = transform(settings)
-    print(f"transform: silver and gold built in {built.plan_s + built.run_s:.1f} s")
-    logging.getLogger("soda").setLevel(logging.WARNING)  # one summary line below instead of every check
-    checks = quality.run_checks(settings)
-    failed = [r.name for r in checks.results if r.outcome in ("fail", "error")]
-    print(
-        f"checks: {len(checks.results)} run, {len(failed)} failed"
-        + (f" ({', '.join(failed)})" if failed else "")
-        + " - the Data Quality page shows them"
+    update, stop = progress_bar(
+        "archive files | candles" if settings.backfill.source != "rest" else "klines pages"
     )
-    print(demo_summary.describe_data(settings, time.perf_counter() - started))
-    print(demo_summary.describe_exchange(settings, [klines, hourly]))
-    print(describe_gold(settings))
-    port = settings.services.dashboard_port
-    print(
-        f"\ndashboard: http://127.0.0.1:{port}  (start it with `.venv/bin/cryptoflow dashboard`; "
-        "`.venv/bin/cryptoflow up` starts it with Airflow and the metrics)"
-    )
+    demo.run(settings, args.days, update, stop, print_summary)
     return 0
 
 
@@ -572,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     try:  # from the first line: a Ctrl-C while the imports below still load is the same one line
         if signal.getsignal(signal.SIGINT) is _interrupted_while_starting:
             signal.signal(signal.SIGINT, signal.default_int_handler)  # from here on, main handles a Ctrl-C
-        args = _parser().parse_args(argv)
+        args = parser().parse_args(argv)
         from pipelines.ops.observability import configure_logging
 
         configure_logging()

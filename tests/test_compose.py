@@ -28,7 +28,8 @@ import yaml
 
 from pipelines import db, ingest
 from pipelines.bronze import open_lake, read_bronze
-from pipelines.cli import _parser, sandboxed
+from pipelines.cli import sandboxed
+from pipelines.cli_args import parser as _parser
 from pipelines.sandbox import SandboxServer
 from pipelines.settings import SECRET_ENV, ConfigError, Settings, load_settings
 
