@@ -255,11 +255,11 @@ def cmd_airflow(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_metrics(settings: Settings, args: argparse.Namespace) -> int:
-    from pipelines.ops import metrics
+    from pipelines.ops import metrics_server
 
     port = settings.services.metrics_port if args.port is None else args.port
     print(f"Prometheus metrics on http://{args.host}:{port}/metrics (Ctrl-C to stop)", file=sys.stderr)
-    metrics.serve(settings, args.host, port)
+    metrics_server.serve(settings, args.host, port)
     return 0
 
 

@@ -21,7 +21,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipelines import db
-from pipelines.ops import metrics
+from pipelines.ops import metrics, metrics_server
+from pipelines.ops.metric_catalog import METRICS
 
 ROOT = Path(__file__).resolve().parent.parent
 DEAD_URL = "postgresql://x:s3cret@127.0.0.1:1/x"  # nothing listens on port 1
@@ -49,7 +50,7 @@ def by_label(samples: dict, name: str, label: str) -> dict[str, float]:
 
 @contextlib.contextmanager
 def endpoint(settings, cache_s: float = 0):
-    server = metrics.start(settings, "127.0.0.1", 0, cache_s=cache_s)
+    server = metrics_server.start(settings, "127.0.0.1", 0, cache_s=cache_s)
     try:
         yield server
     finally:
@@ -185,7 +186,7 @@ def test_every_metric_is_exact_against_known_rows(make_settings):
         scraped_at = time.time()
         m = scrape(server.url)
 
-    assert set(m) == set(metrics.METRICS)  # everything catalogued is exposed, nothing else
+    assert set(m) == set(METRICS)  # everything catalogued is exposed, nothing else
     assert value(m, "cryptoflow_database_up") == 1
     assert by_label(m, "cryptoflow_scrape_section_failed", "section") == dict.fromkeys(
         ("pipeline_runs", "data_quality", "dead_letters", "freshness", "null_ratio"), 0
@@ -405,8 +406,8 @@ def _free_port() -> int:
 def test_serve_blocks_until_sigterm_then_stops_cleanly(tmp_path):
     port = _free_port()
     code = (
-        "from pipelines.ops import metrics; from pipelines.settings import load_settings; "
-        f"metrics.serve(load_settings(environ={{}}, overrides={{'database': {{'url': {DEAD_URL!r}}}}}), "
+        "from pipelines.ops import metrics_server; from pipelines.settings import load_settings; "
+        f"metrics_server.serve(load_settings(environ={{}}, overrides={{'database': {{'url': {DEAD_URL!r}}}}}), "
         f"'127.0.0.1', {port}); print('stopped')"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -7,27 +7,23 @@ every scrape within `cache_s` seconds, so a burst of scrapes costs one round.
 
 The queries are cheap on the 1.3M-row tables: `max()` of a time column per table, and null ratios over the
 newest 24 hours only. Identifiers are fixed in this module; values are bound parameters.
-
-    from pipelines.ops import metrics
-    server = metrics.start(settings, port=9108)   # background thread; server.stop() ends it
-    metrics.serve(settings, "127.0.0.1", 9108)    # the same, blocking until Ctrl-C or SIGTERM
+The metric names and help texts are catalogued in metric_catalog.py; metrics_server.py serves them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import signal
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from pipelines import catalog, db
+from pipelines.ops.metric_catalog import METRICS
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -91,98 +87,6 @@ RUN_TOTALS = (
     "cryptoflow_pipeline_rate_limited_total",
 )
 TABLES = ("ops.pipeline_runs", "ops.dq_results", "raw.dead_letter", *FRESHNESS_COLUMNS)
-
-
-@dataclass(frozen=True)
-class Spec:
-    kind: str  # gauge | counter
-    help: str
-    labels: tuple[str, ...] = ()
-
-
-# Every metric this endpoint can expose, by sample name (counters end in _total).
-METRICS: dict[str, Spec] = {
-    "cryptoflow_database_up": Spec("gauge", "1 if Postgres answered this scrape's queries, else 0."),
-    "cryptoflow_scrape_duration_seconds": Spec(
-        "gauge", "Seconds the latest round of metrics queries took (served from cache between rounds)."
-    ),
-    "cryptoflow_scrape_section_failed": Spec(
-        "gauge",
-        "1 if the latest round's queries for this section failed (see the log), else 0.",
-        ("section",),
-    ),
-    "cryptoflow_pipeline_runs_total": Spec(
-        "counter", "Finished runs recorded in ops.pipeline_runs.", ("source", "status")
-    ),
-    "cryptoflow_pipeline_runs_in_progress": Spec(
-        "gauge", "Runs with status 'running' in ops.pipeline_runs.", ("source",)
-    ),
-    "cryptoflow_pipeline_rows_loaded_total": Spec(
-        "counter", "Rows delivered to raw by finished runs (sum of rows_raw).", ("source",)
-    ),
-    "cryptoflow_pipeline_retries_total": Spec("counter", "HTTP retries of finished runs.", ("source",)),
-    "cryptoflow_pipeline_requests_total": Spec("counter", "HTTP requests of finished runs.", ("source",)),
-    "cryptoflow_pipeline_rate_limited_total": Spec(
-        "counter", "Rate-limit waits (HTTP 429) of finished runs.", ("source",)
-    ),
-    "cryptoflow_pipeline_last_run_timestamp_seconds": Spec(
-        "gauge",
-        "When the latest finished run of the source ended (Unix time; DLQ replays and dev transforms excluded).",
-        ("source",),
-    ),
-    "cryptoflow_pipeline_last_run_duration_seconds": Spec(
-        "gauge", "Duration of the latest finished run of the source.", ("source",)
-    ),
-    "cryptoflow_pipeline_last_run_failed": Spec(
-        "gauge",
-        "1 if the latest finished run of the source failed, else 0 (DLQ replays and dev transforms excluded).",
-        ("source",),
-    ),
-    "cryptoflow_pipeline_last_success_timestamp_seconds": Spec(
-        "gauge",
-        "When the latest successful run of the source ended (Unix time; DLQ replays and dev transforms excluded).",
-        ("source",),
-    ),
-    "cryptoflow_pipeline_last_success_records_per_second": Spec(
-        "gauge", "rows_raw / duration_s of the latest successful run of the source.", ("source",)
-    ),
-    "cryptoflow_end_to_end_latency_seconds": Spec(
-        "gauge",
-        "Seconds from the newest candle's close to the moment it was in gold (latest successful prod transform).",
-    ),
-    "cryptoflow_table_newest_timestamp_seconds": Spec(
-        "gauge", "Newest value of the table's time column (Unix time).", ("table",)
-    ),
-    "cryptoflow_table_age_seconds": Spec(
-        "gauge", "Seconds since the newest value of the table's time column.", ("table",)
-    ),
-    "cryptoflow_freshness_threshold_seconds": Spec(
-        "gauge", "Configured maximum age of the table's newest row (checks.freshness_*_hours).", ("table",)
-    ),
-    "cryptoflow_null_ratio": Spec(
-        "gauge", "Share of NULLs in the column over the table's newest 24 hours.", ("table", "column")
-    ),
-    "cryptoflow_null_ratio_window_rows": Spec(
-        "gauge", "Rows in the table's newest 24 hours (the null ratios' denominator).", ("table",)
-    ),
-    "cryptoflow_dq_checks": Spec(
-        "gauge", "Checks of the latest data-quality run of the layer, by outcome.", ("layer", "outcome")
-    ),
-    "cryptoflow_dq_failures": Spec(
-        "gauge", "Checks that failed or errored in the latest data-quality run of the layer.", ("layer",)
-    ),
-    "cryptoflow_dq_check_failed": Spec(
-        "gauge",
-        "1 if the check failed or errored in the latest run of its layer, else 0.",
-        ("layer", "check"),
-    ),
-    "cryptoflow_dq_last_run_timestamp_seconds": Spec(
-        "gauge", "When the latest data-quality run of the layer checked (Unix time).", ("layer",)
-    ),
-    "cryptoflow_dead_letters_pending": Spec(
-        "gauge", "Records in raw.dead_letter not replayed yet.", ("source",)
-    ),
-}
 
 
 @dataclass
@@ -468,65 +372,3 @@ def _per_table(tables: list[str], query: Callable[[str], None]) -> None:
             log.warning("metrics: a table's query failed", extra={"table": table, "error": str(exc)[:500]})
     if failed:
         raise _SectionFailed(", ".join(failed))
-
-
-def collector(settings: Settings, cache_s: float = CACHE_S) -> CryptoflowCollector:
-    return CryptoflowCollector(settings, cache_s)
-
-
-def registry(settings: Settings, cache_s: float = CACHE_S) -> tuple[CollectorRegistry, CryptoflowCollector]:
-    """A registry of its own (not prometheus_client's global one) holding only the cryptoflow collector."""
-    reg = CollectorRegistry()
-    coll = collector(settings, cache_s)
-    reg.register(coll)
-    return reg, coll
-
-
-@dataclass
-class MetricsServer:
-    """A running endpoint: `url` to scrape, `stop()` to shut it down."""
-
-    server: Any
-    thread: threading.Thread
-    collector: CryptoflowCollector
-    host: str
-    port: int
-
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}/metrics"
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
-
-
-def start(
-    settings: Settings, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, cache_s: float = CACHE_S
-) -> MetricsServer:
-    """Serve /metrics on host:port from a background thread (port 0: any free port, see `.port`)."""
-    reg, coll = registry(settings, cache_s)
-    server, thread = start_http_server(port, addr=host, registry=reg)
-    return MetricsServer(server, thread, coll, host, server.server_port)
-
-
-def serve(settings: Settings, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
-    """Serve /metrics until Ctrl-C or SIGTERM, then stop cleanly."""
-    server = start(settings, host, port)
-    log.info("serving metrics", extra={"url": server.url})
-    stop = threading.Event()
-    previous = None
-    if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
-        while not stop.wait(0.5):
-            pass
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-        log.info("metrics endpoint stopped")
