@@ -29,6 +29,7 @@ from pipelines.catalog import Table
 from pipelines.errors import root_cause
 from pipelines.http import ApiClient
 from pipelines.ingest import revisions
+from pipelines.ingest.schema_drift import record_fields
 from pipelines.ops.observability import RunRecord, run_ledger
 from pipelines.redaction import redact
 from pipelines.settings import Settings
@@ -59,6 +60,10 @@ class RunSummary:
     rows_bronze: int
     dead_letters: int
     details: dict[str, Any]
+
+    @classmethod
+    def of(cls, run: RunRecord) -> RunSummary:
+        return cls(run.run_id, run.source, run.rows_raw, run.rows_bronze, run.dead_letters, run.details)
 
 
 def _pipeline(settings: Settings, source: str) -> dlt.Pipeline:
@@ -296,6 +301,20 @@ def record_http(run: RunRecord, *clients: ApiClient) -> None:
     run.rate_limited = sum(c.stats.rate_limited for c in clients)
     if any(c.stats.synthetic for c in clients):
         run.details["sandbox"] = True  # synthetic data: the dashboard says so
+
+
+def deliver_records(
+    settings: Settings, run: RunRecord, client: ApiClient, data: Any, sink: ExtractSink, table: Table
+) -> None:
+    """One load of a record-shaped source (markets, Fear & Greed): bronze and raw, the HTTP counters, the
+    dead letters, and the fields the records came with (schema drift)."""
+    try:
+        rows = deliver(settings, table.source, data, sink, table, run.run_id)
+    finally:
+        record_http(run, client)
+    queued = queue_dead_letters(settings, table.source, table.name, sink, run.run_id)
+    record_extract(run, sink, *rows, queued)
+    run.details["schema_changes"] = record_fields(settings, table.source, table.name, sink.fields, run.run_id)
 
 
 def record_extract(run: RunRecord, sink: ExtractSink, rows_bronze: int, rows_raw: int, queued: int) -> None:

@@ -8,15 +8,7 @@ import datetime as dt
 from pipelines import db
 from pipelines.catalog import FEAR_GREED
 from pipelines.http import client_for
-from pipelines.ingest.engine import (
-    RunSummary,
-    deliver,
-    queue_dead_letters,
-    record_extract,
-    record_http,
-    source_run,
-)
-from pipelines.ingest.schema_drift import record_fields
+from pipelines.ingest.engine import RunSummary, deliver_records, source_run
 from pipelines.settings import Settings
 from pipelines.sources.common import ExtractSink
 from pipelines.sources.fear_greed import fear_greed_source
@@ -41,18 +33,8 @@ def ingest_fear_greed(settings: Settings, *, command: str = "ingest") -> RunSumm
         limit = fear_greed_limit(settings)
         sink = ExtractSink()
         source = fear_greed_source(client, limit, run.run_id, sink)
-        try:
-            rows = deliver(settings, "fear_greed", source, sink, FEAR_GREED, run.run_id)
-        finally:
-            record_http(run, client)
-        queued = queue_dead_letters(settings, "fear_greed", FEAR_GREED.name, sink, run.run_id)
-        record_extract(run, sink, *rows, queued)
-        run.details["schema_changes"] = record_fields(
-            settings, "fear_greed", FEAR_GREED.name, sink.fields, run.run_id
-        )
+        deliver_records(settings, run, client, source, sink, FEAR_GREED)
         run.details["limit"] = limit
         if sink.time_range:
             run.window_start, run.window_end = sink.time_range
-        return RunSummary(
-            run.run_id, "fear_greed", run.rows_raw, run.rows_bronze, run.dead_letters, run.details
-        )
+        return RunSummary.of(run)

@@ -6,15 +6,7 @@ import datetime as dt
 
 from pipelines.catalog import MARKETS
 from pipelines.http import ApiClient, client_for
-from pipelines.ingest.engine import (
-    RunSummary,
-    deliver,
-    queue_dead_letters,
-    record_extract,
-    record_http,
-    source_run,
-)
-from pipelines.ingest.schema_drift import record_fields
+from pipelines.ingest.engine import RunSummary, deliver_records, source_run
 from pipelines.settings import Settings
 from pipelines.sources.coingecko import coingecko_source
 from pipelines.sources.coingecko import settings as cg
@@ -37,16 +29,6 @@ def ingest_markets(settings: Settings, *, command: str = "ingest") -> RunSummary
         sink = ExtractSink()
         src = settings.sources.coingecko
         source = coingecko_source(client, src.snapshot_coins, src.per_page, snapshot, run.run_id, sink)
-        try:
-            rows = deliver(settings, "coingecko", source, sink, MARKETS, run.run_id)
-        finally:
-            record_http(run, client)
-        queued = queue_dead_letters(settings, "coingecko", MARKETS.name, sink, run.run_id)
-        record_extract(run, sink, *rows, queued)
-        run.details["schema_changes"] = record_fields(
-            settings, "coingecko", MARKETS.name, sink.fields, run.run_id
-        )
+        deliver_records(settings, run, client, source, sink, MARKETS)
         run.details["snapshot_ts"] = snapshot.isoformat()
-        return RunSummary(
-            run.run_id, "coingecko", run.rows_raw, run.rows_bronze, run.dead_letters, run.details
-        )
+        return RunSummary.of(run)

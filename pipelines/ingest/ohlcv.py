@@ -139,7 +139,7 @@ def ingest_ohlcv(
             skipped_pairs=pairs.skipped,
             listed_inside_window={s: utc_of_ms(ms).isoformat() for s, ms in listed.items()},
         )
-        return RunSummary(run.run_id, "binance", run.rows_raw, run.rows_bronze, run.dead_letters, run.details)
+        return RunSummary.of(run)
 
 
 def _exchange_info(settings: Settings, client, symbols: list[str] | None, archive_only: bool) -> ExchangeInfo:
