@@ -212,19 +212,14 @@ def load_prices_hourly(url: str, schema: str, symbol: str, start: dt.date, end: 
 
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
 def load_prices_daily(url: str, schema: str, symbol: str, start: dt.date, end: dt.date) -> pd.DataFrame:
-    """Daily candles for one symbol, start..end inclusive. MA 7d / 30d here are means of the daily closes
-    (the 7 / 30 days ending that day, read from up to 29 days before start); VWAP is the day's VWAP."""
+    """Daily candles for one symbol, start..end inclusive. MA 7d / 30d are gold's means of the daily closes
+    (the 7 / 30 days ending that day); VWAP is the day's VWAP."""
     query = sql.SQL(
-        "SELECT * FROM (SELECT day, open::float8, high::float8, low::float8, close::float8, "
-        "volume::float8, quote_volume::float8, "
-        "avg(close::float8) OVER (ORDER BY day RANGE BETWEEN INTERVAL '6 days' PRECEDING AND CURRENT ROW) AS ma_7d, "
-        "avg(close::float8) OVER (ORDER BY day RANGE BETWEEN INTERVAL '29 days' PRECEDING AND CURRENT ROW) AS ma_30d, "
-        "vwap, volatility, change_1d FROM {} "
-        "WHERE symbol = %(symbol)s AND day BETWEEN %(lookback)s AND %(end)s) AS d "
-        "WHERE day >= %(start)s ORDER BY day"
+        "SELECT day, open::float8, high::float8, low::float8, close::float8, volume::float8, "
+        "quote_volume::float8, ma_7d, ma_30d, vwap, volatility, change_1d FROM {} "
+        "WHERE symbol = %(symbol)s AND day BETWEEN %(start)s AND %(end)s ORDER BY day"
     ).format(_gold(url, schema, "fct_daily_summary"))
-    params = {"symbol": symbol, "start": start, "end": end, "lookback": start - dt.timedelta(days=29)}
-    return _frame(url, query, params)
+    return _frame(url, query, {"symbol": symbol, "start": start, "end": end})
 
 
 def _utc_midnight(day: dt.date) -> dt.datetime:

@@ -283,7 +283,7 @@ def test_dag_test_ingest_transform_quality_chain(tmp_path, pg_dir, airflow_home)
             settings,
             "SELECT count(*), count(*) FILTER (WHERE outcome IN ('fail', 'error')) FROM ops.dq_results",
         )
-        assert checks >= 25 and failing == 0
+        assert (checks, failing) == (20 + 3, 0)  # the Soda checks and bronze = raw per raw table
 
         # a second hourly run finds nothing new: no duplicates anywhere
         assert finished(dags_test("ingest_ohlcv_hourly", tmp_path, config, airflow_home)) == "success"

@@ -17,6 +17,7 @@ SILVER = {
     "silver.stg_binance__ohlcv",
     "silver.stg_coingecko__markets",
     "silver.stg_alternative_me__fear_greed",
+    "silver.int_pair_snapshots_daily",
     "silver.int_crypto_hourly",
     "silver.int_returns",
     "silver.int_moving_averages",
@@ -65,7 +66,7 @@ def test_site_lists_every_model_with_columns_and_lineage(make_settings, tmp_path
         "gold": GOLD,
     }
     assert "synthetic" in html
-    assert "Hourly prices: one row per symbol per hour" in html  # the model's /* description */
+    assert "Hourly prices with OHLCV, every indicator" in html  # the model's description
 
     ctx = transform.context(settings)
     for model in ctx.models.values():
@@ -88,11 +89,10 @@ def test_site_lists_every_model_with_columns_and_lineage(make_settings, tmp_path
         "silver.int_volatility_calc",
         "silver.int_crypto_hourly",
         "silver.stg_binance__ohlcv",
-        "gold.dim_crypto",
-    }
+    }  # the coin as of the hour comes from int_crypto_hourly, not from dim_crypto's current row
     assert lineage_of(prices, "downstream") == {"gold.mart_market_overview"}
     assert column_rows(prices)["close"] == "USDT"
-    assert "assert_ohlc_consistent" in prices
+    assert "accepted_range(column := change_24h, min_v := -1, max_v := 100)" in prices
     assert "unique_combination_of_columns(columns := (symbol, open_time))" in prices
     ohlcv = (site / "silver.stg_binance__ohlcv.html").read_text()
     assert lineage_of(ohlcv, "upstream") == {"raw.binance_klines"}

@@ -1,5 +1,6 @@
 """Soda scans on the embedded Postgres with sandbox data: clean data passes; each class of fault makes the
-named check fail with the right measured value; every outcome lands in ops.dq_results."""
+named check fail with the right measured value; every outcome lands in ops.dq_results. A fault that breaks
+a model's own invariant is its SQLMesh audit's alone (one owner per check): that audit fails, Soda has no twin."""
 
 from __future__ import annotations
 
@@ -48,6 +49,10 @@ def outcomes(run: quality.CheckRun) -> dict[str, tuple[str, float | None]]:
     return {r.name: (r.outcome, r.value) for r in run.results}
 
 
+def not_passing(run: dict[str, tuple[str, float | None]]) -> dict[str, tuple[str, float | None]]:
+    return {name: outcome for name, outcome in run.items() if outcome[0] != "pass"}
+
+
 @contextlib.contextmanager
 def fault(settings, do_sql: str, undo_sql: str):
     execute(settings, do_sql)
@@ -59,9 +64,8 @@ def fault(settings, do_sql: str, undo_sql: str):
 
 def test_clean_data_passes_every_check_and_is_recorded(built):
     run = quality.run_checks(built, now=NOW)
-    assert len(run.results) >= 25
-    not_passing = {n: o for n, o in outcomes(run).items() if o[0] != "pass"}
-    assert not_passing == {}
+    assert len(run.results) == 15 + 3 + 2 + 3  # raw, silver, gold Soda checks + bronze per raw table
+    assert not_passing(outcomes(run)) == {}
     stored = execute(
         built,
         "SELECT count(*), count(DISTINCT check_name) FROM ops.dq_results WHERE run_id = %s",
@@ -116,33 +120,51 @@ def test_missing_hour_fails_completeness_and_reconciliation(built):
     assert run["bronze rows equal raw rows per load id (binance_klines)"] == ("fail", 1.0)
 
 
-def test_duplicate_in_silver_fails_the_grain_check(built):
-    physical = execute(built, "SELECT definition FROM pg_views WHERE schemaname = 'silver' "
-                              "AND viewname = 'stg_binance__ohlcv'")[0][0]  # fmt: skip
-    table = physical.split("FROM ")[-1].strip().rstrip(";").split()[0]
+def physical_table(settings, schema: str, model: str) -> str:
+    """The table behind a model's view (SQLMesh's physical layer)."""
+    definition = execute(settings, "SELECT definition FROM pg_views WHERE schemaname = %s AND viewname = %s",
+                         (schema, model))[0][0]  # fmt: skip
+    return definition.split("FROM ")[-1].strip().rstrip(";").split()[0]
+
+
+def failing_audits(settings, model: str) -> list[tuple[str, int]]:
+    """(audit, offending rows) of every SQLMesh audit of `model` that fails on the built data now."""
+    ctx = transform.context(settings)
+    snapshot = ctx.get_snapshot(model, raise_if_missing=True)
+    start, end = NOW - dt.timedelta(days=10), NOW
+    results = ctx.snapshot_evaluator.audit(snapshot=snapshot, snapshots=ctx.snapshots, start=start, end=end)
+    return [(r.audit.name, r.count) for r in results if r.count]
+
+
+def test_duplicate_in_silver_fails_the_models_grain_audit(built):
+    table = physical_table(built, "silver", "stg_binance__ohlcv")
     with fault(
         built,
         f"INSERT INTO {table} SELECT * FROM {table} WHERE symbol = 'ETHUSDT' ORDER BY open_time LIMIT 2",
         f"DELETE FROM {table} a USING {table} b WHERE a.ctid > b.ctid AND a.symbol = b.symbol "
         "AND a.open_time = b.open_time",
     ):
+        failed = failing_audits(built, "silver.stg_binance__ohlcv")
         run = outcomes(quality.run_checks(built, layers=("silver",), now=NOW))
-    assert run["no duplicate (symbol, open_time) in silver"] == ("fail", 2.0)
+    assert failed == [("unique_combination_of_columns", 2)]
+    # Soda has no grain check; its cross-layer count sees the two extra rows
+    assert not_passing(run) == {"raw -> silver candle counts reconcile": ("fail", 1.0)}
 
 
-def test_orphan_symbol_fails_referential_integrity(built):
-    physical = execute(built, "SELECT definition FROM pg_views WHERE schemaname = 'gold' "
-                              "AND viewname = 'dim_crypto'")[0][0]  # fmt: skip
-    table = physical.split("FROM ")[-1].strip().rstrip(";").split()[0]
-    saved = execute(built, f"SELECT * FROM {table} WHERE symbol = 'ETHUSDT'")
-    execute(built, f"DELETE FROM {table} WHERE symbol = 'ETHUSDT'")
-    try:
+def test_fact_without_its_coin_fails_the_models_audit(built):
+    table = physical_table(built, "gold", "fct_prices")
+    where = "WHERE symbol = 'ETHUSDT' AND open_time = '2026-03-08 00:00+00'"
+    (coin,) = execute(built, f"SELECT coin_id FROM {table} {where}")[0]
+    with fault(
+        built,
+        f"UPDATE {table} SET coin_id = NULL {where}",
+        f"UPDATE {table} SET coin_id = '{coin}' {where}",
+    ):
+        failed = failing_audits(built, "gold.fct_prices")
         run = outcomes(quality.run_checks(built, layers=("gold",), now=NOW))
-    finally:
-        placeholders = ", ".join(["%s"] * len(saved[0]))
-        for row in saved:
-            execute(built, f"INSERT INTO {table} VALUES ({placeholders})", row)
-    assert run["every fact symbol is in dim_crypto"] == ("fail", 1.0)
+    assert coin == "ethereum"
+    assert failed == [("not_null", 1)]
+    assert not_passing(run) == {}  # no Soda twin
 
 
 def test_bronze_raw_mismatch_fails_reconciliation(built):

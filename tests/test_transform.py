@@ -33,6 +33,12 @@ def query_df(settings, sql: str) -> pd.DataFrame:
         return pd.DataFrame(cur.fetchall(), columns=[d.name for d in cur.description])
 
 
+def execute(settings, sql: str, params=()) -> list[tuple]:
+    with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
+        cur.execute(sql, params)
+        return cur.fetchall() if cur.description else []
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, settings_in):
     """Ingest 3 symbols x 40 days (ETH with a 5-hour exchange outage), then build silver and gold."""
@@ -188,6 +194,74 @@ def test_gold_sentiment_and_dimensions(built):
     assert last.advancers + last.decliners <= len(SYMBOLS)
     overview = query_df(settings, "SELECT position, coin_id FROM gold.mart_market_overview ORDER BY position")
     assert overview.position.tolist() == list(range(1, 11))
+
+
+def test_a_later_snapshot_never_rewrites_past_facts(make_settings):
+    """The coin of a fact is the one its pair mapped to as of the fact's UTC day: a later market snapshot
+    that renames a coin (a new dim_crypto version) and gives a ticker to another coin changes the hours from
+    its day on, not the hours before it, whether they are reprocessed by the lookback or restated."""
+    settings = make_settings(universe={"symbols": ["BTCUSDT", "ETHUSDT"]})
+    first, second = "2026-03-07 00:00+00", "2026-03-11 00:00+00"
+    later = dt.datetime(2026, 3, 12, 0, 30, tzinfo=dt.UTC)
+    coins = "SELECT symbol, open_time, coin_id, coin_name FROM gold.fct_prices ORDER BY symbol, open_time"
+    daily = "SELECT symbol, day, coin_id FROM gold.fct_daily_summary ORDER BY symbol, day"
+    with SandboxServer(seed=7, now_ms=NOW_MS, calm=True) as sandbox:
+        active = sandboxed(settings, sandbox)
+        ingest.ingest_ohlcv(active, days=3)
+        ingest.ingest_markets(active)
+        execute(settings, "UPDATE raw.coingecko_markets SET snapshot_ts = %s", (first,))
+        ingest.ingest_fear_greed(active)
+        transform.transform(settings, execution_time=NOW)
+        before = execute(settings, coins)
+
+        sandbox.set_now(int(later.timestamp() * 1000))
+        ingest.ingest_ohlcv(active)  # up to 2026-03-11 23:00
+        ingest.ingest_markets(active)  # the second snapshot: bitcoin renamed, ETH now another coin's ticker
+        execute(
+            settings,
+            "UPDATE raw.coingecko_markets SET snapshot_ts = %s, "
+            "name = CASE id WHEN 'bitcoin' THEN 'Bitcoin (renamed)' WHEN 'ethereum' THEN 'Ethereum 2' ELSE name END, "
+            "id = CASE id WHEN 'ethereum' THEN 'ethereum-2' ELSE id END WHERE snapshot_ts <> %s",
+            (second, first),
+        )
+    transform.transform(settings, execution_time=later)
+    after = execute(settings, coins)
+
+    old = {"BTCUSDT": ("bitcoin", "Bitcoin"), "ETHUSDT": ("ethereum", "Ethereum")}
+    new = {"BTCUSDT": ("bitcoin", "Bitcoin (renamed)"), "ETHUSDT": ("ethereum-2", "Ethereum 2")}
+    hours = pd.date_range(
+        "2026-03-07 12:00", "2026-03-11 23:00", freq="h", tz="UTC"
+    )  # 3 days, then 36 h more
+    built_first, split = pd.Timestamp("2026-03-10 12:00", tz="UTC"), pd.Timestamp(second)
+    assert before == [
+        (s, t.to_pydatetime(), *old[s]) for s in ("BTCUSDT", "ETHUSDT") for t in hours if t < built_first
+    ]
+    expected = [
+        (s, t.to_pydatetime(), *(old if t < split else new)[s]) for s in ("BTCUSDT", "ETHUSDT") for t in hours
+    ]
+    assert len(before) == 2 * 72 and len(after) == 2 * 108
+    assert after == expected
+    assert [r for r in after if r[1] < built_first] == before  # the past, the 48 h lookback included
+    days = [dt.date(2026, 3, d) for d in range(7, 12)]
+    expected_daily = [
+        (s, d, (old if d < split.date() else new)[s][0]) for s in ("BTCUSDT", "ETHUSDT") for d in days
+    ]
+    assert execute(settings, daily) == expected_daily
+    assert execute(
+        settings,
+        "SELECT coin_id, coin_name, is_current FROM gold.dim_crypto "
+        "WHERE coin_id IN ('bitcoin', 'ethereum', 'ethereum-2') ORDER BY coin_id, valid_from",
+    ) == [
+        ("bitcoin", "Bitcoin", False),
+        ("bitcoin", "Bitcoin (renamed)", True),
+        ("ethereum", "Ethereum", True),
+        ("ethereum-2", "Ethereum 2", True),
+    ]  # the dimension did change
+
+    # a full restatement of the history gives the same facts
+    transform.restate(settings, dt.datetime(2026, 3, 7, tzinfo=dt.UTC), later, execution_time=later)
+    assert execute(settings, coins) == expected
+    assert execute(settings, daily) == expected_daily
 
 
 def test_dev_environment_workflow(built, tmp_path):

@@ -3,6 +3,24 @@
 from sqlmesh import macro
 
 
+def _pair_history(hours: int) -> str:
+    """One pair's candles in time order, from its first up to the last one opened at least `hours` hours
+    before the current one; 0 = up to and including the current one (running totals)."""
+    if hours == 0:
+        frame = "ROWS UNBOUNDED PRECEDING"
+    else:
+        frame = f"RANGE BETWEEN UNBOUNDED PRECEDING AND INTERVAL '{hours} hours' PRECEDING"
+    return f"(PARTITION BY symbol ORDER BY open_time {frame})"
+
+
+@macro()
+def over_pair(evaluator, fn, hours):
+    """`fn` as a window function over the pair's history up to `hours` before this candle:
+    `@over_pair(SUM(close), 0)` is the running sum, `@over_pair(LAST_VALUE(close), 24)` the close of the
+    last candle at or before t - 24 h. Every window of the hourly models is one of these."""
+    return f"{fn.sql('postgres')} OVER {_pair_history(int(hours.name))}"
+
+
 @macro()
 def annualised_std(evaluator, s1, s2, n):
     """Sample standard deviation from a window's sum, sum of squares and count, x sqrt(24 x 365).
@@ -14,8 +32,8 @@ def annualised_std(evaluator, s1, s2, n):
 
 
 @macro()
-def trailing(evaluator, running, window):
-    """A running total's value over a trailing time window: the total now minus the total at the last row
-    before the window (`window` names a frame ending `INTERVAL ... PRECEDING`)."""
+def trailing(evaluator, running, hours):
+    """A running total's value over the `hours` hours ending at this candle: the total now minus the total
+    at the last candle at or before t - `hours`."""
     total = running.sql("postgres")
-    return f"{total} - COALESCE(LAST_VALUE({total}) OVER {window.sql('postgres')}, 0)"
+    return f"{total} - COALESCE(LAST_VALUE({total}) OVER {_pair_history(int(hours.name))}, 0)"

@@ -1,6 +1,6 @@
 MODEL (
   name silver.int_crypto_hourly,
-  description 'Hourly candles enriched with the coin''s CoinGecko id and name as of the candle''s UTC day (the newest snapshot taken on or before that day; days before the first snapshot take the first one) and that UTC day''s Fear & Greed value. When several coins share a ticker, the largest by market cap in that snapshot. One row per symbol per hour.',
+  description 'Hourly candles with the coin each pair mapped to as of the candle''s UTC day and that day''s Fear & Greed value. One row per symbol per hour.',
   kind INCREMENTAL_BY_TIME_RANGE (
     time_column open_time,
     lookback 48
@@ -25,18 +25,12 @@ WITH candles AS (
   WHERE
     open_time BETWEEN @start_ts AND @end_ts
 ), coin_days AS (
-  /* one coin per pair and snapshot day: the day's newest snapshot, the largest coin for the ticker */
-  SELECT DISTINCT ON (symbol, (snapshot_ts AT TIME ZONE 'UTC')::DATE)
+  SELECT
     symbol,
-    (snapshot_ts AT TIME ZONE 'UTC')::DATE AS day,
+    day,
     coin_id,
     coin_name
-  FROM silver.stg_coingecko__markets
-  ORDER BY
-    symbol,
-    (snapshot_ts AT TIME ZONE 'UTC')::DATE,
-    snapshot_ts DESC,
-    market_cap_usd DESC NULLS LAST
+  FROM silver.int_pair_snapshots_daily
 ), sequence AS (
   /* snapshot days and candle days in one timeline per pair; a snapshot sorts before candles of its day */
   SELECT
@@ -89,8 +83,8 @@ SELECT
   c.symbol::TEXT AS symbol, /* Binance pair */
   c.open_time::TIMESTAMPTZ AS open_time, /* candle open, UTC */
   c.base_asset::TEXT AS base_asset, /* the coin's ticker */
-  a.coin_id::TEXT AS coin_id, /* CoinGecko id as of the candle's day (NULL when CoinGecko never listed the coin) */
-  a.coin_name::TEXT AS coin_name, /* CoinGecko display name as of that day */
+  a.coin_id::TEXT AS coin_id, /* CoinGecko id from the newest snapshot on or before the candle's UTC day (before the first snapshot: the first); NULL when CoinGecko never listed the pair */
+  a.coin_name::TEXT AS coin_name, /* CoinGecko display name from that snapshot */
   c.close::NUMERIC(36, 8) AS close, /* candle close, USDT */
   s.fng_value::INT AS fng_value, /* Fear & Greed value of the candle's UTC day */
   s.fng_label::TEXT AS fng_label /* Fear & Greed label of that day */

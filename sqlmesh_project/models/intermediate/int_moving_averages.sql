@@ -1,6 +1,6 @@
 MODEL (
   name silver.int_moving_averages,
-  description 'Moving averages and VWAP per symbol per hour, over time windows ending at t: MA_7d = mean close of the candles in the 168 hours ending at t, MA_30d the same over 720 hours, VWAP_24h = sum(quote_volume) / sum(volume) over 24 hours. Exact (numeric) and O(n): running sums minus their values at the last candle at or before t - window.',
+  description 'Moving averages of the close over the 168 and 720 hours ending at each candle, and the 24-hour VWAP. One row per symbol per hour.',
   kind INCREMENTAL_BY_TIME_RANGE (
     time_column open_time,
     lookback 48
@@ -26,36 +26,32 @@ WITH candles AS (
   WHERE
     open_time BETWEEN @start_ts::TIMESTAMPTZ - INTERVAL '720 hours' AND @end_ts
 ), running AS (
+  /* exact (numeric) running sums: a window's total is one subtraction, so the pass is O(n) */
   SELECT
     symbol,
     open_time,
-    SUM(close) OVER upto AS close_sum,
-    SUM(volume) OVER upto AS volume_sum,
-    SUM(quote_volume) OVER upto AS quote_sum,
-    ROW_NUMBER() OVER upto AS n
+    @over_pair(SUM(close), 0) AS close_sum,
+    @over_pair(SUM(volume), 0) AS volume_sum,
+    @over_pair(SUM(quote_volume), 0) AS quote_sum,
+    @over_pair(ROW_NUMBER(), 0) AS n
   FROM candles
-  WINDOW upto AS (PARTITION BY symbol ORDER BY open_time ROWS UNBOUNDED PRECEDING)
 ), windowed AS (
   SELECT
     symbol,
     open_time,
-    @trailing(close_sum, before168) AS close_7d,
-    @trailing(n, before168) AS n_7d,
-    @trailing(close_sum, before720) AS close_30d,
-    @trailing(n, before720) AS n_30d,
-    @trailing(volume_sum, before24) AS volume_24h,
-    @trailing(quote_sum, before24) AS quote_volume_24h
+    @trailing(close_sum, 168) AS close_7d,
+    @trailing(n, 168) AS n_7d,
+    @trailing(close_sum, 720) AS close_30d,
+    @trailing(n, 720) AS n_30d,
+    @trailing(volume_sum, 24) AS volume_24h,
+    @trailing(quote_sum, 24) AS quote_volume_24h
   FROM running
-  WINDOW
-    before24 AS (PARTITION BY symbol ORDER BY open_time RANGE BETWEEN UNBOUNDED PRECEDING AND INTERVAL '24 hours' PRECEDING),
-    before168 AS (PARTITION BY symbol ORDER BY open_time RANGE BETWEEN UNBOUNDED PRECEDING AND INTERVAL '168 hours' PRECEDING),
-    before720 AS (PARTITION BY symbol ORDER BY open_time RANGE BETWEEN UNBOUNDED PRECEDING AND INTERVAL '720 hours' PRECEDING)
 )
 SELECT
   symbol::TEXT AS symbol, /* Binance pair */
   open_time::TIMESTAMPTZ AS open_time, /* candle open, UTC */
-  (close_7d / n_7d)::DOUBLE PRECISION AS ma_7d, /* mean close over the 168 hours ending at t */
-  (close_30d / n_30d)::DOUBLE PRECISION AS ma_30d, /* mean close over the 720 hours ending at t */
+  (close_7d / n_7d)::DOUBLE PRECISION AS ma_7d, /* mean close of the candles in the 168 hours ending at t */
+  (close_30d / n_30d)::DOUBLE PRECISION AS ma_30d, /* mean close of the candles in the 720 hours ending at t */
   (quote_volume_24h / NULLIF(volume_24h, 0))::DOUBLE PRECISION AS vwap_24h, /* sum(quote_volume) / sum(volume) over 24 h */
   volume_24h::NUMERIC(36, 8) AS volume_24h, /* base volume over 24 h */
   quote_volume_24h::NUMERIC(36, 8) AS quote_volume_24h, /* USDT volume over 24 h */

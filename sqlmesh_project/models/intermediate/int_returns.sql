@@ -1,6 +1,6 @@
 MODEL (
   name silver.int_returns,
-  description 'Returns per symbol per hour, defined over time: change_Xh = close_t / close_(t - X hours) - 1 (as a fraction: 0.05 = +5%), NULL when the candle X hours earlier is missing, so a gap never stretches a window. log_return_1h = ln(close_t / close_(t - 1 h)). One sorted pass: the last candle at or before t - X is looked up with a time frame and used only if it opened exactly X hours earlier.',
+  description 'Hourly returns over exact time offsets (1 h, 24 h, 168 h), NULL when the candle that many hours earlier is missing so a gap never stretches a window. One row per symbol per hour.',
   kind INCREMENTAL_BY_TIME_RANGE (
     time_column open_time,
     lookback 48
@@ -24,21 +24,18 @@ WITH history AS (
   WHERE
     open_time BETWEEN @start_ts::TIMESTAMPTZ - INTERVAL '168 hours' AND @end_ts
 ), earlier AS (
+  /* one sorted pass: the last candle at or before t - X, used below only if it opened exactly X hours earlier */
   SELECT
     symbol,
     open_time,
     close,
-    LAST_VALUE(open_time) OVER before1 AS t1,
-    LAST_VALUE(close) OVER before1 AS c1,
-    LAST_VALUE(open_time) OVER before24 AS t24,
-    LAST_VALUE(close) OVER before24 AS c24,
-    LAST_VALUE(open_time) OVER before168 AS t168,
-    LAST_VALUE(close) OVER before168 AS c168
+    @over_pair(LAST_VALUE(open_time), 1) AS t1,
+    @over_pair(LAST_VALUE(close), 1) AS c1,
+    @over_pair(LAST_VALUE(open_time), 24) AS t24,
+    @over_pair(LAST_VALUE(close), 24) AS c24,
+    @over_pair(LAST_VALUE(open_time), 168) AS t168,
+    @over_pair(LAST_VALUE(close), 168) AS c168
   FROM history
-  WINDOW
-    before1 AS (PARTITION BY symbol ORDER BY open_time RANGE BETWEEN UNBOUNDED PRECEDING AND INTERVAL '1 hour' PRECEDING),
-    before24 AS (PARTITION BY symbol ORDER BY open_time RANGE BETWEEN UNBOUNDED PRECEDING AND INTERVAL '24 hours' PRECEDING),
-    before168 AS (PARTITION BY symbol ORDER BY open_time RANGE BETWEEN UNBOUNDED PRECEDING AND INTERVAL '168 hours' PRECEDING)
 ), exact AS (
   SELECT
     symbol,
@@ -53,10 +50,10 @@ SELECT
   symbol::TEXT AS symbol, /* Binance pair */
   open_time::TIMESTAMPTZ AS open_time, /* candle open, UTC */
   close::NUMERIC(36, 8) AS close, /* candle close, USDT */
-  (close / close_1h_ago - 1)::DOUBLE PRECISION AS change_1h, /* close / close 1 h earlier - 1 */
-  (close / close_24h_ago - 1)::DOUBLE PRECISION AS change_24h, /* close / close 24 h earlier - 1 */
-  (close / close_7d_ago - 1)::DOUBLE PRECISION AS change_7d, /* close / close 168 h earlier - 1 */
-  LN((close / close_1h_ago)::DOUBLE PRECISION) AS log_return_1h /* natural log of close / close 1 h earlier */
+  (close / close_1h_ago - 1)::DOUBLE PRECISION AS change_1h, /* close / close 1 h earlier - 1, a fraction (0.05 = +5%); NULL when that candle is missing */
+  (close / close_24h_ago - 1)::DOUBLE PRECISION AS change_24h, /* close / close 24 h earlier - 1 (fraction); NULL when that candle is missing */
+  (close / close_7d_ago - 1)::DOUBLE PRECISION AS change_7d, /* close / close 168 h earlier - 1 (fraction); NULL when that candle is missing */
+  LN((close / close_1h_ago)::DOUBLE PRECISION) AS log_return_1h /* ln(close / close 1 h earlier); NULL when that candle is missing */
 FROM exact
 WHERE
   open_time BETWEEN @start_ts AND @end_ts

@@ -1,6 +1,6 @@
 MODEL (
   name silver.int_volatility_calc,
-  description 'Rolling volatility per symbol per hour: volatility_Xd = sample standard deviation of the hourly log returns whose candles lie in the X x 24 hours ending at t (time windows, so missing hours shrink the sample instead of stretching the window), annualised by sqrt(24 x 365). NULL with fewer than two returns. Computed in O(n): running sums of r and r^2, minus their values at the last candle at or before t - window.',
+  description 'Rolling volatility: the annualised sample standard deviation of the hourly log returns in the 24 hours, 7 days and 30 days ending at each candle. One row per symbol per hour.',
   kind INCREMENTAL_BY_TIME_RANGE (
     time_column open_time,
     lookback 48
@@ -24,39 +24,36 @@ WITH returns AS (
   WHERE
     open_time BETWEEN @start_ts::TIMESTAMPTZ - INTERVAL '720 hours' AND @end_ts
 ), running AS (
+  /* running sums of r and r^2: a window's sums are one subtraction, so the pass is O(n) */
   SELECT
     symbol,
     open_time,
-    COALESCE(SUM(r) OVER upto, 0) AS s1,
-    COALESCE(SUM(r * r) OVER upto, 0) AS s2,
-    COUNT(r) OVER upto AS n
+    COALESCE(@over_pair(SUM(r), 0), 0) AS s1,
+    COALESCE(@over_pair(SUM(r * r), 0), 0) AS s2,
+    @over_pair(COUNT(r), 0) AS n
   FROM returns
-  WINDOW upto AS (PARTITION BY symbol ORDER BY open_time ROWS UNBOUNDED PRECEDING)
 ), windowed AS (
+  /* time windows: missing hours shrink the sample instead of stretching the window */
   SELECT
     symbol,
     open_time,
-    @trailing(s1, before24) AS s1_24h,
-    @trailing(s2, before24) AS s2_24h,
-    @trailing(n, before24) AS n_24h,
-    @trailing(s1, before168) AS s1_7d,
-    @trailing(s2, before168) AS s2_7d,
-    @trailing(n, before168) AS n_7d,
-    @trailing(s1, before720) AS s1_30d,
-    @trailing(s2, before720) AS s2_30d,
-    @trailing(n, before720) AS n_30d
+    @trailing(s1, 24) AS s1_24h,
+    @trailing(s2, 24) AS s2_24h,
+    @trailing(n, 24) AS n_24h,
+    @trailing(s1, 168) AS s1_7d,
+    @trailing(s2, 168) AS s2_7d,
+    @trailing(n, 168) AS n_7d,
+    @trailing(s1, 720) AS s1_30d,
+    @trailing(s2, 720) AS s2_30d,
+    @trailing(n, 720) AS n_30d
   FROM running
-  WINDOW
-    before24 AS (PARTITION BY symbol ORDER BY open_time RANGE BETWEEN UNBOUNDED PRECEDING AND INTERVAL '24 hours' PRECEDING),
-    before168 AS (PARTITION BY symbol ORDER BY open_time RANGE BETWEEN UNBOUNDED PRECEDING AND INTERVAL '168 hours' PRECEDING),
-    before720 AS (PARTITION BY symbol ORDER BY open_time RANGE BETWEEN UNBOUNDED PRECEDING AND INTERVAL '720 hours' PRECEDING)
 )
 SELECT
   symbol::TEXT AS symbol, /* Binance pair */
   open_time::TIMESTAMPTZ AS open_time, /* candle open, UTC */
-  @annualised_std(s1_24h, s2_24h, n_24h)::DOUBLE PRECISION AS volatility_24h, /* annualised std of hourly log returns over 24 h */
-  @annualised_std(s1_7d, s2_7d, n_7d)::DOUBLE PRECISION AS volatility_7d, /* annualised std over 168 h */
-  @annualised_std(s1_30d, s2_30d, n_30d)::DOUBLE PRECISION AS volatility_30d, /* annualised std over 720 h */
+  @annualised_std(s1_24h, s2_24h, n_24h)::DOUBLE PRECISION AS volatility_24h, /* sample std of the hourly log returns over 24 h x sqrt(24 x 365); NULL with fewer than two */
+  @annualised_std(s1_7d, s2_7d, n_7d)::DOUBLE PRECISION AS volatility_7d, /* the same over 168 h */
+  @annualised_std(s1_30d, s2_30d, n_30d)::DOUBLE PRECISION AS volatility_30d, /* the same over 720 h */
   n_30d::INT AS returns_in_30d /* hourly returns in the 720-hour window (720 when complete) */
 FROM windowed
 WHERE

@@ -1,14 +1,13 @@
 MODEL (
   name gold.dim_crypto,
-  description 'Coins as slowly changing dimension (type 2) over CoinGecko''s attributes - name, rank, supplies: one row per coin per version, valid from the first snapshot that showed those attributes until the snapshot that changed them (valid_to NULL = current). Built from the whole snapshot history, so re-runs and backfills give the same rows.',
+  description 'Coins as a type 2 slowly changing dimension over CoinGecko''s attributes (name, rank, supplies, pair), rebuilt from the whole snapshot history so re-runs and backfills give the same rows. One row per coin per version.',
   kind FULL,
   cron '@hourly',
   owner analytics,
   grain (coin_id, valid_from),
   audits (
-    not_null(columns := (coin_id, symbol, valid_from, is_current)),
-    unique_combination_of_columns(columns := (coin_id, valid_from)),
-    assert_positive_rows
+    not_null(columns := (coin_id, symbol, valid_from)),
+    unique_combination_of_columns(columns := (coin_id, valid_from))
   )
 );
 

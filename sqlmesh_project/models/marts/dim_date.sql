@@ -1,14 +1,13 @@
 MODEL (
   name gold.dim_date,
-  description 'Calendar spine: one row per UTC day from 2017-01-01 to 2030-12-31.',
+  description 'Calendar spine from 2017-01-01 to 2030-12-31. One row per UTC day.',
   kind FULL,
   cron '@daily',
   owner analytics,
   grain date_day,
   audits (
     not_null(columns := (date_day)),
-    unique_combination_of_columns(columns := (date_day)),
-    assert_positive_rows
+    unique_combination_of_columns(columns := (date_day))
   )
 );
 

@@ -1,12 +1,12 @@
 MODEL (
   name gold.dim_pair,
-  description 'Trading pairs and their life on Binance: one row per pair the pipeline has seen, with its exchangeInfo status now, when it was listed (its first candle on the exchange), when it stopped trading, and the pair that replaced it (universe.successors). A delisted pair keeps its facts in fct_prices; this row says why they end.',
+  description 'Trading pairs and their life on Binance - status now, listing, delisting and successor - which says why a delisted pair''s facts in fct_prices end. One row per pair the pipeline has seen.',
   kind FULL,
   cron '@hourly',
   owner analytics,
   grain symbol,
   audits (
-    not_null(columns := (symbol, status, is_trading)),
+    not_null(columns := (symbol, status)),
     unique_combination_of_columns(columns := (symbol))
   )
 );

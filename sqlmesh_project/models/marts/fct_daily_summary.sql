@@ -1,6 +1,6 @@
 MODEL (
   name gold.fct_daily_summary,
-  description 'Daily summary: one row per symbol per UTC day - OHLC, volumes, daily VWAP = sum(quote_volume) / sum(volume) over the day, realised volatility (sample std of the day''s hourly log returns x sqrt(24 x 365)), change_1d = close / previous UTC day''s close - 1, and the coin''s market cap from the day''s last CoinGecko snapshot.',
+  description 'Daily candles with volumes, VWAP, realised volatility, change, moving averages of the daily close, the coin as of the day and its market cap. One row per symbol per UTC day.',
   kind INCREMENTAL_BY_TIME_RANGE (
     time_column day,
     lookback 2
@@ -9,16 +9,14 @@ MODEL (
   owner analytics,
   grain (symbol, day),
   audits (
-    not_null(columns := (symbol, day, open, high, low, close, volume, candles)),
-    unique_combination_of_columns(columns := (symbol, day)),
+    not_null(columns := (symbol, day, coin_id)), /* coin_id: every pair maps to a CoinGecko coin */
     accepted_range(column := candles, min_v := 1, max_v := 24),
-    accepted_range(column := volume, min_v := 0),
-    assert_ohlc_consistent,
-    not_null(columns := (coin_id)) /* referential integrity: every symbol has a current dim_crypto row */
+    unique_combination_of_columns(columns := (symbol, day))
   )
 );
 
 WITH candles AS (
+  /* from 29 days before the interval: the previous day's close and the 30-day mean of the first day */
   SELECT
     symbol,
     (open_time AT TIME ZONE 'UTC')::DATE AS day,
@@ -32,7 +30,39 @@ WITH candles AS (
     trades
   FROM silver.stg_binance__ohlcv
   WHERE
-    open_time BETWEEN @start_ts::TIMESTAMPTZ - INTERVAL '1 day' AND @end_ts
+    open_time BETWEEN @start_ts::TIMESTAMPTZ - INTERVAL '29 days' AND @end_ts
+), day_returns AS (
+  SELECT
+    symbol,
+    (open_time AT TIME ZONE 'UTC')::DATE AS day,
+    STDDEV_SAMP(log_return_1h) AS sd
+  FROM silver.int_returns
+  WHERE
+    open_time BETWEEN @start_ts AND @end_ts
+  GROUP BY
+    symbol,
+    (open_time AT TIME ZONE 'UTC')::DATE
+), coins AS (
+  /* the day's coin as int_crypto_hourly maps it (the same for every hour of a day; the newest hour decides) */
+  SELECT DISTINCT ON (symbol, (open_time AT TIME ZONE 'UTC')::DATE)
+    symbol,
+    (open_time AT TIME ZONE 'UTC')::DATE AS day,
+    coin_id
+  FROM silver.int_crypto_hourly
+  WHERE
+    open_time BETWEEN @start_ts AND @end_ts
+  ORDER BY
+    symbol,
+    (open_time AT TIME ZONE 'UTC')::DATE,
+    open_time DESC
+), market_caps AS (
+  SELECT
+    symbol,
+    day,
+    market_cap_usd
+  FROM silver.int_pair_snapshots_daily
+  WHERE
+    day BETWEEN @start_ds AND @end_ds
 ), daily AS (
   SELECT
     symbol,
@@ -49,47 +79,19 @@ WITH candles AS (
   GROUP BY
     symbol,
     day
-), day_returns AS (
+), moving AS (
+  /* means of the daily closes (as float8) of the days with candles among the 7 / 30 ending on each day */
   SELECT
     symbol,
-    (open_time AT TIME ZONE 'UTC')::DATE AS day,
-    STDDEV_SAMP(log_return_1h) AS sd
-  FROM silver.int_returns
-  WHERE
-    open_time BETWEEN @start_ts AND @end_ts
-  GROUP BY
-    symbol,
-    (open_time AT TIME ZONE 'UTC')::DATE
-), coins AS (
-  /* the current dim_crypto row per pair; when coins share a ticker, the best ranked */
-  SELECT DISTINCT ON (symbol)
-    symbol,
-    coin_id
-  FROM gold.dim_crypto
-  WHERE
-    is_current
-  ORDER BY
-    symbol,
-    market_cap_rank NULLS LAST,
-    coin_id
-), market_caps AS (
-  SELECT DISTINCT ON (symbol, (snapshot_ts AT TIME ZONE 'UTC')::DATE)
-    symbol,
-    (snapshot_ts AT TIME ZONE 'UTC')::DATE AS day,
-    market_cap_usd
-  FROM silver.stg_coingecko__markets
-  WHERE
-    snapshot_ts BETWEEN @start_ts AND @end_ts
-  ORDER BY
-    symbol,
-    (snapshot_ts AT TIME ZONE 'UTC')::DATE,
-    snapshot_ts DESC,
-    market_cap_usd DESC NULLS LAST
+    day,
+    AVG(close::DOUBLE PRECISION) OVER (PARTITION BY symbol ORDER BY day RANGE BETWEEN INTERVAL '6 days' PRECEDING AND CURRENT ROW) AS ma_7d,
+    AVG(close::DOUBLE PRECISION) OVER (PARTITION BY symbol ORDER BY day RANGE BETWEEN INTERVAL '29 days' PRECEDING AND CURRENT ROW) AS ma_30d
+  FROM daily
 )
 SELECT
   d.symbol::TEXT AS symbol, /* Binance pair */
   d.day::DATE AS day, /* UTC day */
-  coins.coin_id::TEXT AS coin_id, /* the coin in gold.dim_crypto (its current version) */
+  coins.coin_id::TEXT AS coin_id, /* the CoinGecko coin the pair mapped to as of that day (a later snapshot never rewrites it) */
   d.open::NUMERIC(36, 8) AS open, /* first hourly open of the day, USDT */
   d.high::NUMERIC(36, 8) AS high, /* highest hourly high, USDT */
   d.low::NUMERIC(36, 8) AS low, /* lowest hourly low, USDT */
@@ -99,17 +101,21 @@ SELECT
   d.trades::BIGINT AS trades, /* number of trades */
   d.candles::INT AS candles, /* hourly candles in the day (24 unless the exchange had an outage) */
   (d.quote_volume / NULLIF(d.volume, 0))::DOUBLE PRECISION AS vwap, /* sum(quote_volume) / sum(volume) over the day */
-  (r.sd * SQRT(24 * 365))::DOUBLE PRECISION AS volatility, /* annualised std of the day's hourly log returns */
-  (d.close / p.close - 1)::DOUBLE PRECISION AS change_1d, /* close / previous day's close - 1 (fraction) */
-  m.market_cap_usd::DOUBLE PRECISION AS market_cap_usd /* market cap at the day's last CoinGecko snapshot (NULL if none) */
+  (r.sd * SQRT(24 * 365))::DOUBLE PRECISION AS volatility, /* sample std of the day's hourly log returns x sqrt(24 x 365) */
+  (d.close / p.close - 1)::DOUBLE PRECISION AS change_1d, /* close / previous UTC day's close - 1 (fraction) */
+  m.ma_7d::DOUBLE PRECISION AS ma_7d, /* mean daily close of the 7 UTC days ending that day (days without candles left out) */
+  m.ma_30d::DOUBLE PRECISION AS ma_30d, /* mean daily close of the 30 UTC days ending that day (days without candles left out) */
+  caps.market_cap_usd::DOUBLE PRECISION AS market_cap_usd /* market cap in the day's newest CoinGecko snapshot (NULL if none) */
 FROM daily AS d
 LEFT JOIN daily AS p
   ON p.symbol = d.symbol AND p.day = d.day - 1
+LEFT JOIN moving AS m
+  ON m.symbol = d.symbol AND m.day = d.day
 LEFT JOIN day_returns AS r
   ON r.symbol = d.symbol AND r.day = d.day
-LEFT JOIN market_caps AS m
-  ON m.symbol = d.symbol AND m.day = d.day
+LEFT JOIN market_caps AS caps
+  ON caps.symbol = d.symbol AND caps.day = d.day
 LEFT JOIN coins
-  ON coins.symbol = d.symbol
+  ON coins.symbol = d.symbol AND coins.day = d.day
 WHERE
   d.day BETWEEN @start_ds AND @end_ds

@@ -1,6 +1,6 @@
 MODEL (
   name gold.fct_market_ranks,
-  description 'Market-cap ranks as of every CoinGecko snapshot, kept as history: one row per coin per snapshot with its position among that snapshot''s coins. The top N as of a date is the top N of the last snapshot on or before it, so a coin that later fell out of the list or was delisted stays in the history (no survivorship bias); the Overview''s top 10 is the latest snapshot''s positions 1-10.',
+  description 'Market-cap positions as of every CoinGecko snapshot, kept so that the top N as of any date (the last snapshot on or before it) keeps coins that later fell out or were delisted. One row per coin per snapshot.',
   kind VIEW,
   owner analytics,
   grain (snapshot_ts, coin_id),

@@ -1,6 +1,6 @@
 MODEL (
   name gold.fct_market_sentiment,
-  description 'Market sentiment: one row per UTC day - the Fear & Greed value and label, total market cap and 24 h volume and BTC dominance from the day''s last CoinGecko snapshot, and advancers vs decliners among the tracked pairs (daily change > 0 vs < 0).',
+  description 'Daily market sentiment: Fear & Greed, the market totals and BTC dominance of the day''s newest CoinGecko snapshot, and advancers vs decliners among the tracked pairs. One row per UTC day.',
   kind INCREMENTAL_BY_TIME_RANGE (
     time_column day,
     lookback 2
@@ -11,7 +11,6 @@ MODEL (
   audits (
     not_null(columns := (day)),
     unique_combination_of_columns(columns := (day)),
-    accepted_range(column := fng_value, min_v := 0, max_v := 100),
     accepted_range(column := btc_dominance, min_v := 0, max_v := 1)
   )
 );
@@ -31,14 +30,15 @@ WITH days AS (
   WHERE
     day BETWEEN @start_ds AND @end_ds
 ), snapshot_of_day AS (
+  /* the day's newest snapshot: the newest of its pairs' newest snapshots */
   SELECT
-    (snapshot_ts AT TIME ZONE 'UTC')::DATE AS day,
+    day,
     MAX(snapshot_ts) AS snapshot_ts
-  FROM silver.stg_coingecko__markets
+  FROM silver.int_pair_snapshots_daily
   WHERE
-    snapshot_ts BETWEEN @start_ts AND @end_ts
+    day BETWEEN @start_ds AND @end_ds
   GROUP BY
-    1
+    day
 ), last_snapshot AS (
   /* every coin of the day's last snapshot (a coin that left the top list during the day is not counted) */
   SELECT
@@ -78,8 +78,8 @@ SELECT
   market.total_volume_24h_usd::DOUBLE PRECISION AS total_volume_24h_usd, /* sum of their 24 h volumes */
   market.btc_dominance::DOUBLE PRECISION AS btc_dominance, /* bitcoin market cap / total (fraction) */
   market.coins::INT AS coins_in_snapshot, /* coins in the day's snapshot */
-  breadth.advancers::INT AS advancers, /* tracked pairs that closed the day higher */
-  breadth.decliners::INT AS decliners /* tracked pairs that closed the day lower */
+  breadth.advancers::INT AS advancers, /* tracked pairs that closed the day higher (change_1d > 0) */
+  breadth.decliners::INT AS decliners /* tracked pairs that closed the day lower (change_1d < 0) */
 FROM days
 LEFT JOIN fng
   USING (day)

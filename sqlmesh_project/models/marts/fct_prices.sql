@@ -1,6 +1,6 @@
 MODEL (
   name gold.fct_prices,
-  description 'Hourly prices: one row per symbol per hour with OHLCV and every indicator (returns, moving averages, VWAP, volatility) and the day''s sentiment. The table analysts and the dashboard read.',
+  description 'Hourly prices with OHLCV, every indicator, the coin as of that hour and the day''s sentiment: the table analysts and the dashboard read. One row per symbol per hour.',
   kind INCREMENTAL_BY_TIME_RANGE (
     time_column open_time,
     lookback 48
@@ -9,13 +9,9 @@ MODEL (
   owner analytics,
   grain (symbol, open_time),
   audits (
-    not_null(columns := (symbol, open_time, open, high, low, close, volume)),
+    not_null(columns := (symbol, open_time, coin_id)), /* coin_id: every pair maps to a CoinGecko coin */
     unique_combination_of_columns(columns := (symbol, open_time)),
-    accepted_range(column := close, min_v := 0),
-    accepted_range(column := volume, min_v := 0),
-    accepted_range(column := change_24h, min_v := -1, max_v := 100),
-    assert_ohlc_consistent,
-    not_null(columns := (coin_id)) /* referential integrity: every symbol has a current dim_crypto row */
+    accepted_range(column := change_24h, min_v := -1, max_v := 100)
   )
 );
 
@@ -49,25 +45,12 @@ WITH candles AS (
   FROM silver.int_crypto_hourly
   WHERE
     open_time BETWEEN @start_ts AND @end_ts
-), coins AS (
-  /* the current dim_crypto row per pair; when coins share a ticker, the best ranked */
-  SELECT DISTINCT ON (symbol)
-    symbol,
-    coin_id,
-    coin_name
-  FROM gold.dim_crypto
-  WHERE
-    is_current
-  ORDER BY
-    symbol,
-    market_cap_rank NULLS LAST,
-    coin_id
 )
 SELECT
   c.symbol::TEXT AS symbol, /* Binance pair, e.g. BTCUSDT */
   c.open_time::TIMESTAMPTZ AS open_time, /* candle open, UTC */
-  d.coin_id::TEXT AS coin_id, /* the coin in gold.dim_crypto (its current version) */
-  d.coin_name::TEXT AS coin_name, /* CoinGecko display name */
+  e.coin_id::TEXT AS coin_id, /* the CoinGecko coin the pair mapped to as of this hour's UTC day (a later snapshot never rewrites it) */
+  e.coin_name::TEXT AS coin_name, /* its CoinGecko display name as of that day */
   c.open::NUMERIC(36, 8) AS open, /* USDT */
   c.high::NUMERIC(36, 8) AS high, /* USDT */
   c.low::NUMERIC(36, 8) AS low, /* USDT */
@@ -96,5 +79,3 @@ LEFT JOIN volatility AS v
   USING (symbol, open_time)
 LEFT JOIN enriched AS e
   USING (symbol, open_time)
-LEFT JOIN coins AS d
-  ON d.symbol = c.symbol

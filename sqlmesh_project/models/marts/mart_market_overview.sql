@@ -1,6 +1,6 @@
 MODEL (
   name gold.mart_market_overview,
-  description 'Dashboard Overview: the latest market snapshot''s top 10 coins by market cap, with their 24 h change from CoinGecko and, for tracked pairs, the latest hourly close and 24 h change from fct_prices.',
+  description 'The dashboard Overview''s top 10 coins by market cap in the latest snapshot, with CoinGecko''s 24 h change and, for tracked pairs, the newest hourly close and change from fct_prices. One row per coin.',
   kind VIEW,
   owner analytics,
   grain coin_id,

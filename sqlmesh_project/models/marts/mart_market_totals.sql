@@ -1,6 +1,6 @@
 MODEL (
   name gold.mart_market_totals,
-  description 'Dashboard Overview: market totals of the latest CoinGecko snapshot (total market cap, total 24 h volume, BTC dominance), current as soon as a snapshot lands - fct_market_sentiment has the same totals per complete UTC day.',
+  description 'The dashboard Overview''s market totals (market cap, 24 h volume, BTC dominance) of the latest CoinGecko snapshot, current as soon as it lands (fct_market_sentiment has them per complete UTC day). One row: the latest snapshot.',
   kind VIEW,
   owner analytics,
   grain snapshot_ts,

@@ -1,6 +1,6 @@
 MODEL (
   name silver.stg_alternative_me__fear_greed,
-  description 'Crypto Fear & Greed index (alternative.me): one row per UTC day, with the API''s own label. Small, so rebuilt in full.',
+  description 'The Crypto Fear & Greed index (alternative.me) with the API''s own label, rebuilt in full (it is small). One row per UTC day.',
   kind FULL,
   cron '@hourly',
   owner data_eng,
@@ -8,8 +8,6 @@ MODEL (
   audits (
     not_null(columns := (day, fng_value, fng_label)),
     unique_combination_of_columns(columns := (day)),
-    accepted_range(column := fng_value, min_v := 0, max_v := 100),
-    accepted_values(column := fng_label, is_in := ('Extreme Fear', 'Fear', 'Neutral', 'Greed', 'Extreme Greed')),
     assert_positive_rows
   )
 );

@@ -1,6 +1,6 @@
 MODEL (
   name silver.stg_binance__ohlcv,
-  description 'Binance hourly candles: one row per symbol per hour, typed, deduplicated on (symbol, open_time) keeping the latest load, valid rows only. A 48-hour lookback lets late corrections in raw flow through.',
+  description 'Binance hourly candles, typed, deduplicated on (symbol, open_time) keeping the latest load, valid rows only; the 48-hour lookback lets late corrections in raw flow through. One row per symbol per hour.',
   kind INCREMENTAL_BY_TIME_RANGE (
     time_column open_time,
     lookback 48
@@ -9,11 +9,9 @@ MODEL (
   owner data_eng,
   grain (symbol, open_time),
   audits (
-    not_null(columns := (symbol, open_time, open, high, low, close, volume, quote_volume)),
+    not_null(columns := (symbol, open_time, quote_volume)), /* prices and volume: the WHERE below keeps none NULL */
     unique_combination_of_columns(columns := (symbol, open_time)),
-    accepted_range(column := volume, min_v := 0),
-    accepted_range(column := quote_volume, min_v := 0),
-    assert_ohlc_consistent
+    accepted_range(column := quote_volume, min_v := 0)
   )
 );
 
@@ -53,4 +51,5 @@ SELECT
   load_id::TEXT AS load_id /* ingestion run that delivered this version of the row */
 FROM latest
 WHERE
+  /* valid rows only: positive, consistent OHLC and a non-negative volume (raw's Soda checks count the rest) */
   low > 0 AND high >= low AND open BETWEEN low AND high AND close BETWEEN low AND high AND volume >= 0

@@ -1,6 +1,6 @@
 MODEL (
   name silver.stg_coingecko__markets,
-  description 'CoinGecko market snapshots kept as history: one row per coin per snapshot hour, renamed and typed, with the Binance USDT pair the coin trades as. Rebuilt in full each run (daily snapshots are small), so a snapshot is visible as soon as it lands.',
+  description 'CoinGecko market snapshots kept as history, renamed and typed, with the Binance USDT pair each coin maps to; rebuilt in full (they are small) so a snapshot is visible as soon as it lands. One row per coin per snapshot.',
   kind FULL,
   cron '@hourly',
   owner data_eng,
@@ -8,7 +8,6 @@ MODEL (
   audits (
     not_null(columns := (coin_id, snapshot_ts, symbol)),
     unique_combination_of_columns(columns := (coin_id, snapshot_ts)),
-    accepted_range(column := market_cap_usd, min_v := 0),
     accepted_range(column := price_usd, min_v := 0),
     assert_positive_rows
   )
