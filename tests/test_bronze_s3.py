@@ -231,3 +231,64 @@ def test_s3_rerun_replaces_objects_and_never_duplicates_rows(settings, s3, bucke
         kept = read_object(s3, bucket, day_key(d, first.run_id))
         kept_ms = pc.cast(pc.cast(kept["open_time"], "timestamp[ms]"), "int64").to_pylist()
         assert not set(zip(kept["symbol"].to_pylist(), kept_ms, strict=True)) & set(revised)
+
+
+def test_the_reconciliation_reads_only_the_load_id_column_of_bronze(tmp_path):
+    """The raw checks run every hour, from S3 in compose: counting rows per load id must not read every
+    column of every file. A filesystem that counts the bytes it hands out shows what the count reads: a
+    day of 2,000 pairs (48,000 candles, one file) is megabytes, its load_id column a few kilobytes."""
+    import os
+    from decimal import Decimal
+
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+    import pyarrow.fs as pafs
+    from fsspec.implementations.local import LocalFileSystem
+
+    from pipelines.bronze import BronzeLake, rows_per_load, write_bronze
+    from pipelines.sources.binance.settings import DECIMAL_FIELDS, KLINES_SCHEMA
+
+    n, rng = 48_000, np.random.default_rng(7)
+    opens = [dt.datetime(2026, 3, 1, h, tzinfo=dt.UTC) for h in range(24)] * (n // 24)
+    columns = {
+        "symbol": [f"P{i // 24:04d}USDT" for i in range(n)],
+        "interval": ["1h"] * n,
+        "open_time": opens,
+        "close_time": [t + dt.timedelta(hours=1, milliseconds=-1) for t in opens],
+        "trades": rng.integers(0, 10**6, n).tolist(),
+        "load_id": ["load-1"] * n,
+        **{f: [Decimal(int(v)) / 10**8 for v in rng.integers(1, 10**15, n)] for f in DECIMAL_FIELDS},
+    }
+    rows = pa.table({f.name: pa.array(columns[f.name], f.type) for f in KLINES_SCHEMA}, schema=KLINES_SCHEMA)
+    lake = BronzeLake(pafs.LocalFileSystem(), str(tmp_path / "lake"), str(tmp_path / "lake"))
+    assert write_bronze(lake, "binance_klines", rows, "open_time", "load-1") == n
+
+    class CountingFileSystem(LocalFileSystem):
+        bytes_read = 0
+
+        def _open(self, path, mode="rb", **kwargs):
+            handle = super()._open(path, mode, **kwargs)
+            read = handle.read
+
+            def counted(*args, **kw):
+                data = read(*args, **kw)
+                CountingFileSystem.bytes_read += len(data)
+                return data
+
+            handle.read = counted
+            return handle
+
+    counting = BronzeLake(pafs.PyFileSystem(pafs.FSSpecHandler(CountingFileSystem())), lake.root, lake.url)
+    assert rows_per_load(counting, "binance_klines") == {"load-1": n}
+    on_disk = sum(
+        os.path.getsize(os.path.join(d, f))
+        for d, _, files in os.walk(lake.table_dir("binance_klines"))
+        for f in files
+    )
+    assert on_disk > 2_000_000
+    assert 0 < CountingFileSystem.bytes_read < on_disk / 10, (CountingFileSystem.bytes_read, on_disk)
+    CountingFileSystem.bytes_read = 0  # the same files read whole, as the check once did: all of it
+    ds.dataset(
+        counting.table_dir("binance_klines"), filesystem=counting.fs, format="parquet", partitioning="hive"
+    ).to_table()
+    assert CountingFileSystem.bytes_read >= on_disk * 0.9
