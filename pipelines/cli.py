@@ -239,7 +239,7 @@ def cmd_down(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_dashboard(settings: Settings, args: argparse.Namespace) -> int:
-    from pipelines import dashboard
+    from pipelines import dashboard_server as dashboard
 
     port = settings.services.dashboard_port if args.port is None else args.port
     return dashboard.serve(settings, _config_file(args), port, host=args.host)

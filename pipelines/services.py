@@ -110,7 +110,7 @@ def _services(settings: Settings, config_file: Path) -> list[Service]:
             {},
         )
     )
-    from pipelines import dashboard
+    from pipelines import dashboard_server as dashboard
 
     found.append(
         Service(

@@ -17,7 +17,7 @@ import streamlit as st
 import yaml
 from streamlit.testing.v1 import AppTest
 
-from pipelines import dashboard, db, ingest, quality, transform
+from pipelines import dashboard_bench, dashboard_server, db, ingest, quality, transform
 from pipelines.cli import sandboxed
 from pipelines.sandbox import SandboxServer
 
@@ -354,19 +354,19 @@ def test_environment_selector_shows_a_dev_environment(built, monkeypatch, tmp_pa
 
 def test_measure_queries_times_every_page_query(built):
     settings, _ = built
-    timings = dashboard.measure_queries(settings, repeats=1)
+    timings = dashboard_bench.measure_queries(settings, repeats=1)
     assert set(timings) >= {"top10", "prices_hourly_90d", "prices_daily_90d", "sentiment_365d", "freshness"}
     assert all(ms > 0 for ms in timings.values())
 
 
 def test_command_and_env_of_the_server(built, tmp_path):
     settings, config = built
-    argv = dashboard.command(settings, 8599)
+    argv = dashboard_server.command(settings, 8599)
     assert argv[1:] == [
-        "run", str(dashboard.ENTRY_POINT), "--server.port", "8599", "--server.headless", "true",
+        "run", str(dashboard_server.ENTRY_POINT), "--server.port", "8599", "--server.headless", "true",
         "--browser.gatherUsageStats", "false", "--server.address", "127.0.0.1",
     ]  # fmt: skip
-    environment = dashboard.env(settings, config)
+    environment = dashboard_server.env(settings, config)
     assert environment["CRYPTOFLOW_CONFIG"] == str(config.resolve())
     assert environment["STREAMLIT_BROWSER_GATHER_USAGE_STATS"] == "false"
 

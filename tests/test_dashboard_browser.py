@@ -1,4 +1,4 @@
-"""The real dashboard server (`pipelines.dashboard.command`) in a real headless Chromium: every page renders
+"""The real dashboard server (`pipelines.dashboard_server.command`) in a real headless Chromium: every page renders
 its key element, with no Streamlit exception and no console error. Screenshots land in pytest's tmp_path."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import time
 import pytest
 from test_dashboard import built, empty, historical, tiny, write_config  # noqa: F401  (the gold data fixtures)
 
-from pipelines import dashboard
+from pipelines import dashboard_server
 from pipelines.http import answers
 
 CHROMIUM_ARGS = [
@@ -44,9 +44,9 @@ def _serve(settings, config, tmp_path_factory):
     port = free_port()
     log = (tmp_path_factory.mktemp("server") / "streamlit.log").open("w")
     process = subprocess.Popen(
-        dashboard.command(settings, port),
-        cwd=dashboard.APP_DIR,
-        env={**os.environ, **dashboard.env(settings, config)},
+        dashboard_server.command(settings, port),
+        cwd=dashboard_server.APP_DIR,
+        env={**os.environ, **dashboard_server.env(settings, config)},
         stdout=log,
         stderr=subprocess.STDOUT,
     )
