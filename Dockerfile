@@ -28,7 +28,7 @@ COPY pyproject.toml uv.lock README.md ./
 RUN uv sync --frozen --no-build --no-dev --no-install-project
 
 # The project. It stays an editable install on purpose: pipelines/ finds app/, audits/, sqlmesh_project/ and
-# airflow/dags next to itself (pipelines/dashboard_server.py, quality.py, transform.py, services.py).
+# airflow/dags next to itself (pipelines/runtime/dashboard_server.py, quality.py, transform.py, services.py).
 COPY pipelines/ pipelines/
 COPY app/ app/
 COPY audits/ audits/

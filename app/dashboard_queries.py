@@ -18,7 +18,8 @@ import psycopg2
 import streamlit as st
 from psycopg2 import sql
 
-from pipelines import catalog, db
+from pipelines import catalog
+from pipelines.runtime import db
 from pipelines.settings import Settings, load_settings
 
 CACHE_TTL_S = 3600  # gold is rebuilt hourly: the dashboard re-reads at most once an hour

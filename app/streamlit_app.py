@@ -6,7 +6,7 @@ from __future__ import annotations
 import dashboard_queries as q
 import streamlit as st
 
-from pipelines.db import DatabaseUnavailable
+from pipelines.runtime.db import DatabaseUnavailable
 from pipelines.settings import ConfigError
 
 PAGES = [

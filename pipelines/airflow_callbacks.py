@@ -71,9 +71,9 @@ def _ids(context: dict[str, Any]) -> dict[str, Any]:
 
 
 def _record(context: dict[str, Any], status: str, error: BaseException | None) -> dict[str, Any]:
-    from pipelines import db
     from pipelines.ops.observability import RunRecord
     from pipelines.orchestration import task_settings
+    from pipelines.runtime import db
 
     ids = _ids(context)
     settings = task_settings()

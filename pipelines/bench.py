@@ -24,9 +24,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from pipelines import db
 from pipelines.bronze import open_lake, read_bronze
 from pipelines.ingest import ingest_fear_greed, ingest_markets, ingest_ohlcv
+from pipelines.runtime import db
 from pipelines.settings import Settings
 from pipelines.sources.binance.settings import KLINES_SCHEMA
 from pipelines.sources.binance.settings import TABLE as KLINES_TABLE
@@ -232,7 +232,7 @@ def airflow_latency(settings: Settings, sandbox_url: str, symbols: list[str], ne
     close of the next hour and ingest_ohlcv_hourly is triggered at that moment (what its cron does at the
     close); the clock stops when the closed candle of every symbol is in gold.fct_prices. Covers the
     close grace, the ingest, the asset event, the scheduling of transform_sqlmesh and the SQLMesh run."""
-    from pipelines import services
+    from pipelines.runtime import services
     from pipelines.settings import load_settings
 
     config = settings.project_dir / "config.yaml"

@@ -54,7 +54,7 @@ def sandboxed(settings: Settings, server) -> Settings:
 
 
 def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
-    from pipelines import db
+    from pipelines.runtime import db
 
     if not settings.database.embedded:
         if args.action == "url":
@@ -222,7 +222,7 @@ def _config_file(args: argparse.Namespace) -> Path:
 
 
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
-    from pipelines import services
+    from pipelines.runtime import services
 
     print("starting the stack (the first start migrates Airflow's database: about a minute) ...")
     for line in services.up(settings, _config_file(args)):
@@ -231,7 +231,7 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_down(settings: Settings, args: argparse.Namespace) -> int:
-    from pipelines import services
+    from pipelines.runtime import services
 
     stopped = services.down(settings)
     print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
@@ -239,7 +239,7 @@ def cmd_down(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_dashboard(settings: Settings, args: argparse.Namespace) -> int:
-    from pipelines import dashboard_server as dashboard
+    from pipelines.runtime import dashboard_server as dashboard
 
     port = settings.services.dashboard_port if args.port is None else args.port
     return dashboard.serve(settings, _config_file(args), port, host=args.host)
@@ -248,7 +248,7 @@ def cmd_dashboard(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_airflow(settings: Settings, args: argparse.Namespace) -> int:
     import subprocess
 
-    from pipelines import services
+    from pipelines.runtime import services
 
     env = {**os.environ, **services.airflow_env(settings, _config_file(args))}
     return subprocess.call([services.bin_path("airflow"), *args.args], env=env, cwd=settings.project_dir)

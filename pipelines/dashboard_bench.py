@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from types import ModuleType
 
-from pipelines.dashboard_server import APP_DIR
+from pipelines.runtime.dashboard_server import APP_DIR
 from pipelines.settings import Settings
 
 BENCH_SYMBOL = "BTCUSDT"

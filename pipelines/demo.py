@@ -9,10 +9,10 @@ import sys
 import time
 from collections.abc import Callable
 
-from pipelines import db
 from pipelines.bronze import open_lake
 from pipelines.catalog import FEAR_GREED, KLINES, MARKETS
 from pipelines.ingest.engine import RunSummary, count_rows
+from pipelines.runtime import db
 from pipelines.settings import Settings
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from pipelines.db import DatabaseUnavailable, LockBusy
 from pipelines.http import ApiError
+from pipelines.runtime.db import DatabaseUnavailable, LockBusy
 from pipelines.settings import ConfigError
 
 
@@ -29,7 +29,7 @@ def root_cause(exc: BaseException) -> BaseException:
 
 
 def user_facing(exc: BaseException) -> str | None:
-    from pipelines.services import ServiceError
+    from pipelines.runtime.services import ServiceError
     from pipelines.transform import TransformError
 
     cause = root_cause(exc)

@@ -199,8 +199,8 @@ def _complete_symbols(
     until: dt.datetime | None,
 ) -> set[str]:
     """Symbols with every hour of the window in raw.binance_klines or ops.gaps (known gaps)."""
-    from pipelines import db
     from pipelines.ingest import binance_client
+    from pipelines.runtime import db
     from pipelines.sources.binance.helpers import fetch_exchange_info, last_closed_open_ms
 
     hour = dt.timedelta(hours=1)

@@ -13,9 +13,10 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
 
-from pipelines import catalog, db
+from pipelines import catalog
 from pipelines.ops.observability import new_run_id
 from pipelines.redaction import redact
+from pipelines.runtime import db
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)

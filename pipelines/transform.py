@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from pipelines import catalog, db
+from pipelines import catalog
+from pipelines.runtime import db
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)

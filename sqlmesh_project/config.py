@@ -7,7 +7,7 @@ installs `pipelines`). The cryptoflow config file is ../config.yaml, or the one 
 import os
 from pathlib import Path
 
-from pipelines import db
+from pipelines.runtime import db
 from pipelines.settings import load_settings
 from pipelines.transform import sqlmesh_config
 

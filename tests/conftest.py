@@ -26,7 +26,7 @@ def fixtures_dir() -> Path:
 @pytest.fixture(scope="session")
 def pg_dir(tmp_path_factory: pytest.TempPathFactory):
     """One embedded Postgres for the whole session, stopped at the end (we started it)."""
-    from pipelines import db
+    from pipelines.runtime import db
     from pipelines.settings import load_settings
 
     root = tmp_path_factory.mktemp("pg")

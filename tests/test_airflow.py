@@ -22,7 +22,7 @@ import pytest
 import yaml
 from test_alerts import Receiver
 
-from pipelines import db, services
+from pipelines.runtime import db, services
 from pipelines.sandbox import SandboxServer
 from pipelines.settings import load_settings
 

@@ -17,9 +17,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from aiosmtpd.controller import Controller
 
-from pipelines import db
 from pipelines.ops import digest, ledger, slack
 from pipelines.quality import CheckResult, CheckRun
+from pipelines.runtime import db
 
 NOW = dt.datetime(2026, 3, 10, 12, 0, tzinfo=dt.UTC)
 CHECK = "newest closed candle is fresh (raw)"

@@ -18,9 +18,10 @@ import pyarrow.parquet as pq
 import pytest
 from moto.server import ThreadedMotoServer
 
-from pipelines import db, ingest
+from pipelines import ingest
 from pipelines.bronze import open_lake, read_bronze
 from pipelines.cli import sandboxed
+from pipelines.runtime import db
 from pipelines.sandbox import SandboxServer, events
 from pipelines.settings import load_settings
 

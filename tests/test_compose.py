@@ -26,10 +26,11 @@ import pyarrow.compute as pc
 import pytest
 import yaml
 
-from pipelines import db, ingest
+from pipelines import ingest
 from pipelines.bronze import open_lake, read_bronze
 from pipelines.cli import sandboxed
 from pipelines.cli_args import parser as _parser
+from pipelines.runtime import db
 from pipelines.sandbox import SandboxServer
 from pipelines.settings import SECRET_ENV, ConfigError, Settings, load_settings
 

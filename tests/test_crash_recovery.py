@@ -22,8 +22,9 @@ import pyarrow.compute as pc
 import pytest
 import yaml
 
-from pipelines import db, ingest
+from pipelines import ingest
 from pipelines.bronze import open_lake, read_bronze
+from pipelines.runtime import db
 from pipelines.sandbox import SandboxServer
 from pipelines.settings import load_settings
 

@@ -17,8 +17,9 @@ import streamlit as st
 import yaml
 from streamlit.testing.v1 import AppTest
 
-from pipelines import dashboard_bench, dashboard_server, db, ingest, quality, transform
+from pipelines import dashboard_bench, ingest, quality, transform
 from pipelines.cli import sandboxed
+from pipelines.runtime import dashboard_server, db
 from pipelines.sandbox import SandboxServer
 
 APP = str(Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py")

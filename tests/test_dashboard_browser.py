@@ -1,4 +1,4 @@
-"""The real dashboard server (`pipelines.dashboard_server.command`) in a real headless Chromium: every page renders
+"""The real dashboard server (`pipelines.runtime.dashboard_server.command`) in a real headless Chromium: every page renders
 its key element, with no Streamlit exception and no console error. Screenshots land in pytest's tmp_path."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import time
 import pytest
 from test_dashboard import built, empty, historical, tiny, write_config  # noqa: F401  (the gold data fixtures)
 
-from pipelines import dashboard_server
 from pipelines.http import answers
+from pipelines.runtime import dashboard_server
 
 CHROMIUM_ARGS = [
     "--no-sandbox",

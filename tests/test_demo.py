@@ -8,7 +8,8 @@ import contextlib
 import json
 import re
 
-from pipelines import cli, db
+from pipelines import cli
+from pipelines.runtime import db
 
 
 def test_the_demo_runs_the_main_job_end_to_end(tmp_path, settings_in, capsys, monkeypatch):

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import db, transform
+from pipelines import transform
 from pipelines.docs import build_docs
+from pipelines.runtime import db
 
 RAW = {"raw.binance_klines", "raw.coingecko_markets", "raw.fear_greed", "ops.pairs"}  # the external sources
 SILVER = {

@@ -10,12 +10,13 @@ from decimal import Decimal
 import pyarrow.compute as pc
 import pytest
 
-from pipelines import db, ingest
+from pipelines import ingest
 from pipelines.bronze import open_lake, read_bronze
 from pipelines.cli import sandboxed
 from pipelines.errors import UniverseError
 from pipelines.http import ApiBanned, ApiError
 from pipelines.ingest.markets import coingecko_client
+from pipelines.runtime import db
 from pipelines.sandbox import SandboxServer
 from pipelines.sandbox.markets import klines_rows
 from pipelines.sources.binance.helpers import fetch_exchange_info

@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipelines import db
 from pipelines.ops import metrics, metrics_server
 from pipelines.ops.metric_catalog import METRICS
+from pipelines.runtime import db
 
 ROOT = Path(__file__).resolve().parent.parent
 DEAD_URL = "postgresql://x:s3cret@127.0.0.1:1/x"  # nothing listens on port 1

@@ -14,10 +14,11 @@ import psycopg2
 import pytest
 import yaml
 
-from pipelines import db, ingest
+from pipelines import ingest
 from pipelines.cli import sandboxed
 from pipelines.http import RateLimiter
 from pipelines.ingest import dlq
+from pipelines.runtime import db
 from pipelines.sandbox import SandboxServer
 
 HOUR = 3_600_000

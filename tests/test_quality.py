@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import db, ingest, quality, transform
+from pipelines import ingest, quality, transform
 from pipelines.bronze import open_lake
 from pipelines.cli import sandboxed
+from pipelines.runtime import db
 from pipelines.sandbox import SandboxServer
 
 HOUR = 3_600_000

@@ -12,10 +12,11 @@ from decimal import Decimal
 import numpy as np
 import pytest
 
-from pipelines import db, ingest
+from pipelines import ingest
 from pipelines.bronze import open_lake, read_bronze
 from pipelines.cli import sandboxed
 from pipelines.errors import UniverseError
+from pipelines.runtime import db
 from pipelines.sandbox import SandboxServer, events
 from pipelines.sandbox.markets import klines_rows
 

@@ -10,9 +10,10 @@ import json
 import pyarrow.compute as pc
 import pytest
 
-from pipelines import db, ingest
+from pipelines import ingest
 from pipelines.bronze import open_lake, read_bronze
 from pipelines.cli import sandboxed
+from pipelines.runtime import db
 from pipelines.sandbox import SandboxServer
 
 ADDED = "price_change_percentage_7d_in_currency"  # a real field (markets_3coins_extra_fields fixture)

@@ -120,7 +120,7 @@ def test_a_config_error_never_prints_a_password(tmp_path, capsys, monkeypatch):
 
 
 def test_redact_covers_url_libpq_and_webhook_forms():
-    from pipelines.db import redact
+    from pipelines.runtime.db import redact
 
     assert redact("postgresql://u:p%40ss@h:5432/db") == "postgresql://u:***@h:5432/db"
     assert redact("postgresql://u@h/db?host=/run&password=S3cret&sslmode=require") == (

@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines import db, ingest, transform
+from pipelines import ingest, transform
 from pipelines.cli import sandboxed
+from pipelines.runtime import db
 from pipelines.sandbox import SandboxServer
 
 HOUR = 3_600_000

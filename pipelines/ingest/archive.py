@@ -15,9 +15,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from pipelines import db
 from pipelines.http import ApiClient, client_for
 from pipelines.ingest.klines import CandleFetch, Progress
+from pipelines.runtime import db
 from pipelines.settings import Settings
 from pipelines.sources.binance import SymbolWindow
 from pipelines.sources.binance.helpers import ExchangeInfo

@@ -6,11 +6,11 @@ import contextlib
 import datetime as dt
 import logging
 
-from pipelines import db
 from pipelines.errors import UniverseError
 from pipelines.http import ApiClient, client_for
 from pipelines.ingest import lifecycle
 from pipelines.ingest.markets import coingecko_client
+from pipelines.runtime import db
 from pipelines.settings import Settings, validate_symbol
 from pipelines.sources.binance import SymbolWindow
 from pipelines.sources.binance import settings as bn

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from pipelines import db
 from pipelines.catalog import FEAR_GREED, KLINES, MARKETS, Table
 from pipelines.ingest.engine import deliver, source_run
+from pipelines.runtime import db
 from pipelines.settings import Settings
 from pipelines.sources.binance.helpers import parse_klines
 from pipelines.sources.coingecko.helpers import markets_to_arrow

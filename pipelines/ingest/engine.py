@@ -23,7 +23,7 @@ import dlt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines import catalog, db
+from pipelines import catalog
 from pipelines.bronze import delete_load, open_lake, settle_bronze, write_bronze
 from pipelines.catalog import Table
 from pipelines.errors import root_cause
@@ -32,6 +32,7 @@ from pipelines.ingest import revisions
 from pipelines.ingest.schema_drift import record_fields
 from pipelines.ops.observability import RunRecord, run_ledger
 from pipelines.redaction import redact
+from pipelines.runtime import db
 from pipelines.settings import Settings
 from pipelines.sources.common import ExtractSink, Rejected
 

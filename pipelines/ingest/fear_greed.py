@@ -5,10 +5,10 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 
-from pipelines import db
 from pipelines.catalog import FEAR_GREED
 from pipelines.http import client_for
 from pipelines.ingest.engine import RunSummary, deliver_records, source_run
+from pipelines.runtime import db
 from pipelines.settings import Settings
 from pipelines.sources.common import ExtractSink
 from pipelines.sources.fear_greed import fear_greed_source

@@ -8,10 +8,10 @@ import functools
 import logging
 from pathlib import Path
 
-from pipelines import db
 from pipelines.catalog import KLINES
 from pipelines.ingest.binance import HOUR_MS
 from pipelines.ingest.engine import count_rows
+from pipelines.runtime import db
 from pipelines.settings import Settings
 from pipelines.sources.binance import SymbolWindow
 from pipelines.sources.binance.helpers import plan_pages

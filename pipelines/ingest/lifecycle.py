@@ -12,9 +12,9 @@ import datetime as dt
 import logging
 from dataclasses import dataclass
 
-from pipelines import db
 from pipelines.errors import UniverseError
 from pipelines.http import ApiClient
+from pipelines.runtime import db
 from pipelines.settings import Settings
 from pipelines.sources.binance.helpers import ExchangeInfo, first_candle_ms
 

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from pipelines import db
+from pipelines.runtime import db
 from pipelines.settings import Settings
 from pipelines.sources.binance.settings import DECIMAL_FIELDS, DECIMAL_TYPE, KLINES_SCHEMA
 

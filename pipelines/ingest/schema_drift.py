@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 
-from pipelines import db
+from pipelines.runtime import db
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -16,8 +16,9 @@ import time
 from dataclasses import dataclass
 from email.message import EmailMessage
 
-from pipelines import catalog, db
+from pipelines import catalog
 from pipelines.ops import ledger
+from pipelines.runtime import db
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)

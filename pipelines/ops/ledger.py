@@ -8,8 +8,8 @@ from __future__ import annotations
 import contextlib
 import logging
 
-from pipelines import db
 from pipelines.redaction import redact
+from pipelines.runtime import db
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -22,8 +22,9 @@ from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from pipelines import catalog, db
+from pipelines import catalog
 from pipelines.ops.metric_catalog import METRICS
+from pipelines.runtime import db
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)

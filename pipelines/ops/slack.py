@@ -17,9 +17,9 @@ import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
-from pipelines import db
 from pipelines.ops import ledger
 from pipelines.quality import CheckResult, CheckRun
+from pipelines.runtime import db
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)

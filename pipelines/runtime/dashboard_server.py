@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pipelines.settings import Settings
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 APP_DIR = PROJECT_ROOT / "app"
 ENTRY_POINT = APP_DIR / "streamlit_app.py"
 

@@ -22,11 +22,11 @@ from pathlib import Path
 
 import psutil
 
-from pipelines import db
 from pipelines.http import answers
+from pipelines.runtime import db
 from pipelines.settings import Settings
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DAGS_FOLDER = PROJECT_ROOT / "airflow" / "dags"
 AIRFLOW_USER = "admin"
 
@@ -110,7 +110,7 @@ def _services(settings: Settings, config_file: Path) -> list[Service]:
             {},
         )
     )
-    from pipelines import dashboard_server as dashboard
+    from pipelines.runtime import dashboard_server as dashboard
 
     found.append(
         Service(

@@ -22,7 +22,7 @@ from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
 
-SCHEMAS_SQL = Path(__file__).with_name("schema.sql")
+SCHEMAS_SQL = Path(__file__).resolve().parent.parent / "schema.sql"
 EMBEDDED_WORK_MEM = "64MB"
 EMBEDDED_SETTINGS = {"max_wal_size": "4GB", "checkpoint_timeout": "15min", "wal_compression": "on"}
 
@@ -75,7 +75,7 @@ def _role_passwords(settings: Settings) -> dict[str, str]:
 SUPERUSER = "postgres"  # pgserver's initdb superuser; its password is kept with the roles' (0600)
 # pgserver's initdb trusts every local connection, and as root its socket folder is world-writable: any local
 # user would connect as superuser. Every connection needs a password instead.
-PG_HBA = """# written by cryptoflow (pipelines/db.py): every connection needs a password
+PG_HBA = """# written by cryptoflow (pipelines/runtime/db.py): every connection needs a password
 local   all  all                scram-sha-256
 host    all  all  127.0.0.1/32  scram-sha-256
 host    all  all  ::1/128       scram-sha-256
