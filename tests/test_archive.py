@@ -314,3 +314,23 @@ def test_where_the_rest_api_answers_451_an_archive_backfill_still_loads(settings
     assert any(
         r.getMessage().startswith("the REST API answers 451 here (region blocked)") for r in caplog.records
     )
+
+
+def test_an_unreachable_archive_leaves_an_auto_backfill_to_the_rest_api(make_settings, sandbox, caplog):
+    """`auto` treats the archive as the fast path, not a dependency: with nothing answering at its address
+    the whole window comes from REST, with one warning; `archive` alone fails clearly."""
+    from pipelines.http import ApiError
+
+    closed = {"base_url": "http://127.0.0.1:9", "max_retries": 1, "backoff_base_s": 0.01, "timeout_s": 2}
+    settings = sandboxed(make_settings(), sandbox)
+    settings = settings.model_copy(
+        update={"sources": settings.sources.model_copy(
+            update={"binance_archive": settings.sources.binance_archive.model_copy(update=closed)})}
+    )  # fmt: skip
+    summary = backfill(settings, "auto")
+    assert summary.details["archive_unreachable"] is True and "archive_files" not in summary.details
+    for symbol in SYMBOLS:
+        assert stored(settings, symbol) == expected(symbol)
+    assert any(r.getMessage().startswith("the kline archive cannot be reached") for r in caplog.records)
+    with pytest.raises(ApiError, match="giving up on /data/spot/"):
+        backfill(settings, "archive")

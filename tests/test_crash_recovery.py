@@ -92,7 +92,7 @@ def config(tmp_path: Path, pg_dir: Path, sandbox: SandboxServer) -> Path:
     """The config file both the killed process and the re-run use (same database, lake and dlt state)."""
     data = {
         "universe": {"mode": "pinned", "symbols": SYMBOLS},
-        "backfill": {"days": DAYS},
+        "backfill": {"days": DAYS, "source": "rest"},  # these tests hold and kill REST page fetches
         "sources": {
             "binance": {
                 "base_url": sandbox.binance_url,

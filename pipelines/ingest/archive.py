@@ -15,7 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from pipelines.http import ApiClient, client_for
+from pipelines.http import ApiClient, ApiError, client_for
 from pipelines.ingest.klines import CandleFetch, Progress
 from pipelines.runtime import db
 from pipelines.settings import Settings
@@ -67,6 +67,18 @@ def archive_fetch(
 
     clients = (client,) if rest is None else (client, rest)
     return CandleFetch([*windows, *archive_only], pages, clients), log_
+
+
+def unreachable(settings: Settings) -> str | None:
+    """Why the archive cannot be reached (no answer at all after the client's retries), or None when it
+    answers (any HTTP status: a 404 for a path is an answer)."""
+    client = archive_client(settings)
+    try:
+        client.get_raw("/data/spot/")
+    except ApiError as exc:
+        if exc.status is None:
+            return str(exc)
+    return None
 
 
 def known_files(settings: Settings) -> dict[str, str]:

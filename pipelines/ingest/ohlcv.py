@@ -84,6 +84,13 @@ def ingest_ohlcv(
         run.window_end = utc_of_ms(end_ms)
         total_pages = sum(len(plan_pages(w.start_ms, w.end_ms, settings.interval)) for w in windows)
         gaps.note_gap_checks(settings, run.run_id, windows)
+        if source == "auto" and not incremental and (problem := archive.unreachable(settings)):
+            log.warning(  # the archive is the fast path, not a dependency: the API serves the whole window
+                "the kline archive cannot be reached: this backfill uses the REST API for every candle",
+                extra={"archive": settings.sources.binance_archive.base_url, "problem": problem},
+            )
+            source = "rest"
+            run.details["archive_unreachable"] = True
         from_archive = source != "rest" and not incremental
         # pairs that no longer trade: the archive keeps their history (REST answers -1121 once removed)
         retired = (
