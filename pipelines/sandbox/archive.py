@@ -24,10 +24,6 @@ import re
 import zipfile
 import zlib
 
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.csv as pacsv
-
 from . import events
 from .bars import HOUR_MS, INTERVAL_HOURS, QVOL, TBASE, TQUOTE, VOL
 from .coins import COIN_BY_SYMBOL
@@ -118,10 +114,10 @@ def _zip(
         for row in (VOL, QVOL, TBASE, TQUOTE):
             data[row] += data[row] * REUPLOAD_PER_MILLE // 1000
         bars = bars._replace(data=data)
+    if first >= MICROS_FROM_MS:  # microseconds: open x 1000, close = open + interval - 1 microsecond
+        bars = bars._replace(open_time=bars.open_time * 1000, interval_ms=bars.interval_ms * 1000)
     body = klines_json(bars)
     csv = body[2:-2].replace(b"],[", b"\n").replace(b'"', b"") + b"\n"
-    if first >= MICROS_FROM_MS:
-        csv = _in_microseconds(csv)
     if has_header(name):
         csv = HEADER + csv
     out = io.BytesIO()
@@ -129,22 +125,4 @@ def _zip(
         member = zipfile.ZipInfo(name.replace(".zip", ".csv"), date_time=ZIP_TIME)
         member.compress_type = zipfile.ZIP_DEFLATED
         archive.writestr(member, csv)
-    return out.getvalue()
-
-
-def _in_microseconds(csv: bytes) -> bytes:
-    """Open and close times x 1000 (close + 999: the last microsecond of the candle), every other field as
-    written."""
-    names = [f"c{i}" for i in range(12)]
-    table = pacsv.read_csv(
-        pa.py_buffer(csv),
-        read_options=pacsv.ReadOptions(column_names=names),
-        convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(names, pa.string())),
-    )
-    us = 1000
-    opened = pc.cast(pc.multiply(pc.cast(table["c0"], pa.int64()), us), pa.string())
-    closed = pc.cast(pc.add(pc.multiply(pc.cast(table["c6"], pa.int64()), us), us - 1), pa.string())
-    table = table.set_column(0, "c0", opened).set_column(6, "c6", closed)
-    out = io.BytesIO()
-    pacsv.write_csv(table, out, pacsv.WriteOptions(include_header=False, quoting_style="none"))
     return out.getvalue()
