@@ -24,13 +24,14 @@ from pipelines.sources.binance.helpers import parse_klines, parse_klines_csv
 
 HOUR = 3_600_000
 SYMBOLS = ["BTCUSDT", "ETHUSDT"]
-# 45 days up to 2025-03-05 11:00: February from its monthly file; 2025-01-19 (partial: from 12:00) to
-# 01-31 and 03-01 to 03-04 from daily files (17); 03-05 00:00-11:00 from REST (its file is not out yet)
+# 45 days up to 2025-03-05 11:00: January (13 days of it, from 01-19 12:00) and February from their monthly
+# files, 03-01 to 03-04 from daily files; 03-05 00:00-11:00 from REST (its file is not out yet)
 NOW = dt.datetime(2025, 3, 5, 12, 30, tzinfo=dt.UTC)
 NOW_MS = int(NOW.timestamp() * 1000)
 LAST = NOW_MS // HOUR * HOUR - HOUR
 FIRST = LAST - (45 * 24 - 1) * HOUR
-FILES_PER_PAIR = 18
+FILES_PER_PAIR = 6
+WHOLE_FILES_PER_PAIR = 5  # January is read for part of its hours: not kept in the manifest
 FEB = "BTCUSDT-1h-2025-02.zip"
 
 
@@ -179,8 +180,8 @@ def test_an_archive_backfill_equals_a_rest_backfill_row_for_row(settings_in, tmp
         settings,
         "SELECT count(*), sum(rows), min(first_open), max(last_open) FROM ops.archive_files WHERE symbol = 'BTCUSDT'",
     )
-    assert manifest == [(FILES_PER_PAIR, 45 * 24 - 12 + 12, dt.datetime(2025, 1, 19, tzinfo=dt.UTC),
-                         dt.datetime(2025, 3, 4, 23, tzinfo=dt.UTC))]  # fmt: skip  # Jan 19 is a whole file
+    assert manifest == [(WHOLE_FILES_PER_PAIR, (28 + 4) * 24, dt.datetime(2025, 2, 1, tzinfo=dt.UTC),
+                         dt.datetime(2025, 3, 4, 23, tzinfo=dt.UTC))]  # fmt: skip
 
 
 def test_a_rerun_downloads_nothing_and_adds_nothing(settings):
@@ -188,7 +189,11 @@ def test_a_rerun_downloads_nothing_and_adds_nothing(settings):
     before = raw_rows(settings)
     again = backfill(settings)
     assert (again.rows_raw, again.details["revised"]) == (0, 0)
-    assert (again.details["archive_files"], again.details["archive_files_skipped"]) == (0, 2 * FILES_PER_PAIR)
+    # the files kept in the manifest are not downloaded again; January (read in part) is
+    assert (again.details["archive_files"], again.details["archive_files_skipped"]) == (
+        2,
+        2 * WHOLE_FILES_PER_PAIR,
+    )
     assert raw_rows(settings) == before
     assert query(
         settings, "SELECT count(*) - count(DISTINCT (symbol, open_time)) FROM raw.binance_klines"
@@ -245,7 +250,7 @@ def test_a_reuploaded_file_is_reloaded_and_its_changes_land_as_revisions(setting
     day = "ETHUSDT-1h-2025-03-03.zip"
     sandbox.set_fault("archive", "archive_reupload", file=day)
     again = backfill(settings)
-    assert again.details["archive_files"] == 1 and again.details["revised"] == 24
+    assert again.details["archive_files"] == 1 + 2 and again.details["revised"] == 24  # + the Januaries
     lo, hi = ms("2025-03-03T00:00"), ms("2025-03-03T23:00")
     bumped = [
         (t, v + (v * 3 / 1000).quantize(Decimal("1e-8"), rounding="ROUND_DOWN"))
@@ -308,7 +313,7 @@ def test_where_the_rest_api_answers_451_an_archive_backfill_still_loads(settings
         summary.details["rest_region_blocked"] is True
         and summary.details["archive_files"] == 2 * FILES_PER_PAIR
     )
-    for symbol in SYMBOLS:  # 13 days of January (daily files), February (monthly), 4 days of March
+    for symbol in SYMBOLS:  # January and February (monthly files), 4 days of March (daily files)
         assert stored(settings, symbol) == expected(symbol, ms("2025-01-19T00:00"), ms("2025-03-04T23:00"))
     assert query(settings, "SELECT count(*) FROM ops.gaps") == [(0,)]
     assert any(
@@ -334,3 +339,21 @@ def test_an_unreachable_archive_leaves_an_auto_backfill_to_the_rest_api(make_set
     assert any(r.getMessage().startswith("the kline archive cannot be reached") for r in caplog.records)
     with pytest.raises(ApiError, match="giving up on /data/spot/"):
         backfill(settings, "archive")
+
+
+def test_a_wider_backfill_reads_a_file_an_earlier_one_read_in_part(settings):
+    """The first backfill read January's file for its last 13 days only; a later backfill from January 1st
+    must get the rest of that file, not skip it as loaded."""
+    backfill(settings)
+    wider = ingest.ingest_ohlcv(
+        settings,
+        since=dt.datetime(2025, 1, 1, tzinfo=dt.UTC),
+        command="backfill",
+        source="archive",
+        symbols=SYMBOLS,
+    )
+    assert wider.details["archive_files"] == 2  # each pair's January, whole now
+    assert wider.rows_raw == 2 * (18 * 24 + 12)  # January 1st to 19th 11:00
+    for symbol in SYMBOLS:
+        assert stored(settings, symbol) == expected(symbol, ms("2025-01-01T00:00"))
+    assert query(settings, "SELECT count(*) FROM ops.gaps") == [(0,)]

@@ -91,11 +91,13 @@ def known_files(settings: Settings) -> dict[str, str]:
 def record_files(settings: Settings, log_: ArchiveLog, load_id: str) -> None:
     """After the raw load committed: the verified files go to the manifest (a re-published one replaces its
     row). A crash before this only costs the next run a download: its rows compare unchanged."""
-    if not log_.loaded:
-        return
     rows = [
-        (f.url, f.file.symbol, f.size, f.sha256, f.rows, f.first_ms, f.last_ms, load_id) for f in log_.loaded
+        (f.url, f.file.symbol, f.size, f.sha256, f.rows, f.first_ms, f.last_ms, load_id)
+        for f in log_.loaded
+        if not f.partial  # read again by a wider backfill, which needs its other hours
     ]
+    if not rows:
+        return
     with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
         cur.executemany(
             "INSERT INTO ops.archive_files (url, symbol, size_bytes, sha256, rows, first_open, last_open, load_id) "

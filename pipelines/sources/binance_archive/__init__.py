@@ -25,6 +25,7 @@ from pipelines.sources.binance_archive.helpers import (
     ArchiveFile,
     ArchiveFileFailed,
     FetchedFile,
+    covers,
     day_file,
     days_of,
     fetch_file,
@@ -73,9 +74,12 @@ def iter_archive_klines(
             for file, got in _fetch(
                 archive, months, server_time_ms, load_id, log_, known, concurrency, on_file
             ):
-                if got is None:
-                    days.extend(days_of(file))
+                if got is None:  # not published, or failed: its days one by one
+                    days.extend(
+                        d for d in days_of(file) if d + DAY_MS > window.start_ms and d <= window.end_ms
+                    )
                 elif not got.skipped:
+                    got.partial = not covers(window, file)
                     tables.append(_kept(sink, got))
             complete = [d for d in sorted(days) if d + DAY_MS <= closed_until]
             later = [d for d in days if d + DAY_MS > closed_until]
@@ -86,6 +90,7 @@ def iter_archive_klines(
                 if got is None:  # not published (404), or failed verification: REST serves its hours
                     later.append(file.first_ms)
                 elif not got.skipped:
+                    got.partial = not covers(window, file)
                     tables.append(_kept(sink, got))
             rest_windows += _clipped(symbol, sorted(later), window, INTERVAL_MS[interval])
         if rest_windows:

@@ -25,6 +25,7 @@ from pipelines.sources.binance.settings import INTERVAL_MS
 from pipelines.sources.binance_archive.settings import CHECKSUM_SUFFIX, DAILY, MAX_ATTEMPTS, MONTHLY, PATH
 
 DAY_MS = 86_400_000
+MONTHLY_FROM_DAYS = 7  # a month the window holds at least this many days of is read from its monthly file
 _CHECKSUM = re.compile(r"^([0-9a-f]{64})\s")
 
 
@@ -63,6 +64,7 @@ class FetchedFile:
     rows: int
     page: ParsedPage | None = field(repr=False)  # its rows; let go once they are handed on
     skipped: bool = False  # its checksum was loaded before: not downloaded
+    partial: bool = False  # only some of its hours were in the window: not kept in the manifest
     first_ms: int | None = None  # open times of its first and last valid candle
     last_ms: int | None = None
 
@@ -74,8 +76,9 @@ def _month_start(year: int, month: int) -> int:
 def month_files(
     window: SymbolWindow, interval: str, closed_until_ms: int
 ) -> tuple[list[ArchiveFile], list[int]]:
-    """The whole calendar months inside the window that ended before closed_until_ms, as monthly files, and
-    the first open time (ms) of every remaining whole or partial day of the window, for daily files."""
+    """Monthly files for the calendar months that ended before closed_until_ms and of which the window holds
+    at least MONTHLY_FROM_DAYS days (one file instead of many; its other hours are not kept), and the first
+    open time (ms) of every other day of the window, for daily files."""
     step = INTERVAL_MS[interval]
     files: list[ArchiveFile] = []
     days: list[int] = []
@@ -84,8 +87,8 @@ def month_files(
         d = dt.datetime.fromtimestamp(day / 1000, dt.UTC)
         month_start = _month_start(d.year, d.month)
         month_end = month_start + calendar.monthrange(d.year, d.month)[1] * DAY_MS  # exclusive
-        whole = window.start_ms <= month_start and month_end - step <= window.end_ms
-        if day == month_start and whole and month_end <= closed_until_ms:
+        covered = min(month_end, window.end_ms + step) - max(month_start, window.start_ms)
+        if month_end <= closed_until_ms and covered >= MONTHLY_FROM_DAYS * DAY_MS:
             files.append(
                 ArchiveFile(window.symbol, interval, MONTHLY, f"{d:%Y-%m}", month_start, month_end - step)
             )
@@ -94,6 +97,12 @@ def month_files(
         days.append(day)
         day += DAY_MS
     return files, days
+
+
+def covers(window: SymbolWindow, file: ArchiveFile) -> bool:
+    """Whether every hour of the file lies inside the window (only such files go to the manifest: a file
+    read for part of its hours is read again by a later, wider backfill)."""
+    return window.start_ms <= file.first_ms and file.last_ms <= window.end_ms
 
 
 def day_file(symbol: str, interval: str, day_ms: int) -> ArchiveFile:
