@@ -357,3 +357,23 @@ def test_a_wider_backfill_reads_a_file_an_earlier_one_read_in_part(settings):
     for symbol in SYMBOLS:
         assert stored(settings, symbol) == expected(symbol, ms("2025-01-01T00:00"))
     assert query(settings, "SELECT count(*) FROM ops.gaps") == [(0,)]
+
+
+def test_an_outage_inside_a_retired_pairs_history_is_a_known_gap_not_a_rest_call(make_settings):
+    """2023-03-24 13:00 is missing for every pair (a real exchange outage). MATICUSDT, removed since, has it
+    inside its archived history: the gap re-fetch asks REST only for pairs that trade, so the run does not
+    fail on MATIC's -1121, and the hour is an exchange outage for both pairs."""
+    now = ms("2024-11-15T12:30")
+    with SandboxServer(seed=42, now_ms=now) as server:
+        settings = sandboxed(make_settings(), server)
+        summary = ingest.ingest_ohlcv(
+            settings, since=dt.datetime(2023, 3, 20, tzinfo=dt.UTC), until=dt.datetime(2023, 3, 28, tzinfo=dt.UTC),
+            command="backfill", source="auto", symbols=["BTCUSDT", "MATICUSDT"],
+        )  # fmt: skip
+    assert summary.details["known_gaps"] == 2 and summary.details["gap_classes"] == {"exchange_outage": 2}
+    for symbol in ("BTCUSDT", "MATICUSDT"):
+        assert len(stored(settings, symbol)) == 8 * 24 - 1
+    assert query(settings, "SELECT symbol, open_time FROM ops.gaps ORDER BY 1") == [
+        ("BTCUSDT", dt.datetime(2023, 3, 24, 13, tzinfo=dt.UTC)),
+        ("MATICUSDT", dt.datetime(2023, 3, 24, 13, tzinfo=dt.UTC)),
+    ]

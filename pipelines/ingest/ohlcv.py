@@ -127,8 +127,10 @@ def ingest_ohlcv(
                     "fetch them from the REST API", extra={"run_id": run.run_id, "windows": len(gap_windows)},
                 )  # fmt: skip
         else:
-            if gap_windows:
-                refetch = rest_fetch(settings, client, gap_windows, info, f"{run.run_id}-refetch")
+            # pairs that no longer trade are not on the API (-1121): the archive was their only source
+            trading = set(universe)
+            if refetch_windows := [w for w in gap_windows if w.symbol in trading]:
+                refetch = rest_fetch(settings, client, refetch_windows, info, f"{run.run_id}-refetch")
                 refill = deliver_klines(
                     settings, run, refetch, f"{run.run_id}-refetch", klines_cursors(settings), "refetch"
                 )
