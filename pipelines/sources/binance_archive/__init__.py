@@ -8,6 +8,7 @@ lacks falls back to its days), then the REST API for what the archive has not pu
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -43,7 +44,7 @@ class ArchiveLog:
     loaded: list[FetchedFile] = field(default_factory=list)
     skipped: int = 0  # loaded before with the same checksum: not downloaded again
     missing: list[str] = field(default_factory=list)  # file names the archive answered 404 for
-    failed: dict[str, str] = field(default_factory=dict)  # file URL -> why none of its rows were used
+    failed: dict[str, str] = field(default_factory=dict)  # file name -> why none of its rows were used
     rest_windows: list[SymbolWindow] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -71,34 +72,21 @@ def iter_archive_klines(
         rest_windows: list[SymbolWindow] = []
         for window in mine:
             months, days = month_files(window, interval, closed_until)
-            for file, got in _fetch(
-                archive, months, server_time_ms, load_id, log_, known, concurrency, on_file
-            ):
-                if got is None:  # not published, or failed: its days one by one
-                    days.extend(
-                        d for d in days_of(file) if d + DAY_MS > window.start_ms and d <= window.end_ms
-                    )
-                elif not got.skipped:
-                    got.partial = not covers(window, file)
-                    tables.append(_kept(sink, got))
+            fetch = functools.partial(
+                _fetch, archive, server_time_ms=server_time_ms, load_id=load_id, log_=log_, known=known,
+                concurrency=concurrency, on_file=on_file,
+            )  # fmt: skip
+            for file in _used(fetch(months), window, sink, tables):  # a month it lacks: day by day
+                days.extend(d for d in days_of(file) if d + DAY_MS > window.start_ms and d <= window.end_ms)
             complete = [d for d in sorted(days) if d + DAY_MS <= closed_until]
             later = [d for d in days if d + DAY_MS > closed_until]
             files = [day_file(symbol, interval, d) for d in complete]
-            for file, got in _fetch(
-                archive, files, server_time_ms, load_id, log_, known, concurrency, on_file
-            ):
-                if got is None:  # not published (404), or failed verification: REST serves its hours
-                    later.append(file.first_ms)
-                elif not got.skipped:
-                    got.partial = not covers(window, file)
-                    tables.append(_kept(sink, got))
+            later += [file.first_ms for file in _used(fetch(files), window, sink, tables)]  # REST's
             rest_windows += _clipped(symbol, sorted(later), window, INTERVAL_MS[interval])
         if rest_windows:
             log_.rest_windows += rest_windows
             if rest is not None:
-                by_rest = (
-                    ExtractSink()
-                )  # its own: iter_klines keeps what it yields, this sink keeps the whole
+                by_rest = ExtractSink()  # its own: iter_klines keeps what it yields, `sink` keeps the whole
                 tables += list(iter_klines(rest, rest_windows, interval, server_time_ms, load_id, by_rest))
                 _add_counts(sink, by_rest)
         if not tables:
@@ -108,6 +96,21 @@ def iter_archive_klines(
         table, _outside = inside_windows(table, mine)  # a file's hours around the window are not asked for
         if table.num_rows:
             yield sink.keep(table)
+
+
+def _used(
+    results: Iterator[tuple[ArchiveFile, FetchedFile | None]],
+    window: SymbolWindow,
+    sink: ExtractSink,
+    tables: list[pa.Table],
+) -> Iterator[ArchiveFile]:
+    """Keep each verified file's table; yield the files that gave nothing (not published, or failed)."""
+    for file, got in results:
+        if got is None:
+            yield file
+        elif not got.skipped:
+            got.partial = not covers(window, file)
+            tables.append(_kept(sink, got))
 
 
 def _add_counts(sink: ExtractSink, other: ExtractSink) -> None:
