@@ -9,7 +9,6 @@ verified file's URL, size, checksum, rows and span: a re-run skips files loaded 
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -48,14 +47,12 @@ def archive_fetch(
     log_ = ArchiveLog()
     known = known_files(settings)
     counted = [0, 0]
-    lock = threading.Lock()
 
-    def on_file(rows: int) -> None:
-        with lock:
-            counted[0] += 1
-            counted[1] += rows
-            if progress:
-                progress(counted[0], counted[1])
+    def on_file(rows: int) -> None:  # called as each file's result is taken, in the consuming thread
+        counted[0] += 1
+        counted[1] += rows
+        if progress:
+            progress(counted[0], counted[1])
 
     def pages(sink: ExtractSink) -> Iterator[pa.Table]:
         for some, rest_ in ((windows, rest), (archive_only, None)):

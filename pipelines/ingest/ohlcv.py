@@ -12,7 +12,7 @@ from typing import Any
 import pyarrow as pa
 
 from pipelines.errors import UniverseError
-from pipelines.http import ApiBanned
+from pipelines.http import ApiBanned, ApiClient
 from pipelines.ingest import archive, gaps, lifecycle, revisions
 from pipelines.ingest.binance import (
     HOUR_MS,
@@ -151,7 +151,9 @@ def ingest_ohlcv(
         return RunSummary.of(run)
 
 
-def _exchange_info(settings: Settings, client, symbols: list[str] | None, archive_only: bool) -> ExchangeInfo:
+def _exchange_info(
+    settings: Settings, client: ApiClient, symbols: list[str] | None, archive_only: bool
+) -> ExchangeInfo:
     """exchangeInfo from the REST API. An archive-only backfill where the API answers 451 (a region it
     blocks, e.g. US-hosted CI runners) goes on without it: the requested pairs, the local clock, no
     listing probe; any other error, and every other run, stops as before."""

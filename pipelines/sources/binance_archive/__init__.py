@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -46,7 +44,6 @@ class ArchiveLog:
     missing: list[str] = field(default_factory=list)  # file names the archive answered 404 for
     failed: dict[str, str] = field(default_factory=dict)  # file name -> why none of its rows were used
     rest_windows: list[SymbolWindow] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
 def iter_archive_klines(
@@ -151,26 +148,24 @@ def _fetch(
     """Each file fetched and verified on `concurrency` threads: (file, fetched) in completion order; a
     skipped file comes with page None, a 404 or a failed file with None (a failure is logged once)."""
 
-    def one(file: ArchiveFile) -> tuple[ArchiveFile, FetchedFile | None, str | None, float]:
-        started = time.perf_counter()
+    def one(file: ArchiveFile) -> tuple[ArchiveFile, FetchedFile | None, str | None]:
         url = f"{archive.base_url}{file.path}"
         try:
             got = fetch_file(archive, file, server_time_ms, load_id, known.get(url))
         except ArchiveFileFailed as exc:
-            return file, None, str(exc), time.perf_counter() - started
-        return file, got, None, time.perf_counter() - started
+            return file, None, str(exc)
+        return file, got, None
 
-    for file, got, failure, _seconds in fetch_all(one, [(f,) for f in files], concurrency):
-        with log_.lock:
-            if failure is not None:
-                log_.failed[file.name] = failure
-                log.error("archive file failed verification", extra={"file": file.name, "error": failure})
-            elif got is None:
-                log_.missing.append(file.name)
-            elif got.skipped:
-                log_.skipped += 1
-            else:
-                log_.loaded.append(got)
+    for file, got, failure in fetch_all(one, [(f,) for f in files], concurrency):  # the caller's thread
+        if failure is not None:
+            log_.failed[file.name] = failure
+            log.error("archive file failed verification", extra={"file": file.name, "error": failure})
+        elif got is None:
+            log_.missing.append(file.name)
+        elif got.skipped:
+            log_.skipped += 1
+        else:
+            log_.loaded.append(got)
         if on_file:
             on_file(0 if got is None or got.skipped else got.rows)
         yield file, got
