@@ -2,17 +2,20 @@
 
 Analysts run plain `sqlmesh plan dev` / `sqlmesh plan` in this folder with the project's .venv active (it
 installs `pipelines`). The cryptoflow config file is ../config.yaml, or the one CRYPTOFLOW_CONFIG names.
+
+Loading this file starts nothing: with the embedded database, start it once with `cryptoflow db start` (it
+stays up; `cryptoflow demo`, `ingest` and `transform` start it too). When it is not running, loading fails
+with that instruction.
 """
 
 import os
 from pathlib import Path
 
-from pipelines.runtime import db
 from pipelines.settings import load_settings
 from pipelines.transform import sqlmesh_config
 
-_settings = load_settings(
-    os.environ.get("CRYPTOFLOW_CONFIG") or Path(__file__).resolve().parent.parent / "config.yaml"
+config = sqlmesh_config(
+    load_settings(
+        os.environ.get("CRYPTOFLOW_CONFIG") or Path(__file__).resolve().parent.parent / "config.yaml"
+    )
 )
-db.ensure_database(_settings)  # starts the embedded server when it is not running; no-op otherwise
-config = sqlmesh_config(_settings)

@@ -119,3 +119,51 @@ def test_importing_any_module_of_the_package_changes_no_environment():
     package = Path(__file__).resolve().parent.parent / "pipelines"
     assert int(count) == len(list(package.rglob("*.py"))) - 1  # every module (the package itself aside)
     assert changed.strip() == "[]"
+
+
+SQLMESH_CONFIG = Path(__file__).resolve().parent.parent / "sqlmesh_project" / "config.py"
+LOAD_SQLMESH_CONFIG = (
+    "import runpy, sys\n"
+    "try:\n"
+    "    config = runpy.run_path(sys.argv[1])['config']\n"
+    "except Exception as exc:\n"
+    "    print('error:', type(exc).__name__, exc)\n"
+    "else:\n"
+    "    c = config.gateways['cryptoflow'].connection\n"
+    "    print('config:', c.database, c.host)\n"
+)
+
+
+def _load_sqlmesh_config(tmp_path: Path, database: dict) -> str:
+    """Load sqlmesh_project/config.py as SQLMesh's CLI does, in a fresh interpreter, for a config file."""
+    config_file = tmp_path / "cryptoflow.yaml"
+    config_file.write_text(json.dumps({"database": database}))  # JSON is YAML
+    env = {**os.environ, "CRYPTOFLOW_CONFIG": str(config_file)}
+    out = subprocess.run(
+        [sys.executable, "-c", LOAD_SQLMESH_CONFIG, str(SQLMESH_CONFIG)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_loading_the_sqlmesh_config_starts_no_server(tmp_path: Path, pg_dir: Path):
+    """SQLMesh's CLI imports config.py for every command: that import starts nothing. With the embedded
+    server down, it fails with the one instruction an analyst needs; with it up, the gateway is its socket."""
+    down = tmp_path / "never-started" / "pg"
+    assert _load_sqlmesh_config(tmp_path, {"embedded_dir": str(down)}) == (
+        f"error: DatabaseUnavailable the embedded Postgres is not running (data dir {down}); "
+        "start it with `cryptoflow db start`"
+    )
+    assert not down.exists()  # no server was initialised there
+    from pipelines.runtime import db
+    from pipelines.settings import load_settings
+
+    running = db.embedded_status(
+        load_settings(environ={}, overrides={"database": {"embedded_dir": str(pg_dir)}})
+    )
+    loaded = _load_sqlmesh_config(tmp_path, {"embedded_dir": str(pg_dir), "name": "analysts"})
+    assert loaded == f"config: analysts {running.socket_dir}"
