@@ -28,7 +28,7 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-from pipelines.cli_args import parser
+from pipelines.cli_args import log_options, parser
 from pipelines.cli_output import print_summary, progress_bar
 from pipelines.settings import ConfigError, Settings, load_settings
 
@@ -280,6 +280,13 @@ def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from pipelines import demo
+    from pipelines.ops.observability import configure_logging
+
+    options = log_options(args)
+    if options["log_format"] != "json":  # the summary is what the demo shows: the log goes to a file
+        options["log_file"] = options["log_file"] or settings.state_dir / "logs" / "demo.log"
+        configure_logging(**options, console_level="WARNING")
+        print(f"log: {options['log_file']} (JSON lines; warnings are shown here too)", file=sys.stderr)
 
     update, stop = progress_bar(
         "archive files | candles" if settings.backfill.source != "rest" else "klines pages"
@@ -365,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser().parse_args(argv)
         from pipelines.ops.observability import configure_logging
 
-        configure_logging()
+        configure_logging(**log_options(args))
         settings = load_settings(getattr(args, "config", None))
         code = COMMANDS[args.command](settings, args)
         if argv is None:  # the process's own command is done: a late Ctrl-C must not kill the exit

@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
+from pathlib import Path
+
+from pipelines.settings import ConfigError
+
+LOG_FORMATS = ("auto", "text", "json")
 
 DESCRIPTION = (
     "cryptoflow: Binance klines, CoinGecko markets and the Fear & Greed index into a bronze Parquet lake "
@@ -40,6 +46,18 @@ def parser() -> argparse.ArgumentParser:
         metavar="FILE",
         default=argparse.SUPPRESS,
         help="configuration file (default: ./config.yaml)",
+    )
+    common.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=argparse.SUPPRESS,
+        help="auto (default; or CRYPTOFLOW_LOG_FORMAT): short text on a terminal, JSON lines otherwise",
+    )
+    common.add_argument(
+        "--log-file",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help="also write every log record there as JSON lines (demo: .cryptoflow/logs/demo.log by default)",
     )
     sandboxed = argparse.ArgumentParser(add_help=False)
     sandboxed.add_argument(
@@ -151,3 +169,12 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("docs", parents=[common], help="write the model documentation site (offline HTML)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: docs/site)")
     return top
+
+
+def log_options(args: argparse.Namespace) -> dict:
+    """--log-format (or CRYPTOFLOW_LOG_FORMAT) and --log-file, as configure_logging takes them."""
+    log_format = getattr(args, "log_format", None) or os.environ.get("CRYPTOFLOW_LOG_FORMAT") or "auto"
+    if log_format not in LOG_FORMATS:
+        raise ConfigError(f"CRYPTOFLOW_LOG_FORMAT={log_format!r}: use one of {', '.join(LOG_FORMATS)}")
+    log_file = getattr(args, "log_file", None)
+    return {"log_format": log_format, "log_file": Path(log_file) if log_file else None}

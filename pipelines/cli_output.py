@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 
 
@@ -29,8 +28,24 @@ def progress_bar(label: str = "klines pages") -> tuple[Callable[[int, int], None
     return update, bar.stop
 
 
+# A run's details worth a word on the terminal, when not zero; all of them are in ops.pipeline_runs.details
+# and the log's "run success" line.
+HIGHLIGHTS = {
+    "pages": "{:,} pages",
+    "archive_files": "{:,} archive files",
+    "rest_windows": "{:,} REST windows",
+    "revised": "{:,} revised",
+    "duplicates_dropped": "{:,} duplicates dropped",
+    "open_candles_skipped": "{:,} open candles skipped",
+    "outside_window_dropped": "{:,} outside the window dropped",
+    "schema_changes": "schema changes: {}",
+}
+
+
 def print_summary(summary) -> None:
+    """One short line per run: rows, dead letters and what stood out; the details are in the run ledger."""
+    notes = [fmt.format(summary.details[k]) for k, fmt in HIGHLIGHTS.items() if summary.details.get(k)]
     print(
-        f"{summary.source}: run {summary.run_id}: {summary.rows_raw} rows to raw, {summary.rows_bronze} to bronze, "
-        f"{summary.dead_letters} dead letters {json.dumps(summary.details, default=str)}"
+        f"{summary.source}: run {summary.run_id}: {summary.rows_raw:,} rows to raw, {summary.rows_bronze:,} to "
+        f"bronze, {summary.dead_letters} dead letters" + (f" ({', '.join(notes)})" if notes else "")
     )

@@ -211,6 +211,10 @@ class Checks(_Strict):
 
 
 class Alerts(_Strict):
+    # Who pages for a failed run and a failing check (freshness included): one route, never both.
+    # slack: the pipeline posts incidents itself (the embedded default: no Prometheus). alertmanager: it posts
+    # none, and monitoring/alerts.yml's rules do (they read this from cryptoflow_alerts_via_alertmanager).
+    route: Literal["slack", "alertmanager"] = "slack"
     email_to: list[str] = Field(default_factory=list)
     email_from: str = "cryptoflow@localhost"
     smtp_host: str = ""

@@ -171,6 +171,41 @@ def test_failure_alerts_once_then_resolves_once(settings, caplog):
     assert receiver.url not in caplog.text and "s3cr3t-hook-token" not in caplog.text
 
 
+def test_one_route_per_condition_alertmanager_pages_and_the_pipeline_posts_nothing(settings):
+    """alerts.route: alertmanager: a failing check and a failed run still open incidents (ops.alert_incidents),
+    but nothing reaches the webhook; the endpoint tells the rules (monitoring/alerts.yml) to page instead."""
+    from pipelines.ops.metrics_server import collector
+
+    def routed_to_alertmanager(s) -> list[float]:
+        return [
+            sample.value
+            for family in collector(s, cache_s=0).collect()
+            for sample in family.samples
+            if sample.name == "cryptoflow_alerts_via_alertmanager"
+        ]
+
+    with Receiver() as receiver:
+        direct = with_webhook(settings, receiver.url)
+        routed = direct.model_copy(
+            update={"alerts": direct.alerts.model_copy(update={"route": "alertmanager"})}
+        )
+        sent = slack.notify_check_run(routed, run_of("fail", 11100.0, "dq-1"), now=NOW)
+        assert sent == [f"slack opened: {CHECK} (value 11100) - not sent: alerts.route is alertmanager"]
+        line = slack.notify_run(routed, "ingest ohlcv", failed=True, run_id="r-1", error="boom", now=NOW)
+        assert line == "slack opened: run:ingest ohlcv - not sent: alerts.route is alertmanager"
+        assert receiver.requests == 0
+        assert query(routed, "SELECT check_name, status FROM ops.alert_incidents ORDER BY 1") == [
+            (CHECK, "open"),
+            ("run:ingest ohlcv", "open"),
+        ]
+        assert routed_to_alertmanager(routed) == [1.0] and routed_to_alertmanager(direct) == [0.0]
+        # the default route posts the same condition itself (its recovery here), exactly once
+        assert slack.notify_run(direct, "ingest ohlcv", failed=False, now=NOW) == (
+            "slack resolved: run:ingest ohlcv - delivered"
+        )
+        assert receiver.requests == 1
+
+
 def test_5xx_is_retried_until_delivered(settings, caplog):
     caplog.set_level(logging.DEBUG)
     with Receiver(fail_first=2) as receiver:

@@ -125,8 +125,7 @@ def test_every_metric_the_rules_use_is_exposed_by_a_real_endpoint(make_settings)
         "cryptoflow_database_up",
         "cryptoflow_pipeline_last_run_failed",
         "cryptoflow_pipeline_last_success_timestamp_seconds",
-        "cryptoflow_table_age_seconds",
-        "cryptoflow_freshness_threshold_seconds",
+        "cryptoflow_alerts_via_alertmanager",
         "cryptoflow_dq_failures",
     } <= referenced
 

@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -99,6 +100,51 @@ def test_log_lines_never_carry_a_password_or_a_webhook_token():
         line = formatter.format(record)
         assert "S3cret" not in line and "tok3n" not in line
         assert "postgresql://w:***@db/x" in line and "hooks.slack.com/services/***" in line
+
+
+def test_terminal_lines_are_short_and_sit_above_a_progress_bar(tmp_path: Path):
+    """On a terminal: time, level, message and only the fields the message does not say (no run id); the
+    handler writes to the sys.stderr of the moment, which a live rich progress bar swaps for its proxy, so a
+    line is printed above the bar. The log file gets every field as JSON."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from pipelines.ops.observability import configure_logging
+
+    terminal = io.StringIO()
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level, sys.stderr
+    try:
+        configure_logging(log_format="text", log_file=tmp_path / "run.log")
+        with Progress(console=Console(file=terminal, force_terminal=True, width=200)) as bar:
+            assert type(sys.stderr).__name__ == "FileProxy"  # rich prints what is written there above the bar
+            bar.add_task("pages", total=10)
+            logging.getLogger("pipelines.ingest.engine").warning(
+                "skipping MATICUSDT: not on the exchange",
+                extra={"run_id": "binance-1", "symbol": "MATICUSDT", "status": "NOT_LISTED"},
+            )
+    finally:
+        sys.stderr = saved[2]
+        configure_logging()
+        root.handlers[:], root.level = saved[0], saved[1]
+    [line] = [
+        x for x in re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", terminal.getvalue()).splitlines() if "WARNING" in x
+    ]
+    assert re.fullmatch(
+        r"\d\d:\d\d:\d\d WARNING skipping MATICUSDT: not on the exchange  status=NOT_LISTED", line
+    )
+    [record] = [json.loads(x) for x in (tmp_path / "run.log").read_text().splitlines()]
+    assert (record["run_id"], record["symbol"], record["status"]) == ("binance-1", "MATICUSDT", "NOT_LISTED")
+
+
+def test_a_wrong_log_format_is_a_configuration_error(capsys, monkeypatch):
+    from pipelines import cli
+
+    monkeypatch.setenv("CRYPTOFLOW_LOG_FORMAT", "yaml")
+    assert cli.main(["db", "status"]) == 2
+    assert capsys.readouterr().err == (
+        "configuration error:\nCRYPTOFLOW_LOG_FORMAT='yaml': use one of auto, text, json\n"
+    )
 
 
 def test_importing_any_module_of_the_package_changes_no_environment():

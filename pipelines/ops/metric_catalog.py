@@ -71,6 +71,10 @@ METRICS: dict[str, Spec] = {
     "cryptoflow_table_age_seconds": Spec(
         "gauge", "Seconds since the newest value of the table's time column.", ("table",)
     ),
+    "cryptoflow_alerts_via_alertmanager": Spec(
+        "gauge",
+        "1 if alerts.route is alertmanager (its rules page for failed runs and checks), 0 if the pipeline posts.",
+    ),
     "cryptoflow_freshness_threshold_seconds": Spec(
         "gauge", "Configured maximum age of the table's newest row (checks.freshness_*_hours).", ("table",)
     ),

@@ -161,6 +161,7 @@ class CryptoflowCollector:
         samples = _Samples()
         for table, seconds in freshness_thresholds(self.settings).items():
             samples.add("cryptoflow_freshness_threshold_seconds", seconds, table)
+        samples.add("cryptoflow_alerts_via_alertmanager", int(self.settings.alerts.route == "alertmanager"))
         try:
             with contextlib.closing(db.connect(self.settings, db.reader_url(self.settings))) as conn:
                 up = self._query_all(conn, samples)

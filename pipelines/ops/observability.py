@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pipelines.redaction import redact
@@ -62,22 +63,71 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
+    """One short line for a person at a terminal: time, level, message, and only the fields that add to it
+    (ids and values the message already says are left to the JSON log)."""
+
+    IDS = ("run_id", "load_id", "dag_run_id")
+
     def format(self, record: logging.LogRecord) -> str:
-        tail = " ".join(f"{k}={v}" for k, v in _extras(record).items())
+        message = record.getMessage()
+        tail = " ".join(
+            f"{k}={v}" for k, v in _extras(record).items() if k not in self.IDS and str(v) not in message
+        )
         stamp = dt.datetime.fromtimestamp(record.created).strftime("%H:%M:%S")
-        return redact(f"{stamp} {record.levelname:<7} {record.getMessage()}{'  ' + tail if tail else ''}")
+        text = f"{stamp} {record.levelname:<7} {message}{'  ' + tail if tail else ''}"
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return redact(text)
 
 
-def configure_logging(level: str = "INFO", json_lines: bool | None = None) -> None:
-    """JSON lines when not attached to a terminal (Airflow, CI, cron); readable text otherwise."""
+class _StderrHandler(logging.StreamHandler):
+    """Writes to the sys.stderr of the moment, not the one at start: a live progress bar (rich) swaps it for
+    a proxy that prints each line above the bar, so log lines never land on the bar's line."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ sets it; the property always reads sys.stderr
+        pass
+
+
+_OURS: list[logging.Handler] = []
+
+
+def configure_logging(
+    level: str = "INFO",
+    json_lines: bool | None = None,
+    *,
+    log_format: str = "auto",
+    log_file: Path | None = None,
+    console_level: str | None = None,
+) -> None:
+    """The console: JSON lines when not attached to a terminal (Airflow, CI, cron) or with log_format json,
+    short text on a terminal or with text. log_file: every record as JSON lines there too (console_level
+    can then keep the console to warnings)."""
     if json_lines is None:
-        json_lines = not sys.stderr.isatty()
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if json_lines else TextFormatter())
+        json_lines = log_format == "json" or (log_format == "auto" and not sys.stderr.isatty())
+    console = _StderrHandler()
+    console.setFormatter(JsonFormatter() if json_lines else TextFormatter())
+    console.setLevel(console_level or level)
+    handlers: list[logging.Handler] = [console]
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        to_file = logging.FileHandler(log_file, encoding="utf-8")
+        to_file.setFormatter(JsonFormatter())
+        handlers.append(to_file)
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    for old in _OURS:  # a second call (the demo's) closes the file the first one opened
+        old.close()
+    _OURS[:] = handlers
+    root.handlers[:] = handlers
     root.setLevel(level)
-    for noisy in ("dlt", "urllib3", "sqlmesh", "botocore", "pgserver", "filelock"):
+    for noisy in ("dlt", "urllib3", "sqlmesh", "sqlglot", "botocore", "pgserver", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -1,5 +1,8 @@
 """Slack incidents: one message when a check or a pipeline starts failing, one when it passes again.
 
+Only with alerts.route: slack (the default). With alertmanager, the incidents are still tracked here but the
+Prometheus rules (monitoring/alerts.yml) page instead, so a condition never pages twice.
+
 Incident state lives in ops.alert_incidents, so a condition that keeps failing pages once, not every run.
 Every delivery is recorded in ops.alerts_sent (ops/ledger.py). The webhook URL is a secret and never
 appears in a log line or in ops.alerts_sent.
@@ -165,6 +168,8 @@ def _transition(cur, name: str, outcome: str, value: float | None, now: dt.datet
 
 
 def _deliver(settings: Settings, payload: dict[str, Any], name: str, kind: str) -> str:
+    if settings.alerts.route == "alertmanager":  # its rules page for this condition: one route, never both
+        return "not sent: alerts.route is alertmanager"
     if not settings.secrets.slack_webhook_url:
         return "not sent: no slack webhook configured"
     if send_slack(settings, payload, check_name=name, kind=kind):
