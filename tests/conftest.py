@@ -11,6 +11,10 @@ from pathlib import Path
 
 import pytest
 
+# tests/helpers: code shared by test modules (which never import each other); its asserts are rewritten too
+pytest.register_assert_rewrite("helpers")
+pytest_plugins = ["helpers.dashboard_data"]  # the dashboard's databases, for test_dashboard{,_browser}.py
+
 os.environ["RUNTIME__DLTHUB_TELEMETRY"] = "false"
 warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
-from test_alerts import Receiver
+from helpers.webhook import Receiver
 
 from pipelines.runtime import db, services
 from pipelines.sandbox import SandboxServer
@@ -30,6 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DAGS = ROOT / "airflow" / "dags"
 BIN = Path(sys.executable).parent
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+# the pipeline's heavy libraries: only its tasks import them, never the DAG files as they are parsed
+HEAVY = {"dlt", "sqlmesh", "soda", "pandas", "pyarrow", "numpy", "streamlit", "plotly", "boto3"}
 DAG_IDS = {
     "ingest_ohlcv_hourly",
     "ingest_market_data_daily",
@@ -108,9 +110,10 @@ socket.create_connection = refuse
 import psycopg2
 psycopg2.connect = refuse
 from airflow.dag_processing.dagbag import DagBag
+before = set(sys.modules)
 bag = DagBag(dag_folder=sys.argv[1])
 out = {"errors": {k: str(v)[-800:] for k, v in bag.import_errors.items()}, "attempts": attempts, "dags": {},
-       "parse_s": {s.file.rsplit("/", 1)[-1]: s.duration.total_seconds() for s in bag.dagbag_stats}}
+       "imported": sorted({m.split(".")[0] for m in set(sys.modules) - before})}
 for dag_id, dag in bag.dags.items():
     out["dags"][dag_id] = {
         "file": dag.fileloc.rsplit("/", 1)[-1],
@@ -157,8 +160,10 @@ def test_dags_import_without_errors_or_database_access(dagbag):
     assert dagbag["attempts"] == []  # no socket (database, API) was opened while parsing
     assert set(dagbag["dags"]) == DAG_IDS
     assert not (ROOT / "airflow" / "__init__.py").exists() and not (DAGS / "__init__.py").exists()
-    for name, seconds in dagbag["parse_s"].items():
-        assert seconds < 1.0, f"{name} took {seconds:.2f} s to parse"
+    # the scheduler parses the files every few seconds: the pipeline's heavy libraries are imported inside
+    # the tasks, never at parse time (how fast parsing is, is the benchmark's business)
+    assert "pipelines" in dagbag["imported"]
+    assert HEAVY.isdisjoint(dagbag["imported"]), HEAVY & set(dagbag["imported"])
 
 
 def test_schedules_and_dependencies_as_specified(dagbag):
@@ -235,6 +240,7 @@ def finished(result: subprocess.CompletedProcess) -> str:
     return out[marker:].split("state=", 1)[1].split(",", 1)[0]
 
 
+@pytest.mark.slow
 def test_dag_test_ingest_transform_quality_chain(tmp_path, pg_dir, airflow_home):
     with SandboxServer(port=0, seed=42) as sandbox:
         config = write_config(tmp_path, pg_dir, sandbox.port)
@@ -290,6 +296,7 @@ def test_dag_test_ingest_transform_quality_chain(tmp_path, pg_dir, airflow_home)
         assert query(settings, "SELECT count(*) FROM raw.binance_klines") == [(144,)]
 
 
+@pytest.mark.slow
 def test_task_failing_past_its_retries_is_recorded_and_alerted_once(tmp_path, pg_dir, airflow_home):
     """A 500 storm: try 1 -> up_for_retry, try 2 -> failed; the failure callback records both and posts
     one Slack message. A 418 ban afterwards fails at once (no retry) and stays in the same incident. The
@@ -337,6 +344,7 @@ def test_task_failing_past_its_retries_is_recorded_and_alerted_once(tmp_path, pg
 # --------------------------------------------------------------------------------------------- standalone
 
 
+@pytest.mark.slow
 def test_cryptoflow_up_runs_airflow_standalone_and_down_stops_it(tmp_path, pg_dir):
     airflow_port, metrics_port, dashboard_port = free_port(), free_port(), free_port()
     with SandboxServer(port=0, seed=42) as sandbox:
@@ -405,6 +413,7 @@ def test_cryptoflow_up_runs_airflow_standalone_and_down_stops_it(tmp_path, pg_di
         assert db.embedded_status(settings).running  # it was running before `up`: left alone
 
 
+@pytest.mark.slow
 def test_backfill_historical_maps_batches_and_resumes(tmp_path, pg_dir, airflow_home):
     """Params -> one mapped task per batch of symbols; a second trigger of the same window skips every
     batch (already complete in raw) and loads nothing; a bad window fails at planning, without retries."""

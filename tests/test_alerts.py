@@ -11,11 +11,10 @@ import json
 import logging
 import re
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from aiosmtpd.controller import Controller
+from helpers.webhook import Receiver
 
 from pipelines.ops import digest, ledger, slack
 from pipelines.quality import CheckResult, CheckRun
@@ -28,45 +27,6 @@ CHECK = "newest closed candle is fresh (raw)"
 @pytest.fixture(autouse=True)
 def fast_backoff(monkeypatch):
     monkeypatch.setattr(ledger, "BACKOFF_S", 0.01)
-
-
-class Receiver:
-    """A webhook receiver: collects POSTed JSON; answers 500 to the first `fail_first` requests."""
-
-    def __init__(self, fail_first: int = 0):
-        self.fail_first = fail_first
-        self.requests = 0
-        self.received: list[dict] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                receiver.requests += 1
-                if receiver.requests <= receiver.fail_first:
-                    self.send_response(500)
-                    self.end_headers()
-                    return
-                receiver.received.append(json.loads(body))
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain")
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/services/T000/B000/s3cr3t-hook-token"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> Receiver:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 class Inbox:

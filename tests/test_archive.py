@@ -164,6 +164,7 @@ def test_the_sandbox_serves_the_archive_layout(sandbox):
 # ---- backfills -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_an_archive_backfill_equals_a_rest_backfill_row_for_row(settings_in, tmp_path, sandbox, settings):
     rest_settings = sandboxed(settings_in(tmp_path / "rest", universe={"symbols": SYMBOLS}), sandbox)
     assert rest_settings.storage.bronze_url != settings.storage.bronze_url  # two lakes, two databases

@@ -190,7 +190,7 @@ def test_s3_bronze_has_the_local_layout_and_the_rows_of_raw(settings, s3, bucket
         from_s3 = read_object(s3, bucket, day_key(d, run_id)).drop_columns(["load_id"]).sort_by(by_key)
         (path,) = (local_root / f"crypto/binance_klines/year=2026/month=03/day={d:02d}").glob(f"{local_run}*")
         from_local = pq.read_table(path, partitioning=None).drop_columns(["load_id"]).sort_by(by_key)
-        assert from_s3.num_rows == from_local.num_rows > 0
+        assert from_s3.num_rows == from_local.num_rows == per_day[d]
         assert from_s3.equals(from_local), d
 
 

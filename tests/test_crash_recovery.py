@@ -258,6 +258,7 @@ def assert_abandoned(settings, killed: str, rerun_id: str, previous: dict | None
     }
 
 
+@pytest.mark.slow
 def test_kill_while_fetching_then_rerun_is_exact_and_a_concurrent_run_is_refused(config, settings, gate):
     g = gate(lambda n, *_: n == 4)  # pages 1-3 answered, page 4 in flight
     proc = start_backfill(config, "killed")
@@ -294,6 +295,7 @@ def test_kill_while_fetching_then_rerun_is_exact_and_a_concurrent_run_is_refused
     assert_abandoned(settings, killed, rerun_id)
 
 
+@pytest.mark.slow
 def test_kill_after_bronze_before_the_raw_commit_then_rerun_is_exact(config, settings):
     # the first backfill leaves out the window's oldest day, so the next one has rows to append
     first = ingest.ingest_ohlcv(settings, days=DAYS - 1, command="backfill")
@@ -340,6 +342,7 @@ def test_kill_after_bronze_before_the_raw_commit_then_rerun_is_exact(config, set
     assert_abandoned(settings, killed, rerun_id, previous)
 
 
+@pytest.mark.slow
 def test_kill_after_the_raw_commit_during_the_gap_refetch_then_rerun_is_exact(
     config, settings, sandbox, gate
 ):
@@ -371,6 +374,7 @@ def test_kill_after_the_raw_commit_during_the_gap_refetch_then_rerun_is_exact(
     assert_abandoned(settings, killed, rerun_id)
 
 
+@pytest.mark.slow
 def test_kill_right_after_the_raw_commit_keeps_its_dead_letters_and_the_next_run_searches_its_gaps(
     config, settings, sandbox
 ):
@@ -447,6 +451,7 @@ def test_the_refusal_names_the_backend_holding_the_lock(settings):
     )
 
 
+@pytest.mark.slow
 def test_a_failed_raw_load_leaves_bronze_as_it_was(settings, sandbox):
     first = ingest.ingest_ohlcv(settings, days=2)
     before = raw_rows(settings)
@@ -467,6 +472,7 @@ def test_a_failed_raw_load_leaves_bronze_as_it_was(settings, sandbox):
 INTERRUPTED = "interrupted; nothing half-written was kept (re-run to resume)"
 
 
+@pytest.mark.slow
 def test_sigint_at_20_random_moments_stops_cleanly_and_a_rerun_is_exact(config, settings):
     """Ctrl-C anywhere in a backfill: out within 10 s, one line, the lock released, nothing half-written."""
     import random
@@ -508,6 +514,7 @@ def test_sigint_at_20_random_moments_stops_cleanly_and_a_rerun_is_exact(config, 
     assert summary.rows_raw + summary.details["unchanged"] == EXPECTED_ROWS
 
 
+@pytest.mark.slow
 def test_a_lock_held_elsewhere_fails_the_run_within_its_bound_with_a_clear_message(config, settings):
     """A session (an analyst's open transaction, a stuck migration) holds raw.binance_klines: the run waits
     at most database.lock_timeout_s, then says so; raw keeps what it had and the source's lock is free."""

@@ -10,10 +10,12 @@ import subprocess
 import time
 
 import pytest
-from test_dashboard import built, empty, historical, tiny, write_config  # noqa: F401  (the gold data fixtures)
 
 from pipelines.http import answers
 from pipelines.runtime import dashboard_server
+
+# a real server and a real browser on pipeline-built databases (20-30 s each), or a server killed by a signal
+pytestmark = pytest.mark.slow
 
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -70,18 +72,18 @@ def _serve(settings, config, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(built, tmp_path_factory):  # noqa: F811
-    yield from _serve(*built, tmp_path_factory)
+def server(gold_db, tmp_path_factory):
+    yield from _serve(*gold_db, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
-def historical_server(historical, tmp_path_factory):  # noqa: F811
-    yield from _serve(*historical, tmp_path_factory)
+def historical_server(historical_db, tmp_path_factory):
+    yield from _serve(*historical_db, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
-def tiny_server(tiny, tmp_path_factory):  # noqa: F811
-    yield from _serve(*tiny, tmp_path_factory)
+def tiny_server(tiny_db, tmp_path_factory):
+    yield from _serve(*tiny_db, tmp_path_factory)
 
 
 @pytest.fixture(params=["historical_server", "tiny_server"])
@@ -169,14 +171,14 @@ def _open(browser, server: str, path: str, viewport: dict):
     return page, errors
 
 
-def test_sigterm_to_cryptoflow_dashboard_leaves_no_orphan(empty):  # noqa: F811
+def test_sigterm_to_cryptoflow_dashboard_leaves_no_orphan(empty_db):
     """`cryptoflow dashboard` execs Streamlit: the pid a supervisor holds is the server itself."""
     import signal
     import sys
 
     import psutil
 
-    _settings, config = empty
+    _settings, config = empty_db
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipelines.cli", "--config", str(config), "dashboard", "--port", str(port)],

@@ -10,10 +10,13 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+
 from pipelines import cli, sandbox
 from pipelines.runtime import db
 
 
+@pytest.mark.slow
 def test_the_demo_runs_the_main_job_end_to_end(tmp_path, settings_in, capsys, monkeypatch):
     settings = settings_in(tmp_path, universe={"symbols": ["BTCUSDT", "ETHUSDT"], "successors": {}})
     config = tmp_path / "config.yaml"

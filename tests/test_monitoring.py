@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_metrics import endpoint, populate, scrape  # tests/ is on sys.path (pytest's rootdir conftest)
+from helpers.metrics_rows import endpoint, populate, scrape
 
 ROOT = Path(__file__).resolve().parent.parent
 MONITORING = ROOT / "monitoring"

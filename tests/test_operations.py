@@ -7,13 +7,13 @@ import datetime as dt
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psycopg2
 import pytest
 import yaml
 
+from pipelines import http as http_module
 from pipelines import ingest
 from pipelines.cli import sandboxed
 from pipelines.http import RateLimiter
@@ -41,6 +41,7 @@ def execute(settings, sql, params=()):
         return cur.fetchall() if cur.description else None
 
 
+@pytest.mark.slow
 def test_dlq_list_and_replay(settings, tmp_path):
     letters = dlq.list_dead_letters(settings)
     assert len(letters) == 7 and {x.source for x in letters} == {"binance"}
@@ -112,7 +113,7 @@ def test_reader_role_reads_gold_ops_and_raw_and_writes_nothing(settings):
         cur.execute("SELECT current_user, x FROM gold.probe")
         assert cur.fetchall() == [(settings.database.reader_role, 1)]
         cur.execute("SELECT count(*) FROM ops.pipeline_runs")
-        assert cur.fetchone()[0] >= 1
+        assert cur.fetchall() == execute(settings, "SELECT count(*) FROM ops.pipeline_runs") == [(1,)]
         cur.execute("SELECT count(*) FROM raw.binance_klines")  # the metrics' freshness reads raw
         assert cur.fetchall() == execute(settings, "SELECT count(*) FROM raw.binance_klines") == [(89,)]
         for statement in (
@@ -161,21 +162,55 @@ def test_on_a_configured_server_the_reader_is_created_and_reader_url_is_never_th
     assert db.reader_url(configured).startswith(f"postgresql://{reader}:r3ad-only@localhost/")
 
 
-def test_rate_limiter_keeps_under_the_call_budget():
+class FakeClock:
+    """pipelines.http's `time` on a clock that only moves when the code sleeps: every wait is exact."""
+
+    def __init__(self, now: float):
+        self.now = now
+        self.sleeps: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def test_rate_limiter_keeps_under_the_call_budget(monkeypatch):
+    clock = FakeClock(1000.0)
+    monkeypatch.setattr(http_module, "time", clock)
     limiter = RateLimiter(calls_per_minute=3, window_s=1.0)
-    started = time.monotonic()
-    waits = [limiter.acquire() for _ in range(4)]
-    elapsed = time.monotonic() - started
-    assert waits[:3] == [0.0, 0.0, 0.0]
-    assert 0.9 <= elapsed < 2.0  # the fourth call waited for the window to free a slot
+    granted = []
+    for step in (0.0, 0.25, 0.25, 0.0, 0.0):  # calls at 1000, 1000.25, 1000.5, then two more at once
+        clock.now += step
+        waited = limiter.acquire()
+        granted.append((waited, clock.now))
+    assert granted == [
+        (0.0, 1000.0),
+        (0.0, 1000.25),
+        (0.0, 1000.5),
+        (0.5, 1001.0),  # the 4th waits until the 1st call leaves the 1 s window ...
+        (0.25, 1001.25),  # ... and the 5th until the 2nd does
+    ]
+    assert clock.sleeps == [0.5, 0.25]
+    assert list(limiter._calls) == [1000.5, 1001.0, 1001.25]  # never more than 3 in any window
 
 
-def test_rate_limiter_pauses_when_the_server_reports_the_weight_budget_spent():
+def test_rate_limiter_pauses_when_the_server_reports_the_weight_budget_spent(monkeypatch):
+    clock = FakeClock(60 * 29_000_000 + 10.0)  # 10 s into a calendar minute
+    monkeypatch.setattr(http_module, "time", clock)
     limiter = RateLimiter(calls_per_minute=1000, weight_limit=100, weight_budget=0.8)
     limiter.observe_weight(79)
     assert limiter.pause_needed() == 0
     limiter.observe_weight(80)
-    assert 0 < limiter.pause_needed() <= 60.1  # until the exchange's next minute
+    assert limiter.pause_needed() == pytest.approx(50.05)  # until the exchange's next minute (+ 50 ms)
+    # acquire sleeps in steps of at most 1 s and lets the call through as the next minute starts
+    assert limiter.acquire() == 50.0 and clock.sleeps == [1.0] * 50
+    assert clock.now == 60 * 29_000_001
 
 
 def test_the_embedded_server_asks_every_connection_for_a_password(make_settings, tmp_path):

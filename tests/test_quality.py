@@ -16,6 +16,9 @@ from pipelines.cli import sandboxed
 from pipelines.runtime import db
 from pipelines.sandbox import SandboxServer
 
+# every test runs on one database the whole pipeline built (about 30 s: sandbox, raw, SQLMesh, Soda)
+pytestmark = pytest.mark.slow
+
 HOUR = 3_600_000
 NOW = dt.datetime(2026, 3, 10, 12, 5, tzinfo=dt.UTC)  # five minutes past the hour: the newest candle is 11:00
 NOW_MS = int(NOW.timestamp() * 1000)

@@ -11,11 +11,15 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from pipelines import ingest, transform
 from pipelines.cli import sandboxed
 from pipelines.runtime import db
 from pipelines.sandbox import SandboxServer
+
+# SQLMesh plans on a pipeline-built database (about 30 s), dev environments and the unit tests on Postgres
+pytestmark = pytest.mark.slow
 
 HOUR = 3_600_000
 # the sandbox clock: mid-hour, well in the past so every interval SQLMesh processes is complete
@@ -132,10 +136,19 @@ def test_windows_do_not_stretch_across_the_outage(built):
     assert len(after_gap) == 1
     assert pd.isna(after_gap.change_1h.iloc[0])  # the hour before is missing: no 1h change, not a 6h one
     counts = query_df(
-        settings, "SELECT candles_in_7d FROM silver.int_moving_averages WHERE symbol = 'ETHUSDT'"
+        settings,
+        "SELECT open_time, candles_in_7d FROM silver.int_moving_averages WHERE symbol = 'ETHUSDT' "
+        "ORDER BY open_time",
     )
-    assert counts.candles_in_7d.max() == 168 and counts.candles_in_7d.min() >= 1
-    assert (counts.candles_in_7d == 163).any()  # a 7-day window holding the outage has 168 - 5 candles
+    raw = raw_frame(settings)
+    eth = raw[raw.symbol == "ETHUSDT"].set_index("open_time")["close"]
+    assert counts.open_time.tolist() == eth.index.tolist()
+    assert counts.candles_in_7d.tolist() == eth.rolling("168h").count().astype(int).tolist()
+    assert counts.candles_in_7d.max() == 168 and counts.candles_in_7d.min() == 1  # the first candle: alone
+    # a 7-day window holding the outage has 168 - 5 candles: the windows of the 96 hours after it
+    # (LAST_CLOSED - 95 h .. LAST_CLOSED; none has moved past the outage yet)
+    after = counts[counts.open_time >= pd.Timestamp(LAST_CLOSED - 95 * HOUR, unit="ms", tz="UTC")]
+    assert after.candles_in_7d.tolist() == [163] * 96
 
 
 def test_fct_daily_summary_matches_an_independent_computation(built):
@@ -190,9 +203,16 @@ def test_gold_sentiment_and_dimensions(built):
     sentiment = query_df(settings, "SELECT * FROM gold.fct_market_sentiment ORDER BY day")
     fng = query_df(settings, "SELECT (ts AT TIME ZONE 'UTC')::date AS day, value FROM raw.fear_greed")
     merged = sentiment.merge(fng, on="day")
-    assert len(merged) > 0 and (merged.fng_value == merged.value).all()
+    # every Fear & Greed day from gold's start (2019-01-01) to the last complete day before NOW
+    assert len(merged) == ((fng.day >= dt.date(2019, 1, 1)) & (fng.day < NOW.date())).sum()
+    assert (merged.fng_value == merged.value).all()
     last = sentiment[sentiment.advancers.notna()].iloc[-1]
-    assert last.advancers + last.decliners <= len(SYMBOLS)
+    changes = execute(settings, "SELECT change_1d FROM gold.fct_daily_summary WHERE day = %s", (last.day,))
+    assert len(changes) == len(SYMBOLS)
+    assert (last.advancers, last.decliners) == (
+        sum(c > 0 for (c,) in changes if c is not None),
+        sum(c < 0 for (c,) in changes if c is not None),
+    )
     overview = query_df(settings, "SELECT position, coin_id FROM gold.mart_market_overview ORDER BY position")
     assert overview.position.tolist() == list(range(1, 11))
 
@@ -318,7 +338,8 @@ def test_sqlmesh_unit_tests_pass_on_postgres(make_settings):
     """The YAML unit tests (hand-computed expectations) run on the real engine, as `sqlmesh plan` runs them."""
     ctx = transform.context(make_settings())
     result = ctx.test()
-    assert result.testsRun >= 14
+    tests = [yaml.safe_load(p.read_text()) for p in (transform.PROJECT_DIR / "tests").glob("*.yaml")]
+    assert result.testsRun == sum(map(len, tests))  # every test of every YAML file ran, none was skipped
     assert result.wasSuccessful(), [str(f[1]) for f in result.failures + result.errors]
 
 
