@@ -40,6 +40,11 @@ def _no_usage_reporting() -> None:
     os.environ.setdefault("SQLMESH__DISABLE_ANONYMIZED_ANALYTICS", "true")
 
 
+ANALYZE_BIG_BUILDS = (
+    "@IF(@runtime_stage = 'evaluating' AND @end_epoch - @start_epoch > 7 * 86400, ANALYZE @this_model)"
+)
+
+
 def sqlmesh_config(settings: Settings) -> Any:
     """The SQLMesh Config whose gateway is this deployment's Postgres (embedded or configured)."""
     _no_usage_reporting()
@@ -60,7 +65,15 @@ def sqlmesh_config(settings: Settings) -> Any:
         # unit tests run on the same engine as the models (a Postgres dialect test on DuckDB proves little)
         gateways={"cryptoflow": GatewayConfig(connection=connection, test_connection=connection)},
         default_gateway="cryptoflow",
-        model_defaults=ModelDefaultsConfig(dialect="postgres", start="2019-01-01", cron="@hourly"),
+        model_defaults=ModelDefaultsConfig(
+            dialect="postgres",
+            start="2019-01-01",
+            cron="@hourly",
+            # A table just built from more than a week of hours gets its statistics at once: without them the
+            # next model's plan guesses its size (a nested loop over 1.3M candles ran for tens of minutes).
+            # An hourly run leaves it to autovacuum, whose ANALYZE costs it nothing.
+            post_statements=[ANALYZE_BIG_BUILDS],
+        ),
         physical_table_naming_convention="hash_md5",  # Postgres truncates identifiers at 63 characters
         disable_anonymized_analytics=True,
     )

@@ -20,9 +20,7 @@ SILVER = {
     "silver.stg_alternative_me__fear_greed",
     "silver.int_pair_snapshots_daily",
     "silver.int_crypto_hourly",
-    "silver.int_returns",
-    "silver.int_moving_averages",
-    "silver.int_volatility_calc",
+    "silver.int_indicators_hourly",
 }
 GOLD = {
     "gold.dim_crypto",
@@ -85,9 +83,7 @@ def test_site_lists_every_model_with_columns_and_lineage(make_settings, tmp_path
 
     prices = (site / "gold.fct_prices.html").read_text()
     assert lineage_of(prices, "upstream") == {
-        "silver.int_returns",
-        "silver.int_moving_averages",
-        "silver.int_volatility_calc",
+        "silver.int_indicators_hourly",
         "silver.int_crypto_hourly",
         "silver.stg_binance__ohlcv",
     }  # the coin as of the hour comes from int_crypto_hourly, not from dim_crypto's current row

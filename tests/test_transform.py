@@ -137,7 +137,7 @@ def test_windows_do_not_stretch_across_the_outage(built):
     assert pd.isna(after_gap.change_1h.iloc[0])  # the hour before is missing: no 1h change, not a 6h one
     counts = query_df(
         settings,
-        "SELECT open_time, candles_in_7d FROM silver.int_moving_averages WHERE symbol = 'ETHUSDT' "
+        "SELECT open_time, candles_in_7d FROM silver.int_indicators_hourly WHERE symbol = 'ETHUSDT' "
         "ORDER BY open_time",
     )
     raw = raw_frame(settings)

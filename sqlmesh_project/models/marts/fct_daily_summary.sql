@@ -36,7 +36,7 @@ WITH candles AS (
     symbol,
     (open_time AT TIME ZONE 'UTC')::DATE AS day,
     STDDEV_SAMP(log_return_1h) AS sd
-  FROM silver.int_returns
+  FROM silver.int_indicators_hourly
   WHERE
     open_time BETWEEN @start_ts AND @end_ts
   GROUP BY

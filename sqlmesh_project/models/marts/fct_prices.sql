@@ -21,22 +21,10 @@ WITH candles AS (
   FROM silver.stg_binance__ohlcv
   WHERE
     open_time BETWEEN @start_ts AND @end_ts
-), returns AS (
+), indicators AS (
   SELECT
     *
-  FROM silver.int_returns
-  WHERE
-    open_time BETWEEN @start_ts AND @end_ts
-), averages AS (
-  SELECT
-    *
-  FROM silver.int_moving_averages
-  WHERE
-    open_time BETWEEN @start_ts AND @end_ts
-), volatility AS (
-  SELECT
-    *
-  FROM silver.int_volatility_calc
+  FROM silver.int_indicators_hourly
   WHERE
     open_time BETWEEN @start_ts AND @end_ts
 ), enriched AS (
@@ -58,24 +46,20 @@ SELECT
   c.volume::NUMERIC(36, 8) AS volume, /* base asset quantity */
   c.quote_volume::NUMERIC(36, 8) AS quote_volume, /* USDT value traded */
   c.trades::BIGINT AS trades, /* number of trades */
-  r.change_1h::DOUBLE PRECISION AS change_1h, /* close / close 1 h earlier - 1 (fraction) */
-  r.change_24h::DOUBLE PRECISION AS change_24h, /* close / close 24 h earlier - 1 (fraction) */
-  r.change_7d::DOUBLE PRECISION AS change_7d, /* close / close 168 h earlier - 1 (fraction) */
-  r.log_return_1h::DOUBLE PRECISION AS log_return_1h, /* ln(close / close 1 h earlier) */
-  a.ma_7d::DOUBLE PRECISION AS ma_7d, /* mean close over the 168 hours ending at t */
-  a.ma_30d::DOUBLE PRECISION AS ma_30d, /* mean close over the 720 hours ending at t */
-  a.vwap_24h::DOUBLE PRECISION AS vwap_24h, /* sum(quote_volume) / sum(volume) over 24 h */
-  v.volatility_24h::DOUBLE PRECISION AS volatility_24h, /* annualised std of hourly log returns, 24 h */
-  v.volatility_7d::DOUBLE PRECISION AS volatility_7d, /* the same over 168 h */
-  v.volatility_30d::DOUBLE PRECISION AS volatility_30d, /* the same over 720 h */
+  i.change_1h::DOUBLE PRECISION AS change_1h, /* close / close 1 h earlier - 1 (fraction) */
+  i.change_24h::DOUBLE PRECISION AS change_24h, /* close / close 24 h earlier - 1 (fraction) */
+  i.change_7d::DOUBLE PRECISION AS change_7d, /* close / close 168 h earlier - 1 (fraction) */
+  i.log_return_1h::DOUBLE PRECISION AS log_return_1h, /* ln(close / close 1 h earlier) */
+  i.ma_7d::DOUBLE PRECISION AS ma_7d, /* mean close over the 168 hours ending at t */
+  i.ma_30d::DOUBLE PRECISION AS ma_30d, /* mean close over the 720 hours ending at t */
+  i.vwap_24h::DOUBLE PRECISION AS vwap_24h, /* sum(quote_volume) / sum(volume) over 24 h */
+  i.volatility_24h::DOUBLE PRECISION AS volatility_24h, /* annualised std of hourly log returns, 24 h */
+  i.volatility_7d::DOUBLE PRECISION AS volatility_7d, /* the same over 168 h */
+  i.volatility_30d::DOUBLE PRECISION AS volatility_30d, /* the same over 720 h */
   e.fng_value::INT AS fng_value, /* Fear & Greed value of the UTC day */
   e.fng_label::TEXT AS fng_label /* Fear & Greed label of the UTC day */
 FROM candles AS c
-LEFT JOIN returns AS r
-  USING (symbol, open_time)
-LEFT JOIN averages AS a
-  USING (symbol, open_time)
-LEFT JOIN volatility AS v
+LEFT JOIN indicators AS i
   USING (symbol, open_time)
 LEFT JOIN enriched AS e
   USING (symbol, open_time)
