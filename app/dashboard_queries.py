@@ -366,14 +366,6 @@ def load_gaps(url: str) -> pd.DataFrame:
     )
 
 
-GAP_CLASSES = {
-    "exchange_outage": "exchange outage (every pair)",
-    "pair_halt": "pair halt (one pair)",
-    "ingest_failure": "ingest failure (re-fetched)",
-    "missing": "still missing",
-}
-
-
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
 def load_gap_counts(url: str) -> pd.DataFrame:
     """Missing hours per class (an hour still waiting for its re-fetch counts as `missing`)."""

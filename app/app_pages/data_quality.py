@@ -8,6 +8,13 @@ import dashboard_queries as q
 import plotly.express as px
 import streamlit as st
 
+# how the page names each class of missing hour (ops.gaps.gap_class)
+GAP_CLASSES = {
+    "exchange_outage": "exchange outage (every pair)",
+    "pair_halt": "pair halt (one pair)",
+    "ingest_failure": "ingest failure (re-fetched)",
+    "missing": "still missing",
+}
 RUN_DAYS = 30
 OUTCOME_ICON = {"fail": "🔴 fail", "error": "🟠 error", "warn": "🟡 warn", "pass": "🟢 pass"}
 
@@ -102,7 +109,7 @@ with right:
     else:
         st.caption(
             " · ".join(
-                f"{q.GAP_CLASSES.get(r.gap_class, r.gap_class)}: {r.hours}" for r in gap_counts.itertuples()
+                f"{GAP_CLASSES.get(r.gap_class, r.gap_class)}: {r.hours}" for r in gap_counts.itertuples()
             )
         )
         st.dataframe(q.load_gaps(ctx.url), hide_index=True, key="gaps")
