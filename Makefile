@@ -17,14 +17,16 @@ $(UV):
 # --no-build: wheels only, nothing compiles. --reinstall-package psycopg2-binary: a .venv made before the lock
 # dropped the sdist psycopg2 (sqlmesh[postgres]) loses the shared psycopg2/ folder when uv removes it.
 # The runtime only (make demo): no test tools in the environment a user runs. --inexact keeps what a test
-# install added, so `make demo` after `make test` removes nothing.
+# install added, so `make demo` after `make test` removes nothing. --compile-bytecode writes every module's
+# .pyc once, at install (as pip does): without it a process with PYTHONDONTWRITEBYTECODE set (CI, containers)
+# compiles pandas, SQLMesh, Airflow ... from source at every start, seconds per CLI run and Airflow task.
 $(VENV)/.installed-runtime: $(UV) pyproject.toml uv.lock
-	UV_PYTHON_DOWNLOADS=never $(UV) sync --frozen --no-build --no-dev --inexact --reinstall-package psycopg2-binary --python $(PYTHON)
+	UV_PYTHON_DOWNLOADS=never $(UV) sync --frozen --no-build --compile-bytecode --no-dev --inexact --reinstall-package psycopg2-binary --python $(PYTHON)
 	@touch $@
 
 # The runtime and the dev group (pytest, moto, ruff, playwright ...): make test, lint, format.
 $(VENV)/.installed: $(UV) pyproject.toml uv.lock
-	UV_PYTHON_DOWNLOADS=never $(UV) sync --frozen --no-build --reinstall-package psycopg2-binary --python $(PYTHON)
+	UV_PYTHON_DOWNLOADS=never $(UV) sync --frozen --no-build --compile-bytecode --reinstall-package psycopg2-binary --python $(PYTHON)
 	@touch $@ $(VENV)/.installed-runtime
 
 install: $(VENV)/.installed

@@ -93,3 +93,6 @@ LEFT JOIN as_of AS a
   ON a.symbol = c.symbol AND a.day = c.day AND a.is_candle = 1
 LEFT JOIN sentiment AS s
   ON s.day = c.day
+;
+
+@index_on(open_time)

@@ -113,3 +113,6 @@ SELECT
 FROM windowed
 WHERE
   open_time BETWEEN @start_ts AND @end_ts
+;
+
+@index_on(open_time)

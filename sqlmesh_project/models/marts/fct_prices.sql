@@ -63,3 +63,8 @@ LEFT JOIN indicators AS i
   USING (symbol, open_time)
 LEFT JOIN enriched AS e
   USING (symbol, open_time)
+;
+
+@index_on(open_time);
+
+@index_on(symbol, open_time)

@@ -53,3 +53,6 @@ FROM latest
 WHERE
   /* valid rows only: positive, consistent OHLC and a non-negative volume (raw's Soda checks count the rest) */
   low > 0 AND high >= low AND open BETWEEN low AND high AND close BETWEEN low AND high AND volume >= 0
+;
+
+@index_on(open_time)
