@@ -180,3 +180,11 @@ CREATE TABLE IF NOT EXISTS ops.archive_files (
     load_id      text NOT NULL,
     loaded_at    timestamptz NOT NULL DEFAULT now()
 );
+
+-- The SQLMesh project (its files and the model defaults) last planned into each environment: an hourly
+-- transform whose project matches runs the due intervals without re-parsing and re-planning it.
+CREATE TABLE IF NOT EXISTS ops.transform_state (
+    environment    text PRIMARY KEY,
+    project_sha256 text NOT NULL,
+    planned_at     timestamptz NOT NULL DEFAULT now()
+);

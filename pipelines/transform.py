@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import logging
 import os
 import time
@@ -96,7 +97,9 @@ def _recording_console() -> Any:
     return RecordingConsole()
 
 
-def context(settings: Settings) -> Any:
+def context(settings: Settings, *, load: bool = True) -> Any:
+    """A SQLMesh Context on this deployment's database; load=False reads nothing of the project (a run of
+    what is already planned works from the state's snapshots)."""
     _no_usage_reporting()
     from sqlmesh import Context
     from sqlmesh.core.console import get_console, set_console
@@ -104,7 +107,41 @@ def context(settings: Settings) -> Any:
     if not hasattr(get_console(), "failures"):
         set_console(_recording_console())
     db.ensure_database(settings)
-    return Context(paths=str(PROJECT_DIR), config=sqlmesh_config(settings))
+    return Context(paths=str(PROJECT_DIR), config=sqlmesh_config(settings), load=load)
+
+
+PROJECT_PARTS = ("models", "macros", "audits", "external_models.yaml")  # what a plan reads (tests aside)
+
+
+def project_fingerprint(settings: Settings) -> str:
+    """SHA-256 of what a plan depends on: the project's model, macro and audit files, the model defaults
+    and the SQLMesh version. Equal fingerprints: nothing to plan."""
+    import sqlmesh
+
+    digest = hashlib.sha256(sqlmesh.__version__.encode())
+    digest.update(sqlmesh_config(settings).model_defaults.model_dump_json().encode())
+    for part in PROJECT_PARTS:
+        root = PROJECT_DIR / part
+        for path in sorted([root] if root.is_file() else root.rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                digest.update(str(path.relative_to(PROJECT_DIR)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def _planned_fingerprint(settings: Settings, environment: str) -> str | None:
+    with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
+        cur.execute("SELECT project_sha256 FROM ops.transform_state WHERE environment = %s", (environment,))
+        row = cur.fetchone()
+    return row[0] if row else None
+
+
+def _record_fingerprint(settings: Settings, environment: str, fingerprint: str) -> None:
+    with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO ops.transform_state (environment, project_sha256) VALUES (%s, %s) ON CONFLICT "
+            "(environment) DO UPDATE SET project_sha256 = EXCLUDED.project_sha256, planned_at = now()",
+            (environment, fingerprint),
+        )
 
 
 def transform(
@@ -134,29 +171,39 @@ def transform(
         _require_raw_tables(settings)
         newest_before = gold_newest_close(settings, environment)
         started = time.perf_counter()
-        ctx = context(settings)  # SQLMesh's start-up: the project loaded (from its cache when unchanged)
+        fingerprint = project_fingerprint(settings)
+        # nothing changed since the last plan into this environment: run its due intervals, no re-parsing
+        unchanged = fingerprint == _planned_fingerprint(settings, environment)
+        ctx = context(settings, load=not unchanged)  # SQLMesh's start-up
+        if unchanged and ctx.state_reader.get_environment(environment) is None:  # its state was reset
+            unchanged, ctx = False, context(settings)
         context_s = time.perf_counter() - started
         get_console().failures.clear()
+        changed: list[str] = []
+        plan_s = 0.0
         try:
+            if not unchanged:
+                started = time.perf_counter()
+                plan = ctx.plan(
+                    environment,
+                    auto_apply=True,
+                    no_prompts=True,
+                    execution_time=execution_time,
+                    test_changed_only=True,  # the changed models' unit tests; `make test` runs them all
+                    # a new dev environment without changes yet: all of prod's models, as views (cheap)
+                    include_unmodified=environment != "prod",
+                )
+                plan_s = time.perf_counter() - started
+                changed = sorted(s.name for s in plan.new_snapshots)
+                _record_fingerprint(settings, environment, fingerprint)
             started = time.perf_counter()
-            plan = ctx.plan(
-                environment,
-                auto_apply=True,
-                no_prompts=True,
-                execution_time=execution_time,
-                test_changed_only=True,  # the changed models' unit tests; `make test` runs them all
-                # a new dev environment without changes yet: all of prod's models, as views (cheap)
-                include_unmodified=environment != "prod",
-            )
-            plan_s = time.perf_counter() - started
-            started = time.perf_counter()
-            status = ctx.run(environment, execution_time=execution_time)
+            # up to the run's clock (the sandbox's when given; by default SQLMesh stops at the wall clock)
+            status = ctx.run(environment, execution_time=execution_time, end=execution_time)
             run_s = time.perf_counter() - started
         except SQLMeshError as exc:
             raise TransformError(_failure_message(settings, environment, str(exc))) from None
         if status.is_failure:
             raise TransformError(_failure_message(settings, environment, "sqlmesh run failed"))
-        changed = sorted(s.name for s in plan.new_snapshots)
         run.details = {
             "environment": environment,
             "plan_s": round(plan_s, 3),

@@ -366,3 +366,56 @@ def test_a_failing_audit_stops_the_run_naming_model_audit_and_rows(built, tmp_pa
     assert "model gold.fct_daily_summary: audit 'accepted_range' failed for" in message
     assert "'candles': 24" in message  # a sample of the offending rows
     assert query_df(settings, "SELECT to_regclass('gold__audit_check.fct_daily_summary') AS t").t[0] is None
+
+
+def test_an_unchanged_project_runs_without_a_plan_and_a_changed_one_is_planned(
+    make_settings, tmp_path, monkeypatch
+):
+    """The hourly transform re-parses and re-plans nothing when the project is the one last planned into the
+    environment (ops.transform_state): it runs the due intervals from the state, and the new hour is in gold.
+    A changed model is planned again, and its new column appears."""
+    project = tmp_path / "sqlmesh_project"
+    shutil.copytree(transform.PROJECT_DIR, project, ignore=shutil.ignore_patterns(".cache", "logs"))
+    monkeypatch.setattr(transform, "PROJECT_DIR", project)
+    settings = make_settings(universe={"symbols": ["BTCUSDT", "ETHUSDT"]})
+    hour_later = NOW + dt.timedelta(hours=1)
+    newest = "SELECT count(*) FROM gold.fct_prices WHERE open_time = %s"
+    with SandboxServer(seed=7, now_ms=NOW_MS, calm=True) as sandbox:
+        active = sandboxed(settings, sandbox)
+        ingest.ingest_ohlcv(active, days=2)
+        ingest.ingest_markets(active)
+        ingest.ingest_fear_greed(active)
+        first = transform.transform(settings, execution_time=NOW)
+        assert "silver.int_indicators_hourly" in {
+            n.split(".", 1)[1].replace('"', "") for n in first.changed_models
+        }
+        assert execute(settings, "SELECT environment, project_sha256 FROM ops.transform_state") == [
+            ("prod", transform.project_fingerprint(settings))
+        ]
+        sandbox.set_now(NOW_MS + HOUR)
+        ingest.ingest_ohlcv(active)  # the 11:00 candles close
+    assert execute(settings, newest, (NOW.replace(minute=0) - dt.timedelta(hours=1),)) == [(2,)]
+    assert execute(settings, newest, (NOW.replace(minute=0),)) == [(0,)]
+
+    hourly = transform.transform(settings, execution_time=hour_later)
+    assert (hourly.changed_models, hourly.split_s["plan"]) == ([], 0.0)  # no plan
+    assert execute(settings, newest, (NOW.replace(minute=0),)) == [(2,)]  # the new hour reached gold
+    assert execute(settings, "SELECT count(*), count(DISTINCT (symbol, open_time)) FROM gold.fct_prices") == [
+        (2 * (48 + 1), 2 * (48 + 1))
+    ]  # 2 days up to the 11:00 candle, and the 12:00 one: no duplicate from the lookback
+
+    model = project / "models" / "marts" / "fct_daily_summary.sql"
+    model.write_text(
+        model.read_text().replace(
+            "  d.candles::INT AS candles,", "  d.candles::INT AS candles,\n  1::INT AS probe, /* test */"
+        )
+    )
+    (project / "tests" / "test_fct_daily_summary.yaml").unlink()  # its expected rows lack the probe column
+    replanned = transform.transform(settings, execution_time=hour_later)
+    assert "gold.fct_daily_summary" in {n.split(".", 1)[1].replace('"', "") for n in replanned.changed_models}
+    assert execute(settings, "SELECT count(*), sum(probe) FROM gold.fct_daily_summary") == execute(
+        settings, "SELECT count(*), count(*) FROM gold.fct_daily_summary"
+    )
+    assert execute(settings, "SELECT project_sha256 FROM ops.transform_state") == [
+        (transform.project_fingerprint(settings),)
+    ]
