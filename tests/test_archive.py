@@ -201,6 +201,23 @@ def test_a_rerun_downloads_nothing_and_adds_nothing(settings):
     ) == [(0,)]
 
 
+def test_a_rerun_against_the_archive_at_another_address_downloads_nothing(settings, make_settings):
+    """The manifest knows files by their archive path: the same files behind another address (a mirror, or
+    the demo's sandbox on a new port) are not fetched again, and raw keeps the candles it has."""
+    backfill(settings)
+    before = raw_rows(settings)
+    with SandboxServer(seed=42, now_ms=NOW_MS) as elsewhere:
+        moved = sandboxed(settings, elsewhere)
+        assert moved.sources.binance_archive.base_url != settings.sources.binance_archive.base_url
+        again = backfill(moved)
+    assert (again.rows_raw, again.details["revised"]) == (0, 0)
+    assert (again.details["archive_files"], again.details["archive_files_skipped"]) == (
+        2,
+        2 * WHOLE_FILES_PER_PAIR,
+    )  # only January, read in part, is fetched again
+    assert raw_rows(settings) == before
+
+
 def test_a_checksum_mismatch_loads_no_rows_and_names_the_file(settings, sandbox):
     """Archive only: the day whose sidecar disagrees (twice) gives no rows; its hours are recorded as
     missing, not as exchange gaps; everything else loads."""

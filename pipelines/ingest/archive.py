@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import pyarrow as pa
 
@@ -79,10 +80,11 @@ def unreachable(settings: Settings) -> str | None:
 
 
 def known_files(settings: Settings) -> dict[str, str]:
-    """URL -> checksum of every archive file loaded so far."""
+    """Archive path -> checksum of every archive file loaded so far (the newest load of a path wins). By
+    path, not URL: the same file behind another address (a mirror, a moved base URL) is the same file."""
     with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
-        cur.execute("SELECT url, sha256 FROM ops.archive_files")
-        return dict(cur.fetchall())
+        cur.execute("SELECT url, sha256 FROM ops.archive_files ORDER BY loaded_at")
+        return {urlsplit(url).path: sha256 for url, sha256 in cur.fetchall()}
 
 
 def record_files(settings: Settings, log_: ArchiveLog, load_id: str) -> None:

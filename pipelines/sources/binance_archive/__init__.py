@@ -12,6 +12,7 @@ import functools
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import pyarrow as pa
 
@@ -59,7 +60,7 @@ def iter_archive_klines(
     concurrency: int = 8,
     on_file: Callable[[int], None] | None = None,
 ) -> Iterator[pa.Table]:
-    """Closed, valid candles of the windows, one table per symbol. `known` maps file URLs to the checksum
+    """Closed, valid candles of the windows, one table per symbol. `known` maps file paths to the checksum
     already loaded (those files are not downloaded again); `rest` None means archive only (what the
     archive lacks stays missing, for the gap check to record)."""
     closed_until = server_time_ms - server_time_ms % DAY_MS  # the archive only has whole past days
@@ -151,7 +152,7 @@ def _fetch(
     def one(file: ArchiveFile) -> tuple[ArchiveFile, FetchedFile | None, str | None]:
         url = f"{archive.base_url}{file.path}"
         try:
-            got = fetch_file(archive, file, server_time_ms, load_id, known.get(url))
+            got = fetch_file(archive, file, server_time_ms, load_id, known.get(urlsplit(url).path))
         except ArchiveFileFailed as exc:
             return file, None, str(exc)
         return file, got, None
