@@ -193,6 +193,9 @@ def _model_page(
     if not model.kind.is_external:
         sql = model.query.sql(pretty=True, dialect="postgres")
         parts.append(f"<h2>SQL</h2>\n<pre>{escape(sql)}</pre>")
+        after = ";\n".join(s.sql(dialect="postgres") for s in model.post_statements)
+        if after:  # e.g. the grain's unique index (@unique_grain)
+            parts.append(f"<h2>After each build</h2>\n<pre>{escape(after)}</pre>")
     return _page(_name(model), "\n".join(parts))
 
 

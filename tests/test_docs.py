@@ -90,7 +90,7 @@ def test_site_lists_every_model_with_columns_and_lineage(make_settings, tmp_path
     assert lineage_of(prices, "downstream") == {"gold.mart_market_overview"}
     assert column_rows(prices)["close"] == "USDT"
     assert "accepted_range(column := change_24h, min_v := -1, max_v := 100)" in prices
-    assert "unique_combination_of_columns(columns := (symbol, open_time))" in prices
+    assert "@unique_grain(open_time, symbol)" in prices  # the grain: a unique index
     ohlcv = (site / "silver.stg_binance__ohlcv.html").read_text()
     assert lineage_of(ohlcv, "upstream") == {"raw.binance_klines"}
     assert "gold.fct_prices" in lineage_of(ohlcv, "downstream")

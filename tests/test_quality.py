@@ -140,19 +140,22 @@ def failing_audits(settings, model: str) -> list[tuple[str, int]]:
     return [(r.audit.name, r.count) for r in results if r.count]
 
 
-def test_duplicate_in_silver_fails_the_models_grain_audit(built):
+def test_a_duplicate_cannot_enter_silver_the_grain_is_a_unique_index(built):
+    """Each hourly model's grain is a unique index (@unique_grain): the database refuses a second row for a
+    (symbol, hour), naming the key, where an audit would only find it after the write."""
+    import psycopg2
+
     table = physical_table(built, "silver", "stg_binance__ohlcv")
-    with fault(
-        built,
-        f"INSERT INTO {table} SELECT * FROM {table} WHERE symbol = 'ETHUSDT' ORDER BY open_time LIMIT 2",
-        f"DELETE FROM {table} a USING {table} b WHERE a.ctid > b.ctid AND a.symbol = b.symbol "
-        "AND a.open_time = b.open_time",
-    ):
-        failed = failing_audits(built, "silver.stg_binance__ohlcv")
-        run = outcomes(quality.run_checks(built, layers=("silver",), now=NOW))
-    assert failed == [("unique_combination_of_columns", 2)]
-    # Soda has no grain check; its cross-layer count sees the two extra rows
-    assert not_passing(run) == {"raw -> silver candle counts reconcile": ("fail", 1.0)}
+    with pytest.raises(psycopg2.errors.UniqueViolation) as refused:
+        execute(
+            built,
+            f"INSERT INTO {table} SELECT * FROM {table} WHERE symbol = 'ETHUSDT' ORDER BY open_time LIMIT 2",
+        )
+    assert "duplicate key value violates unique constraint" in str(refused.value)
+    assert "Key (open_time, symbol)=(" in str(refused.value) and "ETHUSDT) already exists" in str(
+        refused.value
+    )
+    assert execute(built, f"SELECT count(*) - count(DISTINCT (symbol, open_time)) FROM {table}") == [(0,)]
 
 
 def test_fact_without_its_coin_fails_the_models_audit(built):

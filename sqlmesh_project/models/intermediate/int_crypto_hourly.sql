@@ -7,10 +7,9 @@ MODEL (
   ),
   cron '@hourly',
   owner data_eng,
-  grain (symbol, open_time),
+  grain (symbol, open_time), /* a unique index (@unique_grain below): the database refuses a duplicate */
   audits (
-    not_null(columns := (symbol, open_time, close)),
-    unique_combination_of_columns(columns := (symbol, open_time))
+    not_null(columns := (symbol, open_time, close))
   )
 );
 
@@ -95,4 +94,4 @@ LEFT JOIN sentiment AS s
   ON s.day = c.day
 ;
 
-@index_on(open_time)
+@unique_grain(open_time, symbol)

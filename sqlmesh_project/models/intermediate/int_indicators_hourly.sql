@@ -7,10 +7,9 @@ MODEL (
   ),
   cron '@hourly',
   owner data_eng,
-  grain (symbol, open_time),
+  grain (symbol, open_time), /* a unique index (@unique_grain below): the database refuses a duplicate */
   audits (
     not_null(columns := (symbol, open_time, ma_7d, ma_30d)),
-    unique_combination_of_columns(columns := (symbol, open_time)),
     accepted_range(column := change_1h, min_v := -1, max_v := 100),
     accepted_range(column := ma_7d, min_v := 0),
     accepted_range(column := volatility_30d, min_v := 0, max_v := 100)
@@ -23,6 +22,7 @@ WITH candles AS (
     symbol,
     open_time,
     close,
+    close::DOUBLE PRECISION AS price, /* for ratios: converted once (outputs are float8) */
     volume,
     quote_volume
   FROM silver.stg_binance__ohlcv
@@ -34,9 +34,9 @@ WITH candles AS (
   SELECT
     symbol,
     open_time,
-    close,
+    price,
     @over_pair(LAG(open_time), 0) AS previous_time,
-    @over_pair(LAG(close), 0) AS previous_close,
+    @over_pair(LAG(price), 0) AS previous_price,
     @over_pair(SUM(close), 0) AS close_sum,
     @over_pair(SUM(volume), 0) AS volume_sum,
     @over_pair(SUM(quote_volume), 0) AS quote_sum,
@@ -48,7 +48,7 @@ WITH candles AS (
     *,
     CASE
       WHEN previous_time = open_time - INTERVAL '1 hour'
-      THEN close::DOUBLE PRECISION / previous_close::DOUBLE PRECISION
+      THEN price / previous_price
     END AS ratio_1h
   FROM running
 ), running_returns AS (
@@ -65,13 +65,13 @@ WITH candles AS (
   SELECT
     symbol,
     open_time,
-    close,
+    price,
     ratio_1h,
     r,
     @over_pair(LAST_VALUE(open_time), 24) AS t24,
-    @over_pair(LAST_VALUE(close), 24) AS c24,
+    @over_pair(LAST_VALUE(price), 24) AS p24,
     @over_pair(LAST_VALUE(open_time), 168) AS t168,
-    @over_pair(LAST_VALUE(close), 168) AS c168,
+    @over_pair(LAST_VALUE(price), 168) AS p168,
     @trailing(close_sum, 168) AS close_7d,
     @trailing(n, 168) AS n_7d,
     @trailing(close_sum, 720) AS close_30d,
@@ -94,10 +94,10 @@ SELECT
   open_time::TIMESTAMPTZ AS open_time, /* candle open, UTC */
   (ratio_1h - 1)::DOUBLE PRECISION AS change_1h, /* close / close 1 h earlier - 1, a fraction (0.05 = +5%); NULL when that candle is missing */
   (
-    CASE WHEN t24 = open_time - INTERVAL '24 hours' THEN close::DOUBLE PRECISION / c24::DOUBLE PRECISION - 1 END
+    CASE WHEN t24 = open_time - INTERVAL '24 hours' THEN price / p24 - 1 END
   )::DOUBLE PRECISION AS change_24h, /* close / close 24 h earlier - 1 (fraction); NULL when that candle is missing */
   (
-    CASE WHEN t168 = open_time - INTERVAL '168 hours' THEN close::DOUBLE PRECISION / c168::DOUBLE PRECISION - 1 END
+    CASE WHEN t168 = open_time - INTERVAL '168 hours' THEN price / p168 - 1 END
   )::DOUBLE PRECISION AS change_7d, /* close / close 168 h earlier - 1 (fraction); NULL when that candle is missing */
   r::DOUBLE PRECISION AS log_return_1h, /* ln(close / close 1 h earlier); NULL when that candle is missing */
   (close_7d::DOUBLE PRECISION / n_7d)::DOUBLE PRECISION AS ma_7d, /* mean close of the candles in the 168 hours ending at t */
@@ -115,4 +115,4 @@ WHERE
   open_time BETWEEN @start_ts AND @end_ts
 ;
 
-@index_on(open_time)
+@unique_grain(open_time, symbol)

@@ -7,10 +7,9 @@ MODEL (
   ),
   cron '@hourly',
   owner analytics,
-  grain (symbol, open_time),
+  grain (symbol, open_time), /* a unique index (@unique_grain below): the database refuses a duplicate */
   audits (
     not_null(columns := (symbol, open_time, coin_id)), /* coin_id: every pair maps to a CoinGecko coin */
-    unique_combination_of_columns(columns := (symbol, open_time)),
     accepted_range(column := change_24h, min_v := -1, max_v := 100)
   )
 );
@@ -60,11 +59,9 @@ SELECT
   e.fng_label::TEXT AS fng_label /* Fear & Greed label of the UTC day */
 FROM candles AS c
 LEFT JOIN indicators AS i
-  USING (symbol, open_time)
+  ON i.symbol = c.symbol AND i.open_time = c.open_time
 LEFT JOIN enriched AS e
-  USING (symbol, open_time)
+  ON e.symbol = c.symbol AND e.open_time = c.open_time
 ;
 
-@index_on(open_time);
-
-@index_on(symbol, open_time)
+@unique_grain(open_time, symbol)

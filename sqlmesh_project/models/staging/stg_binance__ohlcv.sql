@@ -7,10 +7,9 @@ MODEL (
   ),
   cron '@hourly',
   owner data_eng,
-  grain (symbol, open_time),
+  grain (symbol, open_time), /* a unique index (@unique_grain below): the database refuses a duplicate */
   audits (
     not_null(columns := (symbol, open_time, quote_volume)), /* prices and volume: the WHERE below keeps none NULL */
-    unique_combination_of_columns(columns := (symbol, open_time)),
     accepted_range(column := quote_volume, min_v := 0)
   )
 );
@@ -55,4 +54,4 @@ WHERE
   low > 0 AND high >= low AND open BETWEEN low AND high AND close BETWEEN low AND high AND volume >= 0
 ;
 
-@index_on(open_time)
+@unique_grain(open_time, symbol)
