@@ -43,9 +43,6 @@ def _no_usage_reporting() -> None:
 
 
 TRANSFORM_WORK_MEM = "256MB"  # per sort or hash of the transform's sessions (two models run at once)
-ANALYZE_BIG_BUILDS = (
-    "@IF(@runtime_stage = 'evaluating' AND @end_epoch - @start_epoch > 7 * 86400, ANALYZE @this_model)"
-)
 
 
 def sqlmesh_config(settings: Settings) -> Any:
@@ -72,10 +69,6 @@ def sqlmesh_config(settings: Settings) -> Any:
             dialect="postgres",
             start="2019-01-01",
             cron="@hourly",
-            # A table just built from more than a week of hours gets its statistics at once: without them the
-            # next model's plan guesses its size (a nested loop over 1.3M candles ran for tens of minutes).
-            # An hourly run leaves it to autovacuum, whose ANALYZE costs it nothing.
-            post_statements=[ANALYZE_BIG_BUILDS],
             # Postgres's Memoize misjudges the (open_time, symbol) joins of a big build as cache hits and runs
             # 1.3M index probes (33 s) where a merge join over the same indexes takes 5 s
             # work_mem: a big build's sorts (the indicators' pass, staging's dedup) stay in memory

@@ -94,4 +94,6 @@ LEFT JOIN sentiment AS s
   ON s.day = c.day
 ;
 
-@unique_grain(open_time, symbol)
+@unique_grain(open_time, symbol);
+
+@analyze_after_backfill()

@@ -115,4 +115,6 @@ WHERE
   open_time BETWEEN @start_ts AND @end_ts
 ;
 
-@unique_grain(open_time, symbol)
+@unique_grain(open_time, symbol);
+
+@analyze_after_backfill()

@@ -64,4 +64,6 @@ LEFT JOIN enriched AS e
   ON e.symbol = c.symbol AND e.open_time = c.open_time
 ;
 
-@unique_grain(open_time, symbol)
+@unique_grain(open_time, symbol);
+
+@analyze_after_backfill()

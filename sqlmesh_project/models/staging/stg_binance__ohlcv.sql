@@ -54,4 +54,6 @@ WHERE
   low > 0 AND high >= low AND open BETWEEN low AND high AND close BETWEEN low AND high AND volume >= 0
 ;
 
-@unique_grain(open_time, symbol)
+@unique_grain(open_time, symbol);
+
+@analyze_after_backfill()
