@@ -119,6 +119,8 @@ class ApiClient:
         limiter: RateLimiter,
         headers: dict[str, str] | None = None,
         weight_header: str | None = None,
+        shared_budget: Any = None,
+        request_weights: dict[str, int] | None = None,
         max_retry_after_s: float = 120,
         request_deadline_s: float = 120,
         max_response_bytes: int = 64 * 2**20,
@@ -134,6 +136,9 @@ class ApiClient:
         self.backoff_max_s = backoff_max_s
         self.limiter = limiter
         self.weight_header = weight_header
+        # a budget shared with other processes (runtime/weight_budget.py): reserve a request's weight first
+        self.shared_budget = shared_budget
+        self.request_weights = request_weights or {}
         self.stats = CallStats()
         self._headers = {"Accept": "application/json", "User-Agent": "cryptoflow/0.1", **(headers or {})}
         self._local = threading.local()
@@ -156,6 +161,8 @@ class ApiClient:
         last_problem = ""
         for attempt in range(self.max_retries + 1):
             self.stats.add(waited_s=self.limiter.acquire(), requests=1)
+            if self.shared_budget is not None:
+                self.stats.add(waited_s=self.shared_budget.reserve(self.request_weights.get(path, 1)))
             try:
                 resp = self._session().get(url, params=params, timeout=self.timeout_s, stream=True)
                 content = self._read_bounded(resp, path)
@@ -170,6 +177,8 @@ class ApiClient:
                 continue
             if self.weight_header and (used := resp.headers.get(self.weight_header)):
                 self.limiter.observe_weight(int(used))
+                if self.shared_budget is not None:
+                    self.shared_budget.observe(int(used))
             status = resp.status_code
             if 200 <= status < 300:
                 if resp.headers.get("X-Sandbox"):
@@ -293,6 +302,8 @@ def client_for(
     headers: dict[str, str] | None = None,
     weight_limit: int | None = None,
     weight_header: str | None = None,
+    shared_budget: Any = None,
+    request_weights: dict[str, int] | None = None,
 ) -> ApiClient:
     """An ApiClient configured from one `sources.<name>` settings block."""
     limiter = RateLimiter(
@@ -310,6 +321,8 @@ def client_for(
         limiter=limiter,
         headers=headers,
         weight_header=weight_header,
+        shared_budget=shared_budget,
+        request_weights=request_weights,
         max_retry_after_s=source.max_retry_after_s,
         request_deadline_s=source.request_deadline_s,
         max_response_bytes=int(source.max_response_mb * 2**20),

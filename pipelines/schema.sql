@@ -188,3 +188,12 @@ CREATE TABLE IF NOT EXISTS ops.transform_state (
     project_sha256 text NOT NULL,
     planned_at     timestamptz NOT NULL DEFAULT now()
 );
+
+-- Request weight reserved per API and calendar minute by every process loading into this database
+-- (pipelines/runtime/weight_budget.py): the exchange's limit is per IP, not per process.
+CREATE TABLE IF NOT EXISTS ops.request_weight (
+    api    text NOT NULL,
+    minute timestamptz NOT NULL,
+    used   integer NOT NULL,
+    PRIMARY KEY (api, minute)
+);

@@ -118,6 +118,9 @@ class BinanceSource(HttpSource):
     calls_per_minute: int = Field(10000, ge=1, le=100000)
     weight_limit_per_minute: int = Field(6000, ge=10)
     weight_budget: float = Field(0.8, gt=0, le=1.0)
+    # every process loading into this database shares that budget (ops.request_weight): workers side by side
+    # never pass it together
+    shared_weight_budget: bool = True
     # every incremental run re-fetches this many trailing closed hours, so candles the exchange revised
     # after their close reach raw (ops.revisions); 48 matches the models' lookback
     restate_hours: int = Field(48, ge=1, le=720)

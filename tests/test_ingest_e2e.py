@@ -308,6 +308,7 @@ def test_database_down_is_a_clear_error(make_settings):
 
 def test_top_n_universe_maps_coingecko_to_trading_pairs_without_stablecoins(make_settings, sandbox):
     settings = sandboxed(make_settings(universe={"mode": "top_n", "top_n": 5, "symbols": []}), sandbox)
+    db.ensure_database(settings)  # the client reserves request weight in the budget the database shares
     client = ingest.binance_client(settings)
     info = fetch_exchange_info(client)
     chosen = ingest.resolve_universe(settings, info)

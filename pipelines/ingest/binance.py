@@ -22,9 +22,23 @@ HOUR_MS = bn.INTERVAL_MS["1h"]
 
 
 def binance_client(settings: Settings) -> ApiClient:
+    """The exchange's client; with sources.binance.shared_weight_budget (the default) every request first
+    reserves its weight in the minute this database's other processes share (runtime/weight_budget.py)."""
+    from pipelines.runtime.weight_budget import SharedWeightBudget
+
     src = settings.sources.binance
+    shared = (
+        SharedWeightBudget(settings, "binance", src.weight_limit_per_minute, src.weight_budget)
+        if src.shared_weight_budget
+        else None
+    )
     return client_for(
-        "binance", src, weight_limit=src.weight_limit_per_minute, weight_header=bn.WEIGHT_HEADER
+        "binance",
+        src,
+        weight_limit=src.weight_limit_per_minute,
+        weight_header=bn.WEIGHT_HEADER,
+        shared_budget=shared,
+        request_weights=bn.REQUEST_WEIGHTS,
     )
 
 

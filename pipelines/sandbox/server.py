@@ -140,6 +140,10 @@ class SandboxServer:
         self._lock = threading.Lock()
         self._weight_minute = -1
         self._weight_used = 0
+        self.peak_weight = (
+            0  # the most request weight any one minute has used (what tests compare with budgets)
+        )
+        self.weight_rejections = 0  # requests answered 429 for weight
         self._stopping = threading.Event()
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -277,7 +281,9 @@ class SandboxServer:
             if minute != self._weight_minute:
                 self._weight_minute, self._weight_used = minute, 0
             self._weight_used += weight  # rejected requests count too, as on Binance
+            self.peak_weight = max(self.peak_weight, self._weight_used)
             over = self._weight_used > self.weight_limit
+            self.weight_rejections += over
             return self._weight_used, max(1, math.ceil(60 - now % 60)) if over else None
 
     def _take_faults(self, route: str, symbol: str | None) -> tuple[list[Fault], Fault | None, list[Fault]]:

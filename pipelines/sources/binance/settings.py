@@ -7,6 +7,8 @@ from pipelines.catalog import KLINES
 KLINES_PATH = "/api/v3/klines"
 EXCHANGE_INFO_PATH = "/api/v3/exchangeInfo"
 WEIGHT_HEADER = "X-MBX-USED-WEIGHT-1M"
+# request weight per endpoint (Binance's documentation; exchangeInfo of every symbol costs 20)
+REQUEST_WEIGHTS = {KLINES_PATH: 2, EXCHANGE_INFO_PATH: 20, "/api/v3/time": 1, "/api/v3/ping": 1}
 INTERVAL_MS = {"1h": 3_600_000, "1d": 86_400_000}
 MAX_PAGE = 1000
 TABLE = KLINES.name

@@ -1,0 +1,77 @@
+"""The exchange's request-weight budget, shared by every process and worker that loads into this database.
+
+Binance counts request weight per IP and calendar minute. Two processes (two Celery workers, a backfill and
+the hourly run) that each keep under the budget on their own would pass it together, since each learns the
+other's weight only from a response header, after the fact. Here every request first reserves its weight
+in the current minute's row of ops.request_weight, in one atomic statement on the database's clock; when the
+minute's allowance (limit x weight_budget) is spent, the request waits for the next minute. The weight the
+exchange reports (other clients on the same IP) is folded in, so the allowance covers them too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from typing import Any
+
+from pipelines.runtime import db
+from pipelines.settings import Settings
+
+RESERVE = """
+INSERT INTO ops.request_weight AS w (api, minute, used)
+SELECT %(api)s, date_trunc('minute', now()), %(weight)s
+WHERE now() < date_trunc('minute', now()) + interval '59.5 seconds'
+ON CONFLICT (api, minute) DO UPDATE SET used = w.used + EXCLUDED.used
+    WHERE w.used + EXCLUDED.used <= %(allowance)s
+RETURNING used
+"""  # a minute's first request always fits (one heavier than the allowance runs alone); none is sent in a
+# minute's last half second, where it could reach the exchange in the next minute and count there
+OBSERVE = """
+INSERT INTO ops.request_weight AS w (api, minute, used) VALUES (%(api)s, date_trunc('minute', now()), %(used)s)
+ON CONFLICT (api, minute) DO UPDATE SET used = GREATEST(w.used, EXCLUDED.used)
+"""
+SECONDS_LEFT = "SELECT 60 - extract(epoch FROM now() - date_trunc('minute', now()))::float8"
+
+
+class SharedWeightBudget:
+    """Reserve request weight in the shared minute before sending; thread-safe, one connection."""
+
+    def __init__(self, settings: Settings, api: str, limit: int, share: float) -> None:
+        self.settings, self.api, self.limit, self.share = settings, api, limit, share
+        self._conn: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def allowance(self) -> int:
+        return int(self.limit * self.share)
+
+    def _execute(self, sql: str, params: dict[str, Any]) -> Any:
+        with self._lock:
+            if self._conn is None or self._conn.closed:
+                self._conn = db.connect(self.settings)
+                self._conn.autocommit = True
+                with self._conn.cursor() as cur:  # yesterday's minutes are no one's budget
+                    cur.execute("DELETE FROM ops.request_weight WHERE minute < now() - interval '1 day'")
+            with self._conn.cursor() as cur:
+                cur.execute(sql, params)
+                return cur.fetchone() if cur.description else None
+
+    def reserve(self, weight: int) -> float:
+        """Block until `weight` fits the current minute's shared allowance; returns the seconds waited."""
+        waited = 0.0
+        while True:
+            if self._execute(RESERVE, {"api": self.api, "weight": weight, "allowance": self.allowance}):
+                return waited
+            pause = max(0.05, self._execute(SECONDS_LEFT, {})[0] + 0.05)
+            time.sleep(pause)
+            waited += pause
+
+    def observe(self, used: int) -> None:
+        """The exchange's count for this minute (its header): other clients on the IP spend the budget too."""
+        self._execute(OBSERVE, {"api": self.api, "used": used})
+
+    def close(self) -> None:
+        with self._lock, contextlib.suppress(Exception):
+            if self._conn is not None:
+                self._conn.close()
