@@ -161,8 +161,10 @@ class ApiClient:
         last_problem = ""
         for attempt in range(self.max_retries + 1):
             self.stats.add(waited_s=self.limiter.acquire(), requests=1)
+            minute = None
             if self.shared_budget is not None:
-                self.stats.add(waited_s=self.shared_budget.reserve(self.request_weights.get(path, 1)))
+                waited, minute = self.shared_budget.reserve(self.request_weights.get(path, 1))
+                self.stats.add(waited_s=waited)
             try:
                 resp = self._session().get(url, params=params, timeout=self.timeout_s, stream=True)
                 content = self._read_bounded(resp, path)
@@ -178,7 +180,7 @@ class ApiClient:
             if self.weight_header and (used := resp.headers.get(self.weight_header)):
                 self.limiter.observe_weight(int(used))
                 if self.shared_budget is not None:
-                    self.shared_budget.observe(int(used))
+                    self.shared_budget.observe(int(used), minute)
             status = resp.status_code
             if 200 <= status < 300:
                 if resp.headers.get("X-Sandbox"):

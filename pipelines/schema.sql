@@ -188,6 +188,7 @@ CREATE TABLE IF NOT EXISTS ops.transform_state (
     project_sha256 text NOT NULL,
     planned_at     timestamptz NOT NULL DEFAULT now()
 );
+ALTER TABLE ops.transform_state ADD COLUMN IF NOT EXISTS plan_id text NOT NULL DEFAULT '';  -- SQLMesh's
 
 -- Request weight reserved per API and calendar minute by every process loading into this database
 -- (pipelines/runtime/weight_budget.py): the exchange's limit is per IP, not per process.

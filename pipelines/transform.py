@@ -129,20 +129,35 @@ def project_fingerprint(settings: Settings) -> str:
     return digest.hexdigest()
 
 
-def _planned_fingerprint(settings: Settings, environment: str) -> str | None:
+def _planned(settings: Settings, environment: str) -> tuple[str, str] | None:
+    """(project fingerprint, SQLMesh plan id) of this pipeline's last plan into the environment."""
     with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
-        cur.execute("SELECT project_sha256 FROM ops.transform_state WHERE environment = %s", (environment,))
+        cur.execute(
+            "SELECT project_sha256, plan_id FROM ops.transform_state WHERE environment = %s", (environment,)
+        )
         row = cur.fetchone()
-    return row[0] if row else None
+    return (row[0], row[1]) if row else None
 
 
-def _record_fingerprint(settings: Settings, environment: str, fingerprint: str) -> None:
+def _record_plan(settings: Settings, environment: str, fingerprint: str, plan_id: str) -> None:
     with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
         cur.execute(
-            "INSERT INTO ops.transform_state (environment, project_sha256) VALUES (%s, %s) ON CONFLICT "
-            "(environment) DO UPDATE SET project_sha256 = EXCLUDED.project_sha256, planned_at = now()",
-            (environment, fingerprint),
+            "INSERT INTO ops.transform_state (environment, project_sha256, plan_id) VALUES (%s, %s, %s) "
+            "ON CONFLICT (environment) DO UPDATE SET project_sha256 = EXCLUDED.project_sha256, "
+            "plan_id = EXCLUDED.plan_id, planned_at = now()",
+            (environment, fingerprint, plan_id),
         )
+
+
+def _unchanged(settings: Settings, environment: str, fingerprint: str, ctx: Any) -> bool:
+    """Nothing to plan: prod (a dev environment's plan also renews its expiry, so it always plans) holds
+    exactly what this pipeline last planned into it, with this project, and that plan was finalized (not
+    one applied from another checkout, nor one killed half-way)."""
+    planned = _planned(settings, environment) if environment == "prod" else None
+    if planned is None or planned[0] != fingerprint:
+        return False
+    env = ctx.state_reader.get_environment(environment)
+    return env is not None and env.finalized_ts is not None and env.plan_id == planned[1]
 
 
 def transform(
@@ -173,11 +188,11 @@ def transform(
         newest_before = gold_newest_close(settings, environment)
         started = time.perf_counter()
         fingerprint = project_fingerprint(settings)
-        # nothing changed since the last plan into this environment: run its due intervals, no re-parsing
-        unchanged = fingerprint == _planned_fingerprint(settings, environment)
-        ctx = context(settings, load=not unchanged)  # SQLMesh's start-up
-        if unchanged and ctx.state_reader.get_environment(environment) is None:  # its state was reset
-            unchanged, ctx = False, context(settings)
+        # nothing changed since the last plan into prod: run its due intervals, no parsing, no plan
+        ctx = context(settings, load=False)  # SQLMesh's start-up
+        unchanged = _unchanged(settings, environment, fingerprint, ctx)
+        if not unchanged:
+            ctx = context(settings)
         context_s = time.perf_counter() - started
         get_console().failures.clear()
         changed: list[str] = []
@@ -198,7 +213,8 @@ def transform(
                 )
                 plan_s = time.perf_counter() - started
                 changed = sorted(s.name for s in plan.new_snapshots)
-                _record_fingerprint(settings, environment, fingerprint)
+                env = ctx.state_reader.get_environment(environment)
+                _record_plan(settings, environment, fingerprint, env.plan_id if env else "")
             started = time.perf_counter()
             # up to the run's clock (the sandbox's when given; by default SQLMesh stops at the wall clock)
             status = ctx.run(environment, execution_time=execution_time, end=execution_time)

@@ -11,9 +11,12 @@ exchange reports (other clients on the same IP) is folded in, so the allowance c
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from typing import Any
+
+import psycopg2
 
 from pipelines.runtime import db
 from pipelines.settings import Settings
@@ -24,13 +27,13 @@ SELECT %(api)s, date_trunc('minute', now()), %(weight)s
 WHERE now() < date_trunc('minute', now()) + interval '59.5 seconds'
 ON CONFLICT (api, minute) DO UPDATE SET used = w.used + EXCLUDED.used
     WHERE w.used + EXCLUDED.used <= %(allowance)s
-RETURNING used
+RETURNING minute
 """  # a minute's first request always fits (one heavier than the allowance runs alone); none is sent in a
 # minute's last half second, where it could reach the exchange in the next minute and count there
 OBSERVE = """
-INSERT INTO ops.request_weight AS w (api, minute, used) VALUES (%(api)s, date_trunc('minute', now()), %(used)s)
-ON CONFLICT (api, minute) DO UPDATE SET used = GREATEST(w.used, EXCLUDED.used)
-"""
+UPDATE ops.request_weight SET used = GREATEST(used, %(used)s) WHERE api = %(api)s AND minute = %(minute)s
+"""  # into the minute the request was reserved in: a reply read after the minute turned is last minute's count
+log = logging.getLogger(__name__)
 SECONDS_LEFT = "SELECT 60 - extract(epoch FROM now() - date_trunc('minute', now()))::float8"
 
 
@@ -47,6 +50,13 @@ class SharedWeightBudget:
         return int(self.limit * self.share)
 
     def _execute(self, sql: str, params: dict[str, Any]) -> Any:
+        try:
+            return self._execute_once(sql, params)
+        except (psycopg2.OperationalError, psycopg2.InterfaceError):  # a dropped connection: one new one
+            self.close()
+            return self._execute_once(sql, params)
+
+    def _execute_once(self, sql: str, params: dict[str, Any]) -> Any:
         with self._lock:
             if self._conn is None or self._conn.closed:
                 self._conn = db.connect(self.settings)
@@ -57,19 +67,26 @@ class SharedWeightBudget:
                 cur.execute(sql, params)
                 return cur.fetchone() if cur.description else None
 
-    def reserve(self, weight: int) -> float:
-        """Block until `weight` fits the current minute's shared allowance; returns the seconds waited."""
+    def reserve(self, weight: int) -> tuple[float, Any]:
+        """Block until `weight` fits the current minute's shared allowance; returns (seconds waited, the
+        minute it was reserved in, for observe)."""
         waited = 0.0
         while True:
-            if self._execute(RESERVE, {"api": self.api, "weight": weight, "allowance": self.allowance}):
-                return waited
+            row = self._execute(RESERVE, {"api": self.api, "weight": weight, "allowance": self.allowance})
+            if row:
+                return waited, row[0]
             pause = max(0.05, self._execute(SECONDS_LEFT, {})[0] + 0.05)
             time.sleep(pause)
             waited += pause
 
-    def observe(self, used: int) -> None:
-        """The exchange's count for this minute (its header): other clients on the IP spend the budget too."""
-        self._execute(OBSERVE, {"api": self.api, "used": used})
+    def observe(self, used: int, minute: Any) -> None:
+        """The exchange's count for the request's minute (its header): other clients on the IP spend the
+        budget too. Best effort: a reply already received is never lost to a database hiccup here."""
+        try:
+            self._execute(OBSERVE, {"api": self.api, "used": used, "minute": minute})
+        except Exception as exc:  # the next reserve() reconnects, or fails with its own clear error
+            log.warning("could not record the exchange's request weight", extra={"error": str(exc)[:300]})
+            self.close()
 
     def close(self) -> None:
         with self._lock, contextlib.suppress(Exception):

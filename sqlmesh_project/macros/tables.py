@@ -1,20 +1,13 @@
-"""Macros about a model's physical table, run after it is filled (post-statements).
+"""Macros about a model's physical table, run after each evaluation fills it (post-statements).
 
-A model may be built in batches that run at the same time (batch_concurrency): only the batch that reaches
-the newest hour does this work, so two batches never race for the same index or statistics."""
+Both are idempotent and cheap when there is nothing to do. A model built in batches that run at the same time
+(batch_concurrency) would race for them: none of ours is.
+"""
 
 from sqlglot import exp
 from sqlmesh import macro
 
 WEEK_S = 7 * 86400
-
-
-def _newest_batch(evaluator) -> bool:
-    """Evaluating the interval that ends within two hours of the run's clock (a batch of the past: no)."""
-    if evaluator.runtime_stage != "evaluating":
-        return False
-    locals_ = evaluator.locals
-    return locals_["execution_epoch"] - locals_["end_epoch"] < 2 * 3600
 
 
 def _table(evaluator) -> exp.Table:
@@ -27,8 +20,8 @@ def unique_grain(evaluator, *columns):
     filled the table (one bulk build instead of upkeep row by row during a backfill). From then on the
     database refuses a duplicate of the grain (the build fails naming the key), and the hourly runs' time
     filters, lookback deletes and audits, and the joins between the hourly models, use it. Lead with the time
-    column: the runs filter on it. A batch running beside it finishes its insert first (the index waits)."""
-    if not _newest_batch(evaluator):
+    column: the runs filter on it."""
+    if evaluator.runtime_stage != "evaluating":
         return None
     table = _table(evaluator)
     names = [column.name for column in columns]
@@ -44,7 +37,7 @@ def analyze_after_backfill(evaluator):
     """ANALYZE the table after a build of more than a week of hours: without statistics the next model's plan
     guesses its size (a nested loop over 1.3M candles ran for tens of minutes). An hourly run leaves it to
     autovacuum."""
-    if not _newest_batch(evaluator):
+    if evaluator.runtime_stage != "evaluating":
         return None
     locals_ = evaluator.locals
     if locals_["end_epoch"] - locals_["start_epoch"] <= WEEK_S:
