@@ -404,6 +404,13 @@ def test_an_unchanged_project_runs_without_a_plan_and_a_changed_one_is_planned(
         (2 * (48 + 1), 2 * (48 + 1))
     ]  # 2 days up to the 11:00 candle, and the 12:00 one: no duplicate from the lookback
 
+    # prod holding a plan this pipeline did not record (another checkout's `sqlmesh plan`): planned again
+    execute(settings, "UPDATE ops.transform_state SET plan_id = 'from-another-checkout'")
+    transform.transform(settings, execution_time=hour_later)
+    assert execute(settings, "SELECT plan_id FROM ops.transform_state") == execute(
+        settings, "SELECT plan_id FROM sqlmesh._environments WHERE name = 'prod'"
+    )
+
     model = project / "models" / "marts" / "fct_daily_summary.sql"
     model.write_text(
         model.read_text().replace(
