@@ -59,6 +59,8 @@ class SharedWeightBudget:
     def _execute_once(self, sql: str, params: dict[str, Any]) -> Any:
         with self._lock:
             if self._conn is None or self._conn.closed:
+                if self._conn is None:  # a task's first request may come before anything made ops's tables
+                    db.ensure_database(self.settings)
                 self._conn = db.connect(self.settings)
                 self._conn.autocommit = True
                 with self._conn.cursor() as cur:  # yesterday's minutes are no one's budget
