@@ -285,7 +285,8 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     options = log_options(args)
     if options["log_format"] != "json":  # the summary is what the demo shows: the log goes to a file
         options["log_file"] = options["log_file"] or settings.state_dir / "logs" / "demo.log"
-        configure_logging(**options, console_level="WARNING")
+        # its warnings read as text beside the summary, on a terminal or in a file (JSON: demo.log)
+        configure_logging(**options | {"log_format": "text"}, console_level="WARNING")
         print(f"log: {options['log_file']} (JSON lines; warnings are shown here too)", file=sys.stderr)
 
     update, stop = progress_bar(
