@@ -149,15 +149,16 @@ def _record_plan(settings: Settings, environment: str, fingerprint: str, plan_id
         )
 
 
-def _unchanged(settings: Settings, environment: str, fingerprint: str, ctx: Any) -> bool:
-    """Nothing to plan: prod (a dev environment's plan also renews its expiry, so it always plans) holds
-    exactly what this pipeline last planned into it, with this project, and that plan was finalized (not
-    one applied from another checkout, nor one killed half-way)."""
+def _unchanged_context(settings: Settings, environment: str, fingerprint: str) -> Any | None:
+    """Nothing to plan: a context that reads nothing of the project, when prod (a dev environment's plan
+    also renews its expiry, so it always plans) holds exactly what this pipeline last planned into it, with
+    this project, and that plan was finalized (not one from another checkout, nor one killed half-way)."""
     planned = _planned(settings, environment) if environment == "prod" else None
     if planned is None or planned[0] != fingerprint:
-        return False
+        return None
+    ctx = context(settings, load=False)
     env = ctx.state_reader.get_environment(environment)
-    return env is not None and env.finalized_ts is not None and env.plan_id == planned[1]
+    return ctx if env is not None and env.finalized_ts is not None and env.plan_id == planned[1] else None
 
 
 def transform(
@@ -189,9 +190,9 @@ def transform(
         started = time.perf_counter()
         fingerprint = project_fingerprint(settings)
         # nothing changed since the last plan into prod: run its due intervals, no parsing, no plan
-        ctx = context(settings, load=False)  # SQLMesh's start-up
-        unchanged = _unchanged(settings, environment, fingerprint, ctx)
-        if not unchanged:
+        ctx = _unchanged_context(settings, environment, fingerprint)  # SQLMesh's start-up
+        unchanged = ctx is not None
+        if ctx is None:
             ctx = context(settings)
         context_s = time.perf_counter() - started
         get_console().failures.clear()

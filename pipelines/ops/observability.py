@@ -101,7 +101,6 @@ _OURS: list[logging.Handler] = []
 
 def configure_logging(
     level: str = "INFO",
-    json_lines: bool | None = None,
     *,
     log_format: str = "auto",
     log_file: Path | None = None,
@@ -110,8 +109,7 @@ def configure_logging(
     """The console: JSON lines when not attached to a terminal (Airflow, CI, cron) or with log_format json,
     short text on a terminal or with text. log_file: every record as JSON lines there too (console_level
     can then keep the console to warnings)."""
-    if json_lines is None:
-        json_lines = log_format == "json" or (log_format == "auto" and not sys.stderr.isatty())
+    json_lines = log_format == "json" or (log_format == "auto" and not sys.stderr.isatty())
     console = _StderrHandler()
     console.setFormatter(JsonFormatter() if json_lines else TextFormatter())
     console.setLevel(console_level or level)
