@@ -19,8 +19,7 @@ SILVER = {
     "silver.stg_coingecko__markets",
     "silver.stg_alternative_me__fear_greed",
     "silver.int_pair_snapshots_daily",
-    "silver.int_crypto_hourly",
-    "silver.int_indicators_hourly",
+    "silver.int_crypto_daily",
 }
 GOLD = {
     "gold.dim_crypto",
@@ -83,10 +82,9 @@ def test_site_lists_every_model_with_columns_and_lineage(make_settings, tmp_path
 
     prices = (site / "gold.fct_prices.html").read_text()
     assert lineage_of(prices, "upstream") == {
-        "silver.int_indicators_hourly",
-        "silver.int_crypto_hourly",
+        "silver.int_crypto_daily",
         "silver.stg_binance__ohlcv",
-    }  # the coin as of the hour comes from int_crypto_hourly, not from dim_crypto's current row
+    }  # the coin as of the hour comes from int_crypto_daily, not from dim_crypto's current row
     assert lineage_of(prices, "downstream") == {"gold.mart_market_overview"}
     assert column_rows(prices)["close"] == "USDT"
     assert "accepted_range(column := change_24h, min_v := -1, max_v := 100)" in prices

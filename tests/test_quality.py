@@ -68,7 +68,7 @@ def fault(settings, do_sql: str, undo_sql: str):
 
 def test_clean_data_passes_every_check_and_is_recorded(built):
     run = quality.run_checks(built, now=NOW)
-    assert len(run.results) == 15 + 3 + 2 + 3  # raw, silver, gold Soda checks + bronze per raw table
+    assert len(run.results) == 15 + 2 + 3 + 3  # raw, silver, gold Soda checks + bronze per raw table
     assert not_passing(outcomes(run)) == {}
     stored = execute(
         built,

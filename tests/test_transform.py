@@ -137,8 +137,7 @@ def test_windows_do_not_stretch_across_the_outage(built):
     assert pd.isna(after_gap.change_1h.iloc[0])  # the hour before is missing: no 1h change, not a 6h one
     counts = query_df(
         settings,
-        "SELECT open_time, candles_in_7d FROM silver.int_indicators_hourly WHERE symbol = 'ETHUSDT' "
-        "ORDER BY open_time",
+        "SELECT open_time, candles_in_7d FROM gold.fct_prices WHERE symbol = 'ETHUSDT' ORDER BY open_time",
     )
     raw = raw_frame(settings)
     eth = raw[raw.symbol == "ETHUSDT"].set_index("open_time")["close"]
@@ -386,7 +385,7 @@ def test_an_unchanged_project_runs_without_a_plan_and_a_changed_one_is_planned(
         ingest.ingest_markets(active)
         ingest.ingest_fear_greed(active)
         first = transform.transform(settings, execution_time=NOW)
-        assert "silver.int_indicators_hourly" in {
+        assert "silver.int_crypto_daily" in {
             n.split(".", 1)[1].replace('"', "") for n in first.changed_models
         }
         assert execute(settings, "SELECT environment, project_sha256 FROM ops.transform_state") == [

@@ -22,6 +22,18 @@ def over_pair(evaluator, fn, hours):
 
 
 @macro()
+def ratio_1h(evaluator, price):
+    """`price` / the pair's previous `price` when that candle opened exactly one hour earlier, else NULL (a
+    missing hour gives no return instead of one over two hours): the hourly return's one definition, shared by
+    fct_prices and fct_daily_summary. Needs the pair's previous candle in the query's rows."""
+    value = price.sql("postgres")
+    return (
+        f"CASE WHEN LAG(open_time) OVER {_pair_history(0)} = open_time - INTERVAL '1 hour' "
+        f"THEN {value} / LAG({value}) OVER {_pair_history(0)} END"
+    )
+
+
+@macro()
 def annualised_std(evaluator, s1, s2, n):
     """Sample standard deviation from a window's sum, sum of squares and count, x sqrt(24 x 365).
     NULL with fewer than two values; a tiny negative variance from rounding is clamped to 0."""

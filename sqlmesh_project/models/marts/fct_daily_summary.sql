@@ -27,34 +27,19 @@ WITH candles AS (
     close,
     volume,
     quote_volume,
-    trades
+    trades,
+    LN(@ratio_1h(close::DOUBLE PRECISION)) AS log_return_1h /* as in fct_prices; NULL after a missing hour */
   FROM silver.stg_binance__ohlcv
   WHERE
     open_time BETWEEN @start_ts::TIMESTAMPTZ - INTERVAL '29 days' AND @end_ts
-), day_returns AS (
+), coins AS (
   SELECT
     symbol,
-    (open_time AT TIME ZONE 'UTC')::DATE AS day,
-    STDDEV_SAMP(log_return_1h) AS sd
-  FROM silver.int_indicators_hourly
-  WHERE
-    open_time BETWEEN @start_ts AND @end_ts
-  GROUP BY
-    symbol,
-    (open_time AT TIME ZONE 'UTC')::DATE
-), coins AS (
-  /* the day's coin as int_crypto_hourly maps it (the same for every hour of a day; the newest hour decides) */
-  SELECT DISTINCT ON (symbol, (open_time AT TIME ZONE 'UTC')::DATE)
-    symbol,
-    (open_time AT TIME ZONE 'UTC')::DATE AS day,
+    day,
     coin_id
-  FROM silver.int_crypto_hourly
+  FROM silver.int_crypto_daily
   WHERE
-    open_time BETWEEN @start_ts AND @end_ts
-  ORDER BY
-    symbol,
-    (open_time AT TIME ZONE 'UTC')::DATE,
-    open_time DESC
+    day BETWEEN @start_ds AND @end_ds
 ), market_caps AS (
   SELECT
     symbol,
@@ -74,7 +59,8 @@ WITH candles AS (
     SUM(volume) AS volume,
     SUM(quote_volume) AS quote_volume,
     SUM(trades) AS trades,
-    COUNT(*) AS candles
+    COUNT(*) AS candles,
+    STDDEV_SAMP(log_return_1h) AS sd
   FROM candles
   GROUP BY
     symbol,
@@ -101,7 +87,7 @@ SELECT
   d.trades::BIGINT AS trades, /* number of trades */
   d.candles::INT AS candles, /* hourly candles in the day (24 unless the exchange had an outage) */
   (d.quote_volume / NULLIF(d.volume, 0))::DOUBLE PRECISION AS vwap, /* sum(quote_volume) / sum(volume) over the day */
-  (r.sd * SQRT(24 * 365))::DOUBLE PRECISION AS volatility, /* sample std of the day's hourly log returns x sqrt(24 x 365) */
+  (d.sd * SQRT(24 * 365))::DOUBLE PRECISION AS volatility, /* sample std of the day's hourly log returns x sqrt(24 x 365) */
   (d.close / p.close - 1)::DOUBLE PRECISION AS change_1d, /* close / previous UTC day's close - 1 (fraction) */
   m.ma_7d::DOUBLE PRECISION AS ma_7d, /* mean daily close of the 7 UTC days ending that day (days without candles left out) */
   m.ma_30d::DOUBLE PRECISION AS ma_30d, /* mean daily close of the 30 UTC days ending that day (days without candles left out) */
@@ -111,8 +97,6 @@ LEFT JOIN daily AS p
   ON p.symbol = d.symbol AND p.day = d.day - 1
 LEFT JOIN moving AS m
   ON m.symbol = d.symbol AND m.day = d.day
-LEFT JOIN day_returns AS r
-  ON r.symbol = d.symbol AND r.day = d.day
 LEFT JOIN market_caps AS caps
   ON caps.symbol = d.symbol AND caps.day = d.day
 LEFT JOIN coins

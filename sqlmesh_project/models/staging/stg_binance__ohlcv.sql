@@ -1,6 +1,6 @@
 MODEL (
   name silver.stg_binance__ohlcv,
-  description 'Binance hourly candles, typed, deduplicated on (symbol, open_time) keeping the latest load, valid rows only; the 48-hour lookback lets late corrections in raw flow through. One row per symbol per hour.',
+  description 'Binance hourly candles, typed, valid rows only. raw holds one row per (symbol, open_time), the latest load of it (its unique index binance_klines_natural_key: a revised candle replaces the row), so no deduplication is needed here; the 48-hour lookback lets late corrections in raw flow through. One row per symbol per hour.',
   kind INCREMENTAL_BY_TIME_RANGE (
     time_column open_time,
     lookback 48
@@ -14,21 +14,6 @@ MODEL (
   )
 );
 
-WITH source AS (
-  SELECT
-    *
-  FROM raw.binance_klines
-  WHERE
-    open_time BETWEEN @start_ts AND @end_ts AND interval = '1h'
-), latest AS (
-  SELECT DISTINCT ON (symbol, open_time)
-    *
-  FROM source
-  ORDER BY
-    symbol,
-    open_time,
-    load_id DESC
-)
 SELECT
   /* ids */
   symbol::TEXT AS symbol, /* Binance spot pair, e.g. BTCUSDT */
@@ -48,12 +33,18 @@ SELECT
   taker_buy_base_volume::NUMERIC(36, 8) AS taker_buy_base_volume, /* base quantity bought by takers */
   taker_buy_quote_volume::NUMERIC(36, 8) AS taker_buy_quote_volume, /* USDT value bought by takers */
   load_id::TEXT AS load_id /* ingestion run that delivered this version of the row */
-FROM latest
+FROM raw.binance_klines
 WHERE
+  open_time BETWEEN @start_ts AND @end_ts
+  AND interval = '1h'
   /* valid rows only: positive, consistent OHLC and a non-negative volume (raw's Soda checks count the rest) */
-  low > 0 AND high >= low AND open BETWEEN low AND high AND close BETWEEN low AND high AND volume >= 0
+  AND low > 0
+  AND high >= low
+  AND open BETWEEN low AND high
+  AND close BETWEEN low AND high
+  AND volume >= 0
 ;
 
 @unique_grain(open_time, symbol);
 
-@analyze_after_backfill()
+@analyze_after_backfill(open_time, symbol)

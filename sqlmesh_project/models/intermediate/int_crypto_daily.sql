@@ -1,28 +1,27 @@
 MODEL (
-  name silver.int_crypto_hourly,
-  description 'Hourly candles with the coin each pair mapped to as of the candle''s UTC day and that day''s Fear & Greed value. One row per symbol per hour.',
+  name silver.int_crypto_daily,
+  description 'The coin each pair maps to on each UTC day it has candles (the newest CoinGecko snapshot day on or before it; before the first snapshot: the first) and that day''s Fear & Greed value. Both change only by day, so fct_prices and fct_daily_summary join this small table by (symbol, day). One row per symbol per UTC day with candles.',
   kind INCREMENTAL_BY_TIME_RANGE (
-    time_column open_time,
+    time_column day,
     lookback 48
   ),
-  cron '@hourly',
+  cron '@hourly', /* the hourly fct_prices needs today's row as soon as its first candle is in */
   owner data_eng,
-  grain (symbol, open_time), /* a unique index (@unique_grain below): the database refuses a duplicate */
+  grain (symbol, day), /* a unique index (@unique_grain below): the database refuses a duplicate */
   audits (
-    not_null(columns := (symbol, open_time, close))
+    not_null(columns := (symbol, day))
   )
 );
 
-WITH candles AS (
-  SELECT
+WITH candle_days AS (
+  /* the pairs with candles on each UTC day of the interval (whole days: a run rewrites its days) */
+  SELECT DISTINCT
     symbol,
-    base_asset,
-    open_time,
-    (open_time AT TIME ZONE 'UTC')::DATE AS day,
-    close
+    (open_time AT TIME ZONE 'UTC')::DATE AS day
   FROM silver.stg_binance__ohlcv
   WHERE
-    open_time BETWEEN @start_ts AND @end_ts
+    open_time >= @start_ds::DATE AT TIME ZONE 'UTC'
+    AND open_time < (@end_ds::DATE + 1) AT TIME ZONE 'UTC'
 ), coin_days AS (
   SELECT
     symbol,
@@ -40,13 +39,13 @@ WITH candles AS (
     0 AS is_candle
   FROM coin_days
   UNION ALL
-  SELECT DISTINCT
+  SELECT
     symbol,
     day,
     NULL,
     NULL,
     1
-  FROM candles
+  FROM candle_days
 ), numbered AS (
   /* version = how many snapshot days up to and including this day */
   SELECT
@@ -79,21 +78,19 @@ WITH candles AS (
   FROM silver.stg_alternative_me__fear_greed
 )
 SELECT
-  c.symbol::TEXT AS symbol, /* Binance pair */
-  c.open_time::TIMESTAMPTZ AS open_time, /* candle open, UTC */
-  c.base_asset::TEXT AS base_asset, /* the coin's ticker */
-  a.coin_id::TEXT AS coin_id, /* CoinGecko id from the newest snapshot on or before the candle's UTC day (before the first snapshot: the first); NULL when CoinGecko never listed the pair */
+  a.symbol::TEXT AS symbol, /* Binance pair */
+  a.day::DATE AS day, /* UTC day */
+  a.coin_id::TEXT AS coin_id, /* CoinGecko id from the newest snapshot on or before the day (before the first snapshot: the first); NULL when CoinGecko never listed the pair */
   a.coin_name::TEXT AS coin_name, /* CoinGecko display name from that snapshot */
-  c.close::NUMERIC(36, 8) AS close, /* candle close, USDT */
-  s.fng_value::INT AS fng_value, /* Fear & Greed value of the candle's UTC day */
+  s.fng_value::INT AS fng_value, /* Fear & Greed value of the UTC day */
   s.fng_label::TEXT AS fng_label /* Fear & Greed label of that day */
-FROM candles AS c
-LEFT JOIN as_of AS a
-  ON a.symbol = c.symbol AND a.day = c.day AND a.is_candle = 1
+FROM as_of AS a
 LEFT JOIN sentiment AS s
-  ON s.day = c.day
+  ON s.day = a.day
+WHERE
+  a.is_candle = 1
 ;
 
-@unique_grain(open_time, symbol);
+@unique_grain(day, symbol);
 
-@analyze_after_backfill()
+@analyze_after_backfill(day, symbol)
