@@ -44,8 +44,9 @@ def default_args() -> dict[str, Any]:
     }
 
 
-def schedule(key: str) -> str:
-    """A DAG's cron from `orchestration.<key>` (config.yaml)."""
+def schedule(key: str) -> Any:
+    """A DAG's setting from `orchestration.<key>` (config.yaml, read at parse time): its cron, or how many of
+    its tasks run at once."""
     from pipelines.settings import load_settings
 
     return getattr(load_settings().orchestration, key)

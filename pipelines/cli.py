@@ -114,6 +114,7 @@ def cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
                 command="backfill",
                 progress=update,
                 source=source,
+                shared=args.shared,
             )
         finally:
             stop()

@@ -104,6 +104,13 @@ def parser() -> argparse.ArgumentParser:
         help="auto: Binance's public kline archive, the REST API for what it lacks; archive: the archive "
         "only; rest: the API only (default: backfill.source, auto)",
     )
+    p.add_argument(
+        "--shared",
+        action="store_true",
+        help="run beside backfills of other --symbols (each a batch, as Airflow's workers run them): they "
+        "share the exchange's request weight and take the raw load one at a time; a run of overlapping "
+        "symbols waits (default: the source to itself)",
+    )
 
     p = sub.add_parser(
         "verify",

@@ -186,7 +186,7 @@ def backfill_batch(
             return {"symbols": symbols, "skipped": symbols, "rows_raw": 0}
         summary = ingestion.ingest_ohlcv(
             active, symbols=todo, since=start, until=end, days=None if start else days, command="backfill",
-            source=settings.backfill.source,
+            source=settings.backfill.source, shared=True,  # batches of other pairs run on other workers
         )  # fmt: skip
     return {**_summary(summary), "symbols": symbols, "skipped": sorted(complete)}
 

@@ -247,6 +247,9 @@ class Orchestration(_Strict):
     # a task waits this long for a running step of its kind (below the shortest task timeout, 20 min)
     lock_wait_s: float = Field(900, ge=0, le=86400)
     backfill_batch_size: int = Field(10, ge=1, le=500)
+    # backfill_historical's batches running at the same time (on as many Celery workers): they share the
+    # exchange's request weight (sources.binance.shared_weight_budget) and take the raw load one at a time
+    backfill_concurrency: int = Field(2, ge=1, le=32)
     ohlcv_schedule: str = "0 * * * *"  # cron, UTC: as each hour closes (close_grace_s later)
     close_grace_s: float = Field(5, ge=0, le=600)  # the hourly ingest starts this long after the close
     market_data_schedule: str = "10 0 * * *"  # after the Fear & Greed index's daily update at 00:00 UTC

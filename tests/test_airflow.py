@@ -137,6 +137,7 @@ for dag_id, dag in bag.dags.items():
                 "no_retry": sorted(r.exception for r in t.retry_policy.rules) if t.retry_policy else [],
                 "outlets": sorted(o.name for o in t.outlets),
                 "mapped": any(c.__name__ == "MappedOperator" for c in type(t).__mro__),
+                "max_active_tis_per_dagrun": t.max_active_tis_per_dagrun,
             }
             for t in dag.tasks
         },
@@ -194,6 +195,9 @@ def test_schedules_and_dependencies_as_specified(dagbag):
         "transform_sqlmesh.sqlmesh_run": ["gold"],
     }
     assert dags["backfill_historical"]["tasks"]["load_batch"]["mapped"] is True  # dynamic task mapping
+    # batches at once, on as many workers: from config.yaml
+    assert dags["backfill_historical"]["tasks"]["load_batch"]["max_active_tis_per_dagrun"] == 2
+    assert settings.orchestration.backfill_concurrency == 2
     for dag_id, dag in dags.items():
         assert "cryptoflow" in dag["tags"], dag_id
         assert dag["catchup"] is False and dag["max_active_runs"] == 1, dag_id

@@ -119,12 +119,22 @@ def settings(config: Path):
     return s
 
 
-def start_backfill(config: Path, name: str, days: int = DAYS) -> subprocess.Popen:
+def start_backfill(config: Path, name: str, days: int = DAYS, *extra: str) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CRYPTOFLOW", "AWS_"))}
     env["RUNTIME__DLTHUB_TELEMETRY"] = "false"
     with open(config.parent / f"{name}.out", "w") as out, open(config.parent / f"{name}.err", "w") as err:
         return subprocess.Popen(
-            [sys.executable, "-m", "pipelines.cli", "--config", str(config), "backfill", "--days", str(days)],
+            [
+                sys.executable,
+                "-m",
+                "pipelines.cli",
+                "--config",
+                str(config),
+                "backfill",
+                "--days",
+                str(days),
+                *extra,
+            ],
             stdout=out,
             stderr=err,
             cwd=config.parent,
@@ -173,7 +183,7 @@ def advisory_lock_holders(settings) -> list[int]:
         pid
         for (pid,) in query(
             settings,
-            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+            "SELECT DISTINCT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
             "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
         )
     ]
@@ -538,4 +548,49 @@ def test_a_lock_held_elsewhere_fails_the_run_within_its_bound_with_a_clear_messa
     assert "error: the database kept a lock this run needs for longer than database.lock_timeout_s" in err
     assert "Traceback" not in err
     assert raw_rows(settings) == before and {lid for *_, lid in before} == {first.run_id}
+    assert advisory_lock_holders(settings) == []
+
+
+@pytest.mark.slow
+def test_backfills_of_other_pairs_run_side_by_side_and_a_killed_one_is_recovered_alone(
+    config, settings, gate
+):
+    """Two `backfill --shared` processes of disjoint pairs (two Airflow workers' batches): one finishes while
+    the other is in the middle of its pages; runs that overlap them are refused; the one killed with -9 is
+    closed as abandoned by the re-run of its batch only, and every candle is in raw and bronze exactly once."""
+    first, second = ["BTCUSDT", "ETHUSDT"], ["BNBUSDT", "SOLUSDT"]
+    g = gate(lambda _n, symbol, *_: symbol in first)  # the first batch's pages wait until released
+    proc = start_backfill(config, "first", DAYS, "--shared", "--symbols", *first)
+    wait_for(g.holding.is_set, proc, "the first batch's first klines page")
+    killed = the_running_run(settings)
+
+    other = start_backfill(config, "second", DAYS, "--shared", "--symbols", *second)
+    assert other.wait(timeout=WAIT_S * 4) == 0, output(config, "second")
+    assert proc.poll() is None and runs(settings)[killed] == ("running", None, False)  # left alone
+    (done,) = [r for r, (status, *_) in runs(settings).items() if status == "success"]
+    assert {s for s, *_ in raw_rows(settings)} == set(second)
+
+    # a batch overlapping the running one, and a backfill that wants the source to itself: refused, one line
+    overlapping = start_backfill(config, "overlapping", DAYS, "--shared", "--symbols", "ETHUSDT", "XRPUSDT")
+    exclusive = start_backfill(config, "exclusive")
+    for name, p, lock in (
+        ("overlapping", overlapping, "ingest:binance:ETHUSDT"),
+        ("exclusive", exclusive, "ingest:binance"),
+    ):
+        assert p.wait(timeout=WAIT_S) == 1
+        out, err = output(config, name)
+        assert err.strip().splitlines()[-1].startswith(f"error: another '{lock}' run is in progress"), err
+        assert "Traceback" not in out + err
+
+    kill9(proc)
+    g.release.set()
+    summary = ingest.ingest_ohlcv(settings, symbols=first, days=DAYS, command="backfill", shared=True)
+    assert (summary.rows_raw, summary.rows_bronze) == (2 * DAYS * 24, 2 * DAYS * 24)
+    assert_exactly_once(settings, lambda symbol, _ms: summary.run_id if symbol in first else done)
+    assert runs(settings) == {
+        killed: ("failed", "abandoned: the process ended without recording an outcome", True),
+        done: ("success", None, True),
+        summary.run_id: ("success", None, True),
+    }
+    assert not list((settings.state_dir / "dlt").glob("cryptoflow_binance_*"))  # the shared runs' dlt folders
     assert advisory_lock_holders(settings) == []

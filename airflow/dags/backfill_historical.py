@@ -1,6 +1,8 @@
 """Manual backfill of klines: trigger with `days` (the last N days) or `since` [+ `until`], optionally
 `symbols` (default: the universe). One mapped task per batch of `orchestration.backfill_batch_size` symbols,
-run one at a time (they share the exchange's rate limit).
+`orchestration.backfill_concurrency` of them at a time, on as many Celery workers: they share the exchange's
+request weight (one budget in Postgres for every worker) and take the raw load one at a time; each holds its
+pairs' locks, so two batches never load the same pair.
 
 Resumable and safe to re-trigger: a batch whose window is already complete in raw is skipped, and loads
 merge on (symbol, open_time), so re-running only fills what is missing. To retry just the failed batches
@@ -13,7 +15,7 @@ import datetime as dt
 
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 
-from pipelines.airflow_callbacks import default_args
+from pipelines.airflow_callbacks import default_args, schedule
 from pipelines.orchestration import ASSETS
 
 KLINES = Asset(name="raw.binance_klines", uri=ASSETS["raw.binance_klines"])
@@ -45,7 +47,11 @@ def backfill_historical():
         check_window(p["days"], p["since"], p["until"])  # a bad window fails here, before any load
         return backfill_batches(p["symbols"] or None, p["batch_size"])
 
-    @task(outlets=[KLINES], max_active_tis_per_dagrun=1, execution_timeout=dt.timedelta(hours=2))
+    @task(
+        outlets=[KLINES],
+        max_active_tis_per_dagrun=schedule("backfill_concurrency"),
+        execution_timeout=dt.timedelta(hours=2),
+    )
     def load_batch(symbols: list[str]) -> dict:
         from pipelines.orchestration import backfill_batch
 

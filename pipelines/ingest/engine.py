@@ -1,6 +1,7 @@
 """The delivery engine: extract once -> bronze Parquet + raw Postgres, dead letters, recovery, the run frame.
 
-A run takes its source's advisory lock (source_run), extracts every page once (dlt extract), writes the
+A run takes its source's advisory lock (source_run; backfills of disjoint pairs share it, each holding its
+pairs' locks), extracts every page once (dlt extract), writes the
 extracted tables to bronze, normalises and loads the same tables into `raw` (dlt, parquet + ADBC), then
 records dead letters and the run. A failure before the raw load commits leaves raw and the cursors as they
 were and removes the load's bronze files; one after keeps them, settled, so bronze and raw agree per load id.
@@ -9,11 +10,13 @@ were and removes the load's bronze files; one after keeps them, settled, so bron
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import json
 import logging
 import os
 import resource
+import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,7 +33,7 @@ from pipelines.errors import root_cause
 from pipelines.http import ApiClient
 from pipelines.ingest import revisions
 from pipelines.ingest.schema_drift import record_fields
-from pipelines.ops.observability import RunRecord, run_ledger
+from pipelines.ops.observability import RunRecord, new_run_id, run_ledger
 from pipelines.redaction import redact
 from pipelines.runtime import db
 from pipelines.settings import Settings
@@ -67,8 +70,39 @@ class RunSummary:
         return cls(run.run_id, run.source, run.rows_raw, run.rows_bronze, run.dead_letters, run.details)
 
 
+# the run of this thread, when it shares its source with other runs (source_run(..., pairs=...)): its own dlt
+# pipeline (dlt keeps a pipeline's pending packages in its folder: runs sharing one would abort or load each
+# other's), and the raw load and bronze settling taken one run at a time
+_SHARED_RUN: contextvars.ContextVar[str | None] = contextvars.ContextVar("shared_run", default=None)
+QUEUE_WAIT_S = 3600  # how long a shared run waits its turn for the raw load or bronze settling
+
+
+def _pipeline_name(source: str, run_id: str | None) -> str:
+    return f"cryptoflow_{source}" if run_id is None else f"cryptoflow_{source}_{run_id.rsplit('-', 1)[-1]}"
+
+
 def _pipeline(settings: Settings, source: str) -> dlt.Pipeline:
-    return _dlt_pipeline(f"cryptoflow_{source}", db.writer_url(settings), str(settings.state_dir / "dlt"))
+    name = _pipeline_name(source, _SHARED_RUN.get())
+    return _dlt_pipeline(name, db.writer_url(settings), str(settings.state_dir / "dlt"))
+
+
+def _drop_pipeline_folder(settings: Settings, source: str, run_id: str) -> None:
+    """A shared run's own dlt folder, once the run ended (or was found dead): nothing in it is needed."""
+    name = _pipeline_name(source, run_id)
+    _dlt_pipeline.cache_clear()  # a cached pipeline object must not outlive its folder
+    shutil.rmtree(settings.state_dir / "dlt" / name, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _one_run_at_a_time(settings: Settings, step: str) -> Iterator[None]:
+    """Steps runs sharing a source take one at a time: dlt's merge goes through one staging table per raw
+    table, and settling bronze rewrites older files that hold other runs' pairs too. A queue, not a refusal:
+    it waits as long as a run may take. Nothing to wait for in a run that has its source to itself."""
+    if _SHARED_RUN.get() is None:
+        yield
+        return
+    with db.advisory_lock(settings, step, wait_s=QUEUE_WAIT_S):
+        yield
 
 
 @functools.lru_cache(maxsize=16)
@@ -128,10 +162,10 @@ def deliver(
         )
         del rows
         sink.tables.clear()  # dlt loads from its own files: free the extracted tables before the raw load
-        with stage(sink, "raw"):
+        with stage(sink, "raw"), _one_run_at_a_time(settings, f"load:raw.{spec.name}"):
             pipeline.normalize()
             pipeline.load()
-        with stage(sink, "bronze_settle"):
+        with stage(sink, "bronze_settle"), _one_run_at_a_time(settings, f"bronze:{spec.name}"):
             settle_bronze(lake, spec.name, [load_id], spec.replaces, time_range=time_range)
         with stage(sink, "unique_index"):
             ensure_unique_key(settings, spec)
@@ -175,7 +209,8 @@ def _bronze_after_failure(settings: Settings, lake: Any, spec: Table, load_id: s
         )
         return
     if committed:
-        settle_bronze(lake, spec.name, [load_id], spec.replaces)
+        with _one_run_at_a_time(settings, f"bronze:{spec.name}"):
+            settle_bronze(lake, spec.name, [load_id], spec.replaces)
     else:
         delete_load(lake, spec.name, load_id)
 
@@ -256,14 +291,20 @@ def queue_dead_letters(settings: Settings, source: str, table: str, sink: Extrac
 
 
 def _recover_abandoned(settings: Settings, source: str) -> None:
-    """Runs still 'running' while we hold the lock were killed. Record that, and make bronze agree with raw:
-    a killed load that reached raw keeps its bronze files (older copies settled), one that did not loses them."""
+    """Runs still 'running' whose process is gone were killed: record that, and make bronze agree with raw (a
+    killed load that reached raw keeps its bronze files, older copies settled; one that did not loses them).
+    A live run holds its own lock (`run:<run id>`) until it ends, so one sharing the source is left alone;
+    each dead run is claimed by one recovering run only."""
     with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT run_id FROM ops.pipeline_runs WHERE source = %s AND status = 'running'", (source,)
+        )
+        dead = [run_id for (run_id,) in cur.fetchall() if db.lock_is_free(settings, f"run:{run_id}")]
         cur.execute(
             "UPDATE ops.pipeline_runs SET status = 'failed', finished_at = now(), "
             "error = 'abandoned: the process ended without recording an outcome' "
-            "WHERE source = %s AND status = 'running' RETURNING run_id",
-            (source,),
+            "WHERE source = %s AND status = 'running' AND run_id = ANY(%s) RETURNING run_id",
+            (source, dead),
         )
         abandoned = [run_id for (run_id,) in cur.fetchall()]
     if not abandoned:
@@ -274,25 +315,45 @@ def _recover_abandoned(settings: Settings, source: str) -> None:
         # every load a run can write: the main one, the gap re-fetch, and the revisions of each
         for load_id in (run_id, f"{run_id}-rev", f"{run_id}-refetch", f"{run_id}-refetch-rev"):
             if count_rows(settings, spec.name, load_id):
-                settle_bronze(lake, spec.name, [load_id], spec.replaces)
+                with db.advisory_lock(settings, f"bronze:{spec.name}", wait_s=QUEUE_WAIT_S):
+                    settle_bronze(lake, spec.name, [load_id], spec.replaces)
             else:
                 delete_load(lake, spec.name, load_id)
             if load_id.endswith("-rev") and source == "binance":
                 revisions.settle(settings, load_id)  # applied if raw holds the load, else removed
+        _drop_pipeline_folder(settings, source, run_id)  # if it shared its source
     log.warning("recovered abandoned runs", extra={"source": source, "runs": abandoned})
 
 
 @contextlib.contextmanager
-def source_run(settings: Settings, source: str, command: str):
-    """Lock, ledger, outcome: the frame every writer of a source shares (ingest, verify, dlq replay). One
-    lock per source, so no two writers can abort each other's dlt package or take each other's loads for
-    abandoned ones."""
+def source_run(settings: Settings, source: str, command: str, *, pairs: list[str] | None = None):
+    """Lock, ledger, outcome: the frame every writer of a source shares (ingest, verify, dlq replay).
+
+    By default a run has its source to itself: one lock per source, taken exclusively. A run given `pairs`
+    (a backfill batch) shares the source with other such runs: it takes the source's lock in shared mode and
+    each of its pairs' locks exclusively, so runs of disjoint pairs go side by side (Airflow's workers), a run
+    overlapping one of them waits, and a run that wants the source to itself waits for all of them. A shared
+    run loads through its own dlt pipeline, takes the raw load and bronze settling one run at a time, and
+    holds `run:<run id>` while it lives, so another run's recovery never takes it for a killed one."""
     configure_dlt()
     db.ensure_database(settings)
-    with db.advisory_lock(settings, f"ingest:{source}"):
+    run_id = new_run_id(source)
+    shared = pairs is not None
+    with db.advisory_lock(
+        settings,
+        f"ingest:{source}",
+        shared=shared,
+        also=[f"run:{run_id}", *(f"ingest:{source}:{pair}" for pair in pairs or ())],
+    ):
         _recover_abandoned(settings, source)
-        with run_ledger(settings, source, command) as run:
-            yield run
+        token = _SHARED_RUN.set(run_id if shared else None)
+        try:
+            with run_ledger(settings, source, command, run_id=run_id) as run:
+                yield run
+        finally:
+            _SHARED_RUN.reset(token)
+            if shared:
+                _drop_pipeline_folder(settings, source, run_id)
 
 
 def record_http(run: RunRecord, *clients: ApiClient) -> None:

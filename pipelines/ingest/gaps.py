@@ -78,7 +78,12 @@ def inherited_gap_checks(settings: Settings, run_id: str) -> list[SymbolWindow]:
     cursor moved past them, so nothing else would ever search them. A run killed before its commit stored
     nothing; its windows are dropped (the cursor did not move: this or a later run fetches them again)."""
     with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
-        cur.execute("SELECT DISTINCT run_id FROM ops.pending_gap_checks WHERE run_id <> %s", (run_id,))
+        # not those of a run still going (a backfill of other pairs sharing the source): it searches its own
+        cur.execute(
+            "SELECT DISTINCT g.run_id FROM ops.pending_gap_checks g WHERE g.run_id <> %s AND NOT EXISTS "
+            "(SELECT 1 FROM ops.pipeline_runs r WHERE r.run_id = g.run_id AND r.status = 'running')",
+            (run_id,),
+        )
         others = [r for (r,) in cur.fetchall()]
         committed = [r for r in others if count_rows(settings, KLINES.name, r)]
         cur.execute(
@@ -99,11 +104,15 @@ def inherited_gap_checks(settings: Settings, run_id: str) -> list[SymbolWindow]:
     return found
 
 
-def done_gap_checks(settings: Settings) -> None:
-    """This run's windows, and any it inherited, are searched and settled. (The ingest lock is held: every
-    pending check left is this run's or one it took over.)"""
+def done_gap_checks(settings: Settings, run_id: str) -> None:
+    """This run's windows, and any it inherited, are searched and settled: every pending check left but those
+    of runs still going (backfills of other pairs sharing the source)."""
     with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
-        cur.execute("DELETE FROM ops.pending_gap_checks")
+        cur.execute(
+            "DELETE FROM ops.pending_gap_checks g WHERE g.run_id = %s OR NOT EXISTS "
+            "(SELECT 1 FROM ops.pipeline_runs r WHERE r.run_id = g.run_id AND r.status = 'running')",
+            (run_id,),
+        )
 
 
 def merged(windows: list[SymbolWindow]) -> list[SymbolWindow]:

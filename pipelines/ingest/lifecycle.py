@@ -66,7 +66,8 @@ def record_statuses(settings: Settings, info: ExchangeInfo, symbols: list[str], 
     with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
         cur.execute("SELECT symbol FROM ops.pairs")
         known = [s for (s,) in cur.fetchall()]
-        everyone = list(dict.fromkeys([*symbols, *known]))
+        # in one order for every run: backfills of other pairs recording at the same time never deadlock
+        everyone = sorted({*symbols, *known})
         rows = [(s, info.statuses.get(s, NOT_LISTED), successors.get(s)) for s in everyone]
         cur.execute(
             """

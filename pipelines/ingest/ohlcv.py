@@ -50,17 +50,22 @@ def ingest_ohlcv(
     command: str = "ingest",
     progress: Progress | None = None,
     source: str = "rest",
+    shared: bool = False,
 ) -> RunSummary:
     """Incremental by default (each symbol from its own cursor, re-fetching the trailing
     `restate_hours` to pick up revised candles); a backfill of [since, until) or the last `days` days.
     A backfill's `source`: `rest`, `archive` (the public kline archive only) or `auto` (the archive, REST
-    for what it lacks); `progress` then counts (files, candles) instead of (pages, total pages)."""
+    for what it lacks); `progress` then counts (files, candles) instead of (pages, total pages).
+    `shared`: this backfill of the given `symbols` runs beside other backfills of other pairs (a batch of
+    backfill_historical on one of several workers) instead of having the source to itself."""
     if days is not None and days < 1:
         raise ValueError(f"days must be at least 1, got {days}")
     if source not in archive.SOURCES:
         raise ValueError(f"source must be one of {archive.SOURCES}, got {source!r}")
     incremental = since is None and days is None
-    with source_run(settings, "binance", command) as run:
+    if shared and (incremental or not symbols):
+        raise ValueError("only a backfill of given symbols can share the source with other runs")
+    with source_run(settings, "binance", command, pairs=list(symbols) if shared else None) as run:
         client = binance_client(settings)
         info = _exchange_info(settings, client, symbols, source == "archive" and not incremental)
         blocked = not info.from_api
@@ -140,7 +145,7 @@ def ingest_ohlcv(
             # also settles hours an earlier (killed) run left 'missing' that raw now holds
             summary["known_gaps"] = gaps.settle_gaps(settings, run.run_id, gap_windows)
         summary["gap_classes"] = gaps.classify_gaps(settings)
-        gaps.done_gap_checks(settings)
+        gaps.done_gap_checks(settings, run.run_id)
         if inherited:
             summary["inherited_gap_checks"] = len(inherited)
         run.details.update(

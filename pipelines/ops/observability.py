@@ -234,10 +234,10 @@ class RunRecord:
 
 
 @contextlib.contextmanager
-def run_ledger(settings: Settings, source: str, command: str) -> Iterator[RunRecord]:
+def run_ledger(settings: Settings, source: str, command: str, run_id: str = "") -> Iterator[RunRecord]:
     """A RunRecord started on entry and finished with the outcome; a failure's exception carries the run
     id (`exc.run_id`) so the alert can name the run (pipelines.ops.slack.alerting)."""
-    run = RunRecord(settings, source, command).start()
+    run = RunRecord(settings, source, command, run_id=run_id).start()
     try:
         yield run
     except BaseException as exc:

@@ -9,7 +9,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlsplit
@@ -360,32 +360,58 @@ def _lock_key(name: str) -> int:
 
 
 @contextlib.contextmanager
-def advisory_lock(settings: Settings, name: str, wait_s: float | None = None) -> Iterator[None]:
-    """Serialise runs across processes; waits up to wait_s, then raises LockBusy with a clear message."""
+def advisory_lock(
+    settings: Settings,
+    name: str,
+    wait_s: float | None = None,
+    *,
+    shared: bool = False,
+    also: Iterable[str] = (),
+) -> Iterator[None]:
+    """Serialise runs across processes; waits up to wait_s, then raises LockBusy with a clear message.
+
+    `shared`: `name` is taken in shared mode, so holders of the shared lock run side by side and only an
+    exclusive holder keeps them out (and they it). `also`: more locks, exclusive, taken in sorted order on the
+    same session after `name` (two holders of overlapping sets never wait for each other in a circle). All of
+    them, or none: the session's locks end with it."""
     wait_s = settings.database.lock_wait_s if wait_s is None else wait_s
     conn = connect(settings)
     conn.autocommit = True
-    key = _lock_key(name)
+    wanted = [(name, shared), *((other, False) for other in sorted(set(also)))]
     try:
         deadline = time.monotonic() + wait_s
         with conn.cursor() as cur:
-            while True:
-                cur.execute("SELECT pg_try_advisory_lock(%s)", (key,))
-                if cur.fetchone()[0]:
-                    break
-                if time.monotonic() >= deadline:
-                    cur.execute(
-                        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
-                        "AND (classid::bigint << 32 | objid::bigint) = %s",
-                        (key,),
-                    )
-                    holder = cur.fetchone()
-                    raise LockBusy(
-                        f"another '{name}' run is in progress"
-                        f"{f' (Postgres backend pid {holder[0]})' if holder else ''}; "
-                        "it was left alone. Wait for it to finish, or set database.lock_wait_s to wait."
-                    )
-                time.sleep(0.5)
+            for lock, lock_shared in wanted:
+                key = _lock_key(lock)
+                try_lock = "pg_try_advisory_lock_shared" if lock_shared else "pg_try_advisory_lock"
+                while True:
+                    cur.execute(f"SELECT {try_lock}(%s)", (key,))
+                    if cur.fetchone()[0]:
+                        break
+                    if time.monotonic() >= deadline:
+                        cur.execute(
+                            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                            "AND (classid::bigint << 32 | objid::bigint) = %s AND pid <> pg_backend_pid()",
+                            (key,),
+                        )
+                        holder = cur.fetchone()
+                        raise LockBusy(
+                            f"another '{lock}' run is in progress"
+                            f"{f' (Postgres backend pid {holder[0]})' if holder else ''}; "
+                            "it was left alone. Wait for it to finish, or set database.lock_wait_s to wait."
+                        )
+                    time.sleep(0.5)
         yield
     finally:
-        conn.close()  # closing the session releases the lock even if the unlock is never reached
+        conn.close()  # closing the session releases the locks even if the unlock is never reached
+
+
+def lock_is_free(settings: Settings, name: str) -> bool:
+    """Whether nobody holds the advisory lock `name` right now (taken and given back at once to tell)."""
+    with contextlib.closing(connect(settings)) as conn, conn.cursor() as cur:
+        cur.execute("SELECT pg_try_advisory_lock(%s)", (_lock_key(name),))
+        free = cur.fetchone()[0]
+        if free:
+            cur.execute("SELECT pg_advisory_unlock(%s)", (_lock_key(name),))
+        conn.rollback()
+    return free
