@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psycopg2
@@ -281,3 +282,48 @@ def test_every_advisory_lock_wait_is_bounded(make_settings):
         cur.execute("SELECT pg_advisory_lock(%s)", (db._lock_key("cryptoflow:bootstrap"),))
         with pytest.raises(psycopg2.errors.LockNotAvailable):
             db.start_embedded(settings)
+
+
+def test_shared_runs_go_side_by_side_and_a_run_wanting_the_source_alone_goes_first(make_settings):
+    """Backfill batches share the source's lock; their pairs' locks keep overlapping batches apart; a run that
+    wants the source to itself (the hourly ingest) waits for the batches running, and no new batch starts
+    while it waits: overlapping batches would otherwise keep it out for as long as the backfill lasts."""
+    import threading
+
+    settings = make_settings()
+    db.ensure_database(settings)
+    source = "ingest:probe"
+    with db.advisory_lock(settings, source, wait_s=0, shared=True, also=["ingest:probe:A"]):
+        with db.advisory_lock(settings, source, wait_s=0, shared=True, also=["ingest:probe:B"]):
+            pass  # a batch of other pairs: side by side
+        with (
+            pytest.raises(db.LockBusy, match="another 'ingest:probe:A' run is in progress"),
+            db.advisory_lock(settings, source, wait_s=0, shared=True, also=["ingest:probe:A"]),
+        ):
+            pass  # the same pair: refused (or it waits, with a wait)
+        got_it: list[int] = []
+
+        def run_alone() -> None:
+            with db.advisory_lock(settings, source, wait_s=20):
+                got_it.append(1)
+
+        alone = threading.Thread(target=run_alone)
+        alone.start()
+        deadline = time.monotonic() + 10
+        turn = db._lock_key(f"{source}:next")
+        while not execute(
+            settings,
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+            "AND (classid::bigint << 32 | objid::bigint) = %s",
+            (turn,),
+        )[0][0]:
+            assert time.monotonic() < deadline, "the exclusive run never queued"
+            time.sleep(0.05)
+        with (
+            pytest.raises(db.LockBusy, match=f"another '{source}' run is in progress"),
+            db.advisory_lock(settings, source, wait_s=1, shared=True, also=["ingest:probe:C"]),
+        ):
+            pass  # a new batch while the exclusive run waits: it does not start
+        assert got_it == []  # the running batch still holds it
+    alone.join(timeout=10)
+    assert got_it == [1]  # the batch ended: the exclusive run got the source

@@ -371,36 +371,53 @@ def advisory_lock(
     """Serialise runs across processes; waits up to wait_s, then raises LockBusy with a clear message.
 
     `shared`: `name` is taken in shared mode, so holders of the shared lock run side by side and only an
-    exclusive holder keeps them out (and they it). `also`: more locks, exclusive, taken in sorted order on the
-    same session after `name` (two holders of overlapping sets never wait for each other in a circle). All of
-    them, or none: the session's locks end with it."""
+    exclusive holder keeps them out (and they it). A run waiting for `name` exclusively goes first: it holds
+    `<name>:next` while it waits, and no new shared holder starts while that is held (else overlapping shared
+    runs could keep it out for hours). `also`: more locks, exclusive, taken in sorted order on the same
+    session after `name` (two holders of overlapping sets never wait for each other in a circle). All of them,
+    or none: the session's locks end with it. Waits poll (every 0.5 s), so Ctrl-C stops a waiting run."""
     wait_s = settings.database.lock_wait_s if wait_s is None else wait_s
     conn = connect(settings)
     conn.autocommit = True
-    wanted = [(name, shared), *((other, False) for other in sorted(set(also)))]
-    try:
-        deadline = time.monotonic() + wait_s
-        with conn.cursor() as cur:
-            for lock, lock_shared in wanted:
-                key = _lock_key(lock)
-                try_lock = "pg_try_advisory_lock_shared" if lock_shared else "pg_try_advisory_lock"
-                while True:
-                    cur.execute(f"SELECT {try_lock}(%s)", (key,))
+    deadline = time.monotonic() + wait_s
+
+    def take(cur, lock: str, take_shared: bool) -> None:
+        key, next_key = _lock_key(lock), _lock_key(f"{lock}:next")
+        while True:
+            if take_shared:  # only while no exclusive run waits: take its turn-lock for a moment
+                cur.execute("SELECT pg_try_advisory_lock(%s)", (next_key,))
+                if cur.fetchone()[0]:
+                    cur.execute(
+                        "SELECT pg_try_advisory_lock_shared(%s), pg_advisory_unlock(%s)", (key, next_key)
+                    )
                     if cur.fetchone()[0]:
-                        break
-                    if time.monotonic() >= deadline:
-                        cur.execute(
-                            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
-                            "AND (classid::bigint << 32 | objid::bigint) = %s AND pid <> pg_backend_pid()",
-                            (key,),
-                        )
-                        holder = cur.fetchone()
-                        raise LockBusy(
-                            f"another '{lock}' run is in progress"
-                            f"{f' (Postgres backend pid {holder[0]})' if holder else ''}; "
-                            "it was left alone. Wait for it to finish, or set database.lock_wait_s to wait."
-                        )
-                    time.sleep(0.5)
+                        return
+            else:
+                if lock == name:  # first in line among exclusive waiters (taken again: it stacks, harmless)
+                    cur.execute("SELECT pg_try_advisory_lock(%s)", (next_key,))
+                    cur.fetchone()
+                cur.execute("SELECT pg_try_advisory_lock(%s)", (key,))
+                if cur.fetchone()[0]:
+                    return
+            if time.monotonic() >= deadline:
+                cur.execute(
+                    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                    "AND (classid::bigint << 32 | objid::bigint) = %s AND pid <> pg_backend_pid()",
+                    (key,),
+                )
+                holder = cur.fetchone()
+                raise LockBusy(
+                    f"another '{lock}' run is in progress"
+                    f"{f' (Postgres backend pid {holder[0]})' if holder else ''}; "
+                    "it was left alone. Wait for it to finish, or set database.lock_wait_s to wait."
+                )
+            time.sleep(0.5)
+
+    try:
+        with conn.cursor() as cur:
+            take(cur, name, shared)
+            for other in sorted(set(also)):
+                take(cur, other, False)
         yield
     finally:
         conn.close()  # closing the session releases the locks even if the unlock is never reached
