@@ -8,7 +8,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export RUNTIME__DLTHUB_TELEMETRY := false
 export SQLMESH__DISABLE_ANONYMIZED_ANALYTICS := true
 
-.PHONY: install install-runtime tools demo test lint format bench docs clean
+.PHONY: install install-runtime tools demo test stack-test lint format bench docs clean
 
 $(UV):
 	@mkdir -p $(UV_HOME)
@@ -37,9 +37,11 @@ demo: install-runtime
 	$(VENV)/bin/cryptoflow demo
 
 # Test-only system tools from Debian's packages: promtool/amtool check monitoring/ (tests/test_monitoring.py),
-# a headless Chromium loads the dashboard (tests/test_dashboard_browser.py). Installed only when missing.
+# a headless Chromium loads the dashboard (tests/test_dashboard_browser.py), a PostgreSQL server (Debian 12's is
+# 15) and Redis run the compose topology as processes (tests/test_stack.py). Installed only when missing.
 TOOL_PACKAGES := $(if $(shell command -v promtool),,prometheus) $(if $(shell command -v amtool),,prometheus-alertmanager) \
-  $(if $(shell command -v chromium),,chromium)
+  $(if $(shell command -v chromium),,chromium) $(if $(wildcard /usr/lib/postgresql/*/bin/postgres),,postgresql) \
+  $(if $(shell command -v redis-server),,redis-server)
 tools:
 	@if [ -n "$(strip $(TOOL_PACKAGES))" ]; then \
 	  command -v apt-get >/dev/null || { echo "missing: $(TOOL_PACKAGES) (install them: the tests need them)" >&2; exit 1; }; \
@@ -47,6 +49,10 @@ tools:
 	  $(SUDO) apt-get install -y --no-install-recommends $(TOOL_PACKAGES) >/dev/null \
 	  || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y --no-install-recommends $(TOOL_PACKAGES) >/dev/null; }; \
 	fi
+
+# the compose topology as native processes (also part of `make test`)
+stack-test: install tools
+	$(VENV)/bin/python -m pytest -p no:cacheprovider tests/test_stack.py
 
 test: install tools
 	$(VENV)/bin/ruff check .

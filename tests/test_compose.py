@@ -37,7 +37,7 @@ from pipelines import ingest
 from pipelines.bronze import open_lake, read_bronze
 from pipelines.cli import sandboxed
 from pipelines.cli_args import parser as _parser
-from pipelines.runtime import db
+from pipelines.runtime import db, stack
 from pipelines.sandbox import SandboxServer
 from pipelines.settings import SECRET_ENV, ConfigError, Settings, load_settings
 
@@ -59,69 +59,16 @@ HOUR = 3_600_000
 NOW_MS = int(dt.datetime(2026, 3, 10, 12, 30, tzinfo=dt.UTC).timestamp() * 1000)
 LAST_CLOSED = NOW_MS // HOUR * HOUR - HOUR
 
-# ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?error}, ${VAR?error}, ${VAR:+alt}, $VAR; $$ is a literal $
-_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)")
-
-
 # ---------------------------------------------------------------------------------------------- helpers
+# reading the compose file as compose does: pipelines/runtime/stack.py (the native stack reads it the same way)
 
 
 def env_example() -> dict[str, str]:
-    values = {}
-    for line in ENV_EXAMPLE.read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            name, sep, value = line.partition("=")
-            assert sep, f".env.example: not NAME=value: {line!r}"
-            assert name not in values, f".env.example: {name} twice"
-            values[name] = value
-    return values
-
-
-def referenced_vars(value: Any) -> set[str]:
-    """The variables compose interpolates: in every string value of the parsed file (not in comments)."""
-    if isinstance(value, dict):
-        return set().union(*map(referenced_vars, value.values())) if value else set()
-    if isinstance(value, list):
-        return set().union(*map(referenced_vars, value)) if value else set()
-    if not isinstance(value, str):
-        return set()
-    return {m.group(1) or m.group(4) for m in _VAR.finditer(value) if m.group(0) != "$$"}
-
-
-def interpolate(value: Any, env: dict[str, str]) -> Any:
-    """What compose does to every string of the file after parsing it, with `env` as .env."""
-    if isinstance(value, dict):
-        return {k: interpolate(v, env) for k, v in value.items()}
-    if isinstance(value, list):
-        return [interpolate(v, env) for v in value]
-    if not isinstance(value, str):
-        return value
-
-    def one(m: re.Match) -> str:
-        if m.group(0) == "$$":
-            return "$"
-        name, op, arg = m.group(1) or m.group(4), m.group(2), m.group(3)
-        current = env.get(name)
-        if op in (":-", "-"):
-            return (current if current else arg) if op == ":-" else (arg if current is None else current)
-        if op in (":?", "?"):
-            if current is None or (op == ":?" and not current):
-                raise AssertionError(f"compose would refuse to start: {name}: {arg}")
-            return current
-        if op == ":+":
-            return arg if current else ""
-        return current or ""
-
-    return _VAR.sub(one, value)
-
-
-def raw_compose() -> dict:
-    return yaml.safe_load(COMPOSE_FILE.read_text())  # SafeLoader resolves the `<<` merge keys like compose
+    return stack.env_file(ENV_EXAMPLE)
 
 
 def compose() -> dict:
-    return interpolate(raw_compose(), env_example())
+    return stack.compose(env_example())
 
 
 def services() -> dict[str, dict]:
@@ -131,13 +78,6 @@ def services() -> dict[str, dict]:
 def ours() -> dict[str, dict]:
     """The services that run our image (built from the Dockerfile)."""
     return {name: s for name, s in services().items() if "build" in s}
-
-
-def environment(service: dict) -> dict[str, str]:
-    env = service.get("environment") or {}
-    if isinstance(env, list):
-        env = dict(item.split("=", 1) for item in env)
-    return {k: "" if v is None else str(v) for k, v in env.items()}
 
 
 def is_one_shot(service: dict) -> bool:
@@ -391,7 +331,7 @@ def test_the_celery_executor_loads(tmp_path):
     )
     env = {
         **airflow_env(tmp_path),
-        "AIRFLOW__CORE__EXECUTOR": environment(services()["airflow-worker"])["AIRFLOW__CORE__EXECUTOR"],
+        "AIRFLOW__CORE__EXECUTOR": stack.environment(services()["airflow-worker"])["AIRFLOW__CORE__EXECUTOR"],
     }
     run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=180)
     assert run.returncode == 0, run.stderr[-1500:]
@@ -458,7 +398,7 @@ def test_airflow_configuration_names_are_real_options(tmp_path):
     names = {
         name: value
         for service in ours().values()
-        for name, value in environment(service).items()
+        for name, value in stack.environment(service).items()
         if name.startswith("AIRFLOW__")
     }
     script = (
@@ -491,7 +431,7 @@ def test_airflow_configuration_names_are_real_options(tmp_path):
     assert urlsplit(names["AIRFLOW__CELERY__BROKER_URL"]).hostname == "redis"
     # every Airflow component has the same configuration (tokens signed by one are checked by another)
     airflow_envs = [
-        {k: v for k, v in environment(s).items() if k.startswith("AIRFLOW__")}
+        {k: v for k, v in stack.environment(s).items() if k.startswith("AIRFLOW__")}
         for name, s in ours().items()
         if name.startswith("airflow-")
     ]
@@ -525,7 +465,7 @@ def test_mounted_host_paths_exist_and_named_volumes_are_declared():
 
 
 def test_env_example_lists_exactly_the_variables_compose_uses():
-    used = referenced_vars(raw_compose())
+    used = stack.referenced_vars(stack.raw_compose())
     listed = set(env_example())
     assert used - listed == set(), "used in docker-compose.yml but missing from .env.example"
     assert listed - used == set(), "in .env.example but not used by docker-compose.yml"
@@ -543,7 +483,7 @@ READERS = ("dashboard", "metrics")  # they connect as the reader role and hold n
 def test_cryptoflow_environment_names_are_real_settings_keys():
     checked = 0
     for name, service in ours().items():
-        env = environment(service)
+        env = stack.environment(service)
         for key, value in env.items():
             if key.startswith("CRYPTOFLOW__"):
                 try:
@@ -574,7 +514,7 @@ def test_each_service_of_ours_loads_its_settings_from_compose():
     init = POSTGRES_INIT.read_text()
     example = env_example()
     for name, service in ours().items():
-        env = environment(service)
+        env = stack.environment(service)
         settings = url_of(env)
         url = urlsplit(settings.database.url)
         assert (url.hostname, url.port, url.path) == ("postgres", 5432, "/cryptoflow"), name
@@ -601,7 +541,7 @@ def test_each_service_of_ours_loads_its_settings_from_compose():
             assert settings.storage.is_s3 and settings.storage.s3_endpoint_url == "http://minio:9000", name
             assert settings.secrets.aws_access_key_id and settings.secrets.database_password, name
             assert "CRYPTOFLOW_READER_PASSWORD" not in env, name
-    postgres = environment(services()["postgres"])
+    postgres = stack.environment(services()["postgres"])
     for key in ("CRYPTOFLOW_DB_PASSWORD", "CRYPTOFLOW_READER_PASSWORD", "AIRFLOW_DB_PASSWORD"):
         assert postgres[key] == example[key]
 
@@ -714,11 +654,11 @@ def test_minio_init_creates_the_bucket_of_the_bronze_url(tmp_path):
         f'#!/bin/sh\nprintf "%s\\n" "$*" >> {log}\n[ "$2 $3" = "user info" ] && echo readwrite\nexit 0\n'
     )
     fake.chmod(0o755)
-    env = {**environment(service), "PATH": f"{fake.parent}{os.pathsep}/usr/bin:/bin"}
+    env = {**stack.environment(service), "PATH": f"{fake.parent}{os.pathsep}/usr/bin:/bin"}
     run = subprocess.run(["/bin/sh", "-c", script], env=env, capture_output=True, text=True, timeout=30)
     assert run.returncode == 0, run.stderr
     calls = log.read_text().splitlines()
-    bucket = urlsplit(url_of(environment(services()["db-init"])).storage.bronze_url).hostname
+    bucket = urlsplit(url_of(stack.environment(services()["db-init"])).storage.bronze_url).hostname
     e = env_example()
     assert (
         calls[0]
@@ -742,7 +682,7 @@ def test_airflow_init_sets_the_admin_password_the_api_server_keeps(tmp_path):
     passwords = tmp_path / "auth" / "passwords.json"
     passwords.parent.mkdir()
     env = {
-        **environment(service),
+        **stack.environment(service),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
         "PATH": f"{fake.parent}{os.pathsep}{BIN}{os.pathsep}/usr/bin:/bin",
     }
@@ -759,7 +699,7 @@ def test_airflow_init_sets_the_admin_password_the_api_server_keeps(tmp_path):
     )
     api_env = {
         **airflow_env(tmp_path),
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": environment(services()["airflow-apiserver"])[
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": stack.environment(services()["airflow-apiserver"])[
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"
         ],
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
@@ -788,7 +728,7 @@ def test_postgres_init_script_creates_roles_and_databases(fresh_postgres, tmp_pa
 
     socket_dir = urlsplit(fresh_postgres.get_uri()).query.split("host=")[1].split("&")[0]
     env = {
-        **environment(services()["postgres"]),
+        **stack.environment(services()["postgres"]),
         "PATH": f"{POSTGRES_BIN_PATH}{os.pathsep}/usr/bin:/bin",
         "PGHOST": socket_dir,
     }
@@ -799,7 +739,7 @@ def test_postgres_init_script_creates_roles_and_databases(fresh_postgres, tmp_pa
     assert run.returncode == 0, run.stdout + run.stderr
 
     # `cryptoflow db start` (db-init) on that server: schemas, tables and the reader's grants
-    writer_env = {**environment(services()["db-init"])}
+    writer_env = {**stack.environment(services()["db-init"])}
     writer_env["CRYPTOFLOW__DATABASE__URL"] = (
         f"postgresql://cryptoflow_writer@localhost/cryptoflow?host={socket_dir}"
     )
@@ -864,7 +804,7 @@ def test_compose_storage_settings_work_against_an_s3_endpoint(s3_endpoint, make_
     """The pipeline's storage environment from compose (bronze_url s3://..., credentials), with the MinIO
     endpoint swapped for a real S3 server on 127.0.0.1: a real ingest writes bronze there and it reads back
     equal to raw."""
-    env = environment(services()["airflow-worker"])  # where the tasks run
+    env = stack.environment(services()["airflow-worker"])  # where the tasks run
     assert env["CRYPTOFLOW__STORAGE__S3_ENDPOINT_URL"] == "http://minio:9000"
     env["CRYPTOFLOW__STORAGE__S3_ENDPOINT_URL"] = s3_endpoint
     compose_settings = url_of(env)

@@ -327,3 +327,45 @@ def test_shared_runs_go_side_by_side_and_a_run_wanting_the_source_alone_goes_fir
         assert got_it == []  # the running batch still holds it
     alone.join(timeout=10)
     assert got_it == [1]  # the batch ended: the exclusive run got the source
+
+
+def test_a_batch_takes_over_only_its_own_pairs_windows_from_a_killed_run(settings):
+    """A run killed after its raw commit leaves windows unsearched. A backfill batch of other pairs must not
+    search them: another batch may be loading those pairs right now, and their hours would be recorded as
+    exchange gaps before they reach raw. The batch of the killed run's pairs takes them over; an exclusive run
+    takes over everything; a live run's windows are nobody's but its own."""
+    from pipelines.ingest import gaps
+
+    killed, live = "binance-killed-1", "binance-live-1"
+    execute(
+        settings,
+        "INSERT INTO ops.pipeline_runs (run_id, source, command, started_at, status) VALUES "
+        "(%s, 'binance', 'backfill', now(), 'failed'), (%s, 'binance', 'backfill', now(), 'running')",
+        (killed, live),
+    )
+    # the killed run committed (raw holds a row of its load); the live one has not yet
+    execute(
+        settings,
+        "UPDATE raw.binance_klines SET load_id = %s WHERE ctid = (SELECT min(ctid) FROM raw.binance_klines)",
+        (killed,),
+    )
+    day = 24 * 3_600_000
+    windows = [
+        (killed, "BTCUSDT"), (killed, "ETHUSDT"), (live, "BTCUSDT"), (live, "SOLUSDT"),
+    ]  # fmt: skip
+    execute(
+        settings,
+        "INSERT INTO ops.pending_gap_checks (run_id, symbol, start_time, end_time) "
+        "SELECT r, s, to_timestamp(0), to_timestamp(%s / 1000.0) FROM unnest(%s::text[], %s::text[]) AS t(r, s)",
+        (day, [r for r, _ in windows], [s for _, s in windows]),
+    )
+    mine, taken = gaps.inherited_gap_checks(settings, "binance-batch-eth", ["ETHUSDT", "XRPUSDT"])
+    assert ([w.symbol for w in mine], taken) == (["ETHUSDT"], [killed])
+    gaps.done_gap_checks(settings, "binance-batch-eth", taken, ["ETHUSDT", "XRPUSDT"])
+    left = "SELECT run_id, symbol FROM ops.pending_gap_checks ORDER BY 1, 2"
+    assert execute(settings, left) == [(killed, "BTCUSDT"), (live, "BTCUSDT"), (live, "SOLUSDT")]
+    # a run with the source to itself takes over the rest of the killed run's, never the live run's
+    rest, taken = gaps.inherited_gap_checks(settings, "binance-hourly")
+    assert ([w.symbol for w in rest], taken) == (["BTCUSDT"], [killed])
+    gaps.done_gap_checks(settings, "binance-hourly", taken)
+    assert execute(settings, left) == [(live, "BTCUSDT"), (live, "SOLUSDT")]

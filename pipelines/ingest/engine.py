@@ -154,7 +154,7 @@ def deliver(
         pipeline.abort_packages()
         return 0, 0
     try:
-        with stage(sink, "bronze"):
+        with stage(sink, "bronze"), _one_run_at_a_time(settings, f"bronze:{spec.name}"):
             rows_bronze = write_bronze(lake, spec.name, rows, spec.time_column, load_id)
         sink.time_range = time_range = (
             pc.min(rows[spec.time_column]).as_py(),
@@ -162,13 +162,14 @@ def deliver(
         )
         del rows
         sink.tables.clear()  # dlt loads from its own files: free the extracted tables before the raw load
-        with stage(sink, "raw"), _one_run_at_a_time(settings, f"load:raw.{spec.name}"):
-            pipeline.normalize()
-            pipeline.load()
+        with _one_run_at_a_time(settings, f"load:raw.{spec.name}"):
+            with stage(sink, "raw"):
+                pipeline.normalize()
+                pipeline.load()
+            with stage(sink, "unique_index"):  # its ShareLock would wait for another run's load
+                ensure_unique_key(settings, spec)
         with stage(sink, "bronze_settle"), _one_run_at_a_time(settings, f"bronze:{spec.name}"):
             settle_bronze(lake, spec.name, [load_id], spec.replaces, time_range=time_range)
-        with stage(sink, "unique_index"):
-            ensure_unique_key(settings, spec)
         with stage(sink, "count"):
             rows_raw = count_rows(settings, spec.name, load_id)
     except BaseException:  # an error, a Ctrl-C or a task timeout: bronze must end up agreeing with raw
@@ -208,11 +209,11 @@ def _bronze_after_failure(settings: Settings, lake: Any, spec: Table, load_id: s
             extra={"load_id": load_id},
         )
         return
-    if committed:
-        with _one_run_at_a_time(settings, f"bronze:{spec.name}"):
+    with _one_run_at_a_time(settings, f"bronze:{spec.name}"):
+        if committed:
             settle_bronze(lake, spec.name, [load_id], spec.replaces)
-    else:
-        delete_load(lake, spec.name, load_id)
+        else:
+            delete_load(lake, spec.name, load_id)
 
 
 def _handed_over(tables: list[pa.Table]) -> Iterator[pa.Table]:
@@ -314,11 +315,12 @@ def _recover_abandoned(settings: Settings, source: str) -> None:
     for run_id in abandoned:
         # every load a run can write: the main one, the gap re-fetch, and the revisions of each
         for load_id in (run_id, f"{run_id}-rev", f"{run_id}-refetch", f"{run_id}-refetch-rev"):
-            if count_rows(settings, spec.name, load_id):
-                with db.advisory_lock(settings, f"bronze:{spec.name}", wait_s=QUEUE_WAIT_S):
+            # bronze is read and rewritten by every run sharing the source: one at a time
+            with db.advisory_lock(settings, f"bronze:{spec.name}", wait_s=QUEUE_WAIT_S):
+                if count_rows(settings, spec.name, load_id):
                     settle_bronze(lake, spec.name, [load_id], spec.replaces)
-            else:
-                delete_load(lake, spec.name, load_id)
+                else:
+                    delete_load(lake, spec.name, load_id)
             if load_id.endswith("-rev") and source == "binance":
                 revisions.settle(settings, load_id)  # applied if raw holds the load, else removed
         _drop_pipeline_folder(settings, source, run_id)  # if it shared its source

@@ -73,27 +73,34 @@ def note_gap_checks(settings: Settings, run_id: str, windows: list[SymbolWindow]
         )
 
 
-def inherited_gap_checks(settings: Settings, run_id: str) -> list[SymbolWindow]:
-    """The windows a killed run left unsearched. Only those of a run whose raw load committed: there the
-    cursor moved past them, so nothing else would ever search them. A run killed before its commit stored
-    nothing; its windows are dropped (the cursor did not move: this or a later run fetches them again)."""
+def inherited_gap_checks(
+    settings: Settings, run_id: str, pairs: list[str] | None = None
+) -> tuple[list[SymbolWindow], list[str]]:
+    """The windows killed runs left unsearched, and the runs taken over. Only those of a run whose raw load
+    committed: there the cursor moved past them, so nothing else would ever search them. A run killed before
+    its commit stored nothing; its windows are dropped (the cursor did not move: this or a later run fetches
+    them again). A run sharing the source (`pairs`: a backfill batch) takes over only its own pairs' windows:
+    another pair's may belong to a batch loading it right now, whose hours are not in raw yet."""
+    mine = "" if pairs is None else " AND symbol = ANY(%(pairs)s::text[])"
+    params = {"run": run_id, "pairs": pairs}
     with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
         # not those of a run still going (a backfill of other pairs sharing the source): it searches its own
         cur.execute(
-            "SELECT DISTINCT g.run_id FROM ops.pending_gap_checks g WHERE g.run_id <> %s AND NOT EXISTS "
-            "(SELECT 1 FROM ops.pipeline_runs r WHERE r.run_id = g.run_id AND r.status = 'running')",
-            (run_id,),
+            "SELECT DISTINCT g.run_id FROM ops.pending_gap_checks g WHERE g.run_id <> %(run)s AND NOT EXISTS "
+            f"(SELECT 1 FROM ops.pipeline_runs r WHERE r.run_id = g.run_id AND r.status = 'running'){mine}",
+            params,
         )
         others = [r for (r,) in cur.fetchall()]
         committed = [r for r in others if count_rows(settings, KLINES.name, r)]
         cur.execute(
-            "DELETE FROM ops.pending_gap_checks WHERE run_id = ANY(%s::text[]) AND NOT run_id = ANY(%s::text[])",
-            (others, committed),
+            "DELETE FROM ops.pending_gap_checks WHERE run_id = ANY(%(others)s::text[]) "
+            f"AND NOT run_id = ANY(%(committed)s::text[]){mine}",
+            {**params, "others": others, "committed": committed},
         )
         cur.execute(
             "SELECT symbol, (extract(epoch FROM start_time) * 1000)::bigint, (extract(epoch FROM end_time) * 1000)::bigint "
-            "FROM ops.pending_gap_checks WHERE run_id = ANY(%s::text[]) ORDER BY symbol, start_time",
-            (committed,),
+            f"FROM ops.pending_gap_checks WHERE run_id = ANY(%(committed)s::text[]){mine} ORDER BY symbol, start_time",
+            {**params, "committed": committed},
         )
         found = [SymbolWindow(*row) for row in cur.fetchall()]
     if found:
@@ -101,17 +108,20 @@ def inherited_gap_checks(settings: Settings, run_id: str) -> list[SymbolWindow]:
             "searching the windows a killed run left unsearched for missing hours",
             extra={"runs": committed, "windows": len(found)},
         )
-    return found
+    return found, committed
 
 
-def done_gap_checks(settings: Settings, run_id: str) -> None:
-    """This run's windows, and any it inherited, are searched and settled: every pending check left but those
-    of runs still going (backfills of other pairs sharing the source)."""
+def done_gap_checks(
+    settings: Settings, run_id: str, taken_over: list[str], pairs: list[str] | None = None
+) -> None:
+    """This run's windows, and those it took over (inherited_gap_checks: of these runs, of these pairs), are
+    searched and settled; nothing else is touched (a run that died meanwhile keeps its windows for the next)."""
+    mine = "" if pairs is None else " AND symbol = ANY(%(pairs)s::text[])"
     with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
         cur.execute(
-            "DELETE FROM ops.pending_gap_checks g WHERE g.run_id = %s OR NOT EXISTS "
-            "(SELECT 1 FROM ops.pipeline_runs r WHERE r.run_id = g.run_id AND r.status = 'running')",
-            (run_id,),
+            "DELETE FROM ops.pending_gap_checks WHERE run_id = %(run)s "
+            f"OR (run_id = ANY(%(taken)s::text[]){mine})",
+            {"run": run_id, "taken": taken_over, "pairs": pairs},
         )
 
 

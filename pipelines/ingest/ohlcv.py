@@ -122,7 +122,9 @@ def ingest_ohlcv(
             windows, _ = _stored_part(settings, windows)
             summary["rest_region_blocked"] = True
         clock = time.perf_counter()
-        inherited = gaps.inherited_gap_checks(settings, run.run_id)  # a killed run's, after its raw commit
+        batch = list(symbols) if shared else None  # a batch takes over only its own pairs' windows
+        inherited, taken_over = gaps.inherited_gap_checks(settings, run.run_id, batch)  # killed runs'
+
         gap_windows = gaps.detect_gaps(settings, run.run_id, gaps.merged([*windows, *retired, *inherited]))
         summary["timings"]["gap_check_s"] = round(time.perf_counter() - clock, 3)
         if source == "archive" and not incremental:
@@ -145,7 +147,7 @@ def ingest_ohlcv(
             # also settles hours an earlier (killed) run left 'missing' that raw now holds
             summary["known_gaps"] = gaps.settle_gaps(settings, run.run_id, gap_windows)
         summary["gap_classes"] = gaps.classify_gaps(settings)
-        gaps.done_gap_checks(settings, run.run_id)
+        gaps.done_gap_checks(settings, run.run_id, taken_over, batch)
         if inherited:
             summary["inherited_gap_checks"] = len(inherited)
         run.details.update(

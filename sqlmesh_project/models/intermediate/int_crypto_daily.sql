@@ -14,14 +14,15 @@ MODEL (
 );
 
 WITH candle_days AS (
-  /* the pairs with candles on each UTC day of the interval (whole days: a run rewrites its days) */
+  /* the pairs with candles on each UTC day of the interval (whole days: a run rewrites its days); the bounds
+     are timestamps AT TIME ZONE 'UTC' (a date there would be read in the session's time zone) */
   SELECT DISTINCT
     symbol,
     (open_time AT TIME ZONE 'UTC')::DATE AS day
   FROM silver.stg_binance__ohlcv
   WHERE
-    open_time >= @start_ds::DATE AT TIME ZONE 'UTC'
-    AND open_time < (@end_ds::DATE + 1) AT TIME ZONE 'UTC'
+    open_time >= @start_ds::TIMESTAMP AT TIME ZONE 'UTC'
+    AND open_time < (@end_ds::DATE + 1)::TIMESTAMP AT TIME ZONE 'UTC'
 ), coin_days AS (
   SELECT
     symbol,

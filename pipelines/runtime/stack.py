@@ -1,0 +1,305 @@
+"""The docker-compose topology as native processes on one machine, configured from docker-compose.yml itself.
+
+docker-compose.yml is the one source of the services' settings: what each container gets (`environment`,
+with .env's values interpolated as compose does) is what the same program gets here, with the compose
+network's names rewritten to this machine's addresses (`postgres:5432` -> `127.0.0.1:<port>`) and the
+image's paths to the checkout's. Nothing is restated here, so the configuration users deploy is the one the
+native run (`make stack-test`) tests. The servers come from Debian's packages (`make tools`): PostgreSQL 15,
+Redis; moto stands in for MinIO. Every address is 127.0.0.1 on a free port; every process started is
+stopped by its pid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+ENV_EXAMPLE = ROOT / ".env.example"
+IMAGE_ROOT = "/opt/cryptoflow"  # the Dockerfile's WORKDIR: the checkout here
+
+
+def _postgres_bin() -> Path:
+    """Debian's PostgreSQL server: 15 (Debian 12's) when installed, else the newest there is."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"), key=lambda p: int(p.parts[-3]))
+    preferred = [p for p in found if p.parts[-3] == "15"]
+    return (preferred or found or [Path("/usr/lib/postgresql/15/bin/postgres")])[-1].parent
+
+
+PG_BIN = _postgres_bin()
+
+# ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?error}, ${VAR?error}, ${VAR:+alt}, $VAR; $$ is a literal $
+_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)")
+
+
+class ComposeRefuses(ValueError):
+    """compose would not start: a required variable (${VAR:?...}) is missing."""
+
+
+def env_file(path: Path = ENV_EXAMPLE) -> dict[str, str]:
+    """NAME=value lines of an .env file (comments and blank lines skipped)."""
+    values: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            name, sep, value = line.partition("=")
+            if not sep:
+                raise ValueError(f"{path.name}: not NAME=value: {line!r}")
+            if name in values:
+                raise ValueError(f"{path.name}: {name} twice")
+            values[name] = value
+    return values
+
+
+def referenced_vars(value: Any) -> set[str]:
+    """The variables compose interpolates: in every string value of the parsed file (not in comments)."""
+    if isinstance(value, dict):
+        return set().union(*map(referenced_vars, value.values())) if value else set()
+    if isinstance(value, list):
+        return set().union(*map(referenced_vars, value)) if value else set()
+    if not isinstance(value, str):
+        return set()
+    return {m.group(1) or m.group(4) for m in _VAR.finditer(value) if m.group(0) != "$$"}
+
+
+def interpolate(value: Any, env: dict[str, str]) -> Any:
+    """What compose does to every string of the file after parsing it, with `env` as .env."""
+    if isinstance(value, dict):
+        return {k: interpolate(v, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, env) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def one(m: re.Match) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        name, op, arg = m.group(1) or m.group(4), m.group(2), m.group(3)
+        current = env.get(name)
+        if op in (":-", "-"):
+            return (current if current else arg) if op == ":-" else (arg if current is None else current)
+        if op in (":?", "?"):
+            if current is None or (op == ":?" and not current):
+                raise ComposeRefuses(f"compose would refuse to start: {name}: {arg}")
+            return current
+        if op == ":+":
+            return arg if current else ""
+        return current or ""
+
+    return _VAR.sub(one, value)
+
+
+def raw_compose() -> dict:
+    return yaml.safe_load(COMPOSE_FILE.read_text())  # SafeLoader resolves the `<<` merge keys like compose
+
+
+def compose(env: dict[str, str]) -> dict:
+    """docker-compose.yml as compose sees it with `env` as its .env."""
+    return interpolate(raw_compose(), env)
+
+
+def environment(service: dict) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {k: "" if v is None else str(v) for k, v in env.items()}
+
+
+def native_environment(service: dict, addresses: dict[str, tuple[str, int]], ports: dict[str, int]) -> dict:
+    """A service's compose environment for a native process: `<service>:<container port>` (in URLs, DSNs,
+    host:port values) becomes the address that service listens on here, and the image's paths the
+    checkout's. `addresses`: compose service name -> (host, port) here; `ports`: its container port."""
+    out = {}
+    for name, value in environment(service).items():
+        for other, (host, port) in addresses.items():
+            value = re.sub(rf"(?<![\w.-]){re.escape(other)}:{ports[other]}(?![\d])", f"{host}:{port}", value)
+        out[name] = value.replace(f"{IMAGE_ROOT}/", f"{ROOT}/")
+    return out
+
+
+def free_port() -> int:
+    with contextlib.closing(socket.socket()) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(check: Callable[[], bool], what: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with contextlib.suppress(Exception):
+            if check():
+                return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} did not come up within {timeout_s:.0f} s")
+        time.sleep(0.2)
+
+
+@dataclass
+class NativeStack:
+    """Postgres 15, Redis and an S3 endpoint (moto) started as processes, each on a free 127.0.0.1 port,
+    prepared as the compose stack's one-shot services prepare theirs (docker/postgres-init.sh, minio-init's
+    bucket). `env`: the .env values (generated secrets by default: .env.example's, change-me replaced)."""
+
+    env: dict[str, str] = field(default_factory=dict)
+    root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="cryptoflow-stack-")))
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    addresses: dict[str, tuple[str, int]] = field(default_factory=dict)
+    container_ports: dict[str, int] = field(
+        default_factory=lambda: {"postgres": 5432, "redis": 6379, "minio": 9000}
+    )
+
+    def __post_init__(self) -> None:
+        defaults = env_file()
+        for name, value in defaults.items():
+            if "change-me" in value:  # a real secret per run, like a user's .env
+                defaults[name] = f"s{os.urandom(12).hex()}"
+        self.env = {**defaults, **self.env}
+        self.compose = compose(self.env)
+
+    def service_env(self, name: str) -> dict[str, str]:
+        return native_environment(self.compose["services"][name], self.addresses, self.container_ports)
+
+    def _start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+        log = open(self.root / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        self.procs[name] = proc
+        return proc
+
+    def _server_user(self) -> list[str]:
+        """PostgreSQL refuses to run as root: as root (a CI container), the server runs as an unprivileged
+        user (pgserver's, else nobody) that owns the stack's folder."""
+        if os.geteuid() != 0:
+            return []
+        import pwd
+
+        for user in ("pgserver", "nobody"):
+            with contextlib.suppress(KeyError):
+                entry = pwd.getpwnam(user)
+                for path in (self.root, *self.root.rglob("*")):
+                    os.chown(path, entry.pw_uid, entry.pw_gid)
+                return [shutil.which("runuser") or "runuser", "-u", user, "--"]
+        raise RuntimeError("PostgreSQL cannot run as root and no unprivileged user was found")
+
+    def start_postgres(self) -> None:
+        """initdb + postgres (PostgreSQL 15), then docker/postgres-init.sh with the postgres service's env,
+        as the official image runs it on an empty volume."""
+        data, port = self.root / "pg", free_port()
+        superuser = self.service_env("postgres")
+        pwfile = self.root / "pwfile"
+        pwfile.write_text(superuser["POSTGRES_PASSWORD"] + "\n")
+        as_user = self._server_user()
+        subprocess.run(
+            [*as_user, str(PG_BIN / "initdb"), "-D", str(data), "-U", superuser["POSTGRES_USER"], "--pwfile", str(pwfile),
+             "-A", "scram-sha-256", "--encoding", "UTF8", "--locale", "C.UTF-8"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        pwfile.unlink()
+        self._start(
+            "postgres",
+            [*as_user, str(PG_BIN / "postgres"), "-D", str(data), "-p", str(port), "-h", "127.0.0.1",
+             "-k", str(self.root), "-c", "fsync=off"],
+        )  # fmt: skip
+        self.addresses["postgres"] = ("127.0.0.1", port)
+        ready = [
+            str(PG_BIN / "pg_isready"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-U",
+            superuser["POSTGRES_USER"],
+        ]
+        wait_until(lambda: subprocess.run(ready, capture_output=True).returncode == 0, "postgres")
+        init = {
+            **os.environ,
+            **superuser,
+            "PGHOST": "127.0.0.1",
+            "PGPORT": str(port),
+            "PGPASSWORD": superuser["POSTGRES_PASSWORD"],
+            "PATH": f"{PG_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
+        subprocess.run(
+            ["bash", str(ROOT / "docker" / "postgres-init.sh")], env=init, check=True, capture_output=True
+        )
+
+    def start_redis(self) -> None:
+        port = free_port()
+        self._start(
+            "redis",
+            [shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no", "--dir", str(self.root)],
+        )  # fmt: skip
+        self.addresses["redis"] = ("127.0.0.1", port)
+
+        def pong() -> bool:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+
+        wait_until(pong, "redis")
+
+    def start_s3(self) -> None:
+        """moto as MinIO, with what minio-init makes: the bucket of CRYPTOFLOW__STORAGE__BRONZE_URL."""
+        import sys
+        import urllib.request
+
+        import boto3
+
+        port = free_port()
+        self._start(
+            "minio", [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)]
+        )
+        self.addresses["minio"] = ("127.0.0.1", port)
+        wait_until(lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2), "moto")
+        init = self.service_env("minio-init")
+        bucket = init["CRYPTOFLOW__STORAGE__BRONZE_URL"].removeprefix("s3://").split("/", 1)[0]
+        boto3.client(
+            "s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
+            aws_access_key_id=init["AWS_ACCESS_KEY_ID"], aws_secret_access_key=init["AWS_SECRET_ACCESS_KEY"],
+        ).create_bucket(Bucket=bucket)  # fmt: skip
+
+    def stop(self) -> None:
+        """Every process this stack started, by its pid (each leads its own process group: the server behind
+        runuser too): SIGTERM, then SIGKILL after 10 s."""
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def native_stack(**env: str) -> Iterator[NativeStack]:
+    missing = [p for p, found in (("postgresql", (PG_BIN / "postgres").exists()),
+                                  ("redis-server", shutil.which("redis-server"))) if not found]  # fmt: skip
+    if missing:
+        raise RuntimeError(f"missing {', '.join(missing)} (Debian's packages): run `make tools`")
+    stack = NativeStack(env=dict(env))
+    try:
+        stack.start_postgres()
+        stack.start_redis()
+        stack.start_s3()
+        yield stack
+    finally:
+        stack.stop()
