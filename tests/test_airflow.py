@@ -389,6 +389,18 @@ def test_cryptoflow_up_runs_airflow_standalone_and_down_stops_it(tmp_path, pg_di
             )
             assert state == "success"
             assert query(settings, "SELECT count(*) FROM raw.binance_klines") == [(144,)]
+            # CI's compose smoke test (docker/smoke.py, stdlib only), against this real Airflow 3
+            smoke = [
+                sys.executable,
+                str(ROOT / "docker" / "smoke.py"),
+                "check",
+                f"http://127.0.0.1:{airflow_port}",
+            ]
+            wrong = run([*smoke, "not-the-password"], env, tmp_path, timeout=60)
+            assert wrong.returncode == 1 and "did not answer as expected" in wrong.stdout, wrong.stdout
+            passed = run([*smoke, password], env, tmp_path, timeout=400)
+            assert passed.returncode == 0, passed.stdout + passed.stderr
+            assert "smoke test passed: 6 DAGs listed, ingest_market_data_daily succeeded" in passed.stdout
             ledger = query(
                 settings,
                 "SELECT status, details->>'dag_run_id', error FROM ops.pipeline_runs "

@@ -862,3 +862,26 @@ def test_compose_storage_settings_work_against_an_s3_endpoint(s3_endpoint, make_
     assert len(raw) == 48 and [r[1] for r in raw][-1] == LAST_CLOSED
     assert [(s, ms, lid) for s, ms, _, lid in bronze] == [(s, ms, lid) for s, ms, _, lid in raw]
     assert [float(c) for *_, c, _ in bronze] == [float(c) for *_, c, _ in raw]
+
+
+def test_the_smoke_env_starts_compose_with_fresh_secrets_and_the_sandbox(tmp_path):
+    """CI's .env for the compose smoke job (`python3 docker/smoke.py env`): every change-me replaced by a
+    fresh secret (letters and digits: safe in URLs), the offline sandbox on, everything else as in
+    .env.example, and compose accepts it."""
+    made = subprocess.run(
+        [sys.executable, str(ROOT / "docker" / "smoke.py"), "env"], capture_output=True, text=True, check=True
+    )
+    (tmp_path / ".env").write_text(made.stdout)
+    env = stack.env_file(tmp_path / ".env")
+    example = env_example()
+    assert env.keys() == example.keys()
+    replaced = {k for k, v in example.items() if "change-me" in v}
+    assert replaced and all(re.fullmatch(r"[0-9a-f]{32}", env[k]) for k in replaced)
+    assert env["CRYPTOFLOW__SANDBOX__ENABLED"] == "true"
+    assert {k: v for k, v in env.items() if k not in replaced | {"CRYPTOFLOW__SANDBOX__ENABLED"}} == {
+        k: v for k, v in example.items() if k not in replaced | {"CRYPTOFLOW__SANDBOX__ENABLED"}
+    }
+    assert (
+        stack.compose(env)["services"]["postgres"]["environment"]["POSTGRES_PASSWORD"]
+        == env["POSTGRES_PASSWORD"]
+    )

@@ -114,7 +114,7 @@ def test_tests_workflow_runs_ci_on_push_and_pull_request() -> None:
     assert re.search(r"(^|\s)\./\.ci/run\b", runs(workflow)), "tests.yml must run ./.ci/run (make test)"
     assert workflow["permissions"] == {"contents": "read"}
     assert workflow["concurrency"]["cancel-in-progress"] is True
-    (job,) = workflow["jobs"].values()
+    job = workflow["jobs"]["test"]
     assert job["runs-on"] == "ubuntu-latest"
     assert job["timeout-minutes"] == 30
     assert str(step_using(workflow, "actions/setup-python")["with"]["python-version"]) == "3.11"
@@ -185,3 +185,18 @@ def test_no_secret_literals(path: Path) -> None:
     for where, key, value in walk(workflow):
         if SENSITIVE_NAME.search(key) and not isinstance(value, dict | list):
             assert SECRET_REF.match(str(value)), f"{path.name}{where} = {value!r}: use ${{{{ secrets.X }}}}"
+
+
+def test_tests_workflow_starts_the_compose_stack_and_smoke_tests_it() -> None:
+    """Where containers run (GitHub's runners), every push builds the image and starts docker-compose.yml:
+    healthchecks waited for, docker/smoke.py's check (tested against a real Airflow in test_airflow.py), the
+    logs on failure, the stack removed always."""
+    job = load("tests.yml")["jobs"]["compose-smoke"]
+    assert job["runs-on"] == "ubuntu-latest" and job["timeout-minutes"] <= 30
+    steps = [step.get("run", "") for step in job["steps"]]
+    assert "python3 docker/smoke.py env > .env" in steps
+    (up,) = [s for s in steps if s.startswith("docker compose up")]
+    assert all(flag in up for flag in ("--build", "--wait", "--detach"))
+    assert any("python3 docker/smoke.py check" in s for s in steps)
+    always = [step for step in job["steps"] if step.get("if") == "always()"]
+    assert [step["run"] for step in always] == ["docker compose down --volumes"]
