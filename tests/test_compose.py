@@ -885,3 +885,19 @@ def test_the_smoke_env_starts_compose_with_fresh_secrets_and_the_sandbox(tmp_pat
         stack.compose(env)["services"]["postgres"]["environment"]["POSTGRES_PASSWORD"]
         == env["POSTGRES_PASSWORD"]
     )
+
+
+def test_every_one_shot_service_is_awaited_by_a_long_running_one():
+    """CI runs `docker compose up --wait`: it exits 1 when a one-shot container (exit 0) is not awaited by a
+    long-running service through `condition: service_completed_successfully` (docker/compose#10596)."""
+    all_services = services()
+    one_shots = {name for name, s in all_services.items() if is_one_shot(s)}
+    awaited = {
+        dep
+        for name, s in all_services.items()
+        if name not in one_shots
+        for dep, cond in (s.get("depends_on") or {}).items()
+        if isinstance(cond, dict) and cond.get("condition") == "service_completed_successfully"
+    }
+    assert one_shots == {"airflow-init", "db-init", "minio-init"}
+    assert one_shots <= awaited, one_shots - awaited
