@@ -44,12 +44,16 @@ def default_args() -> dict[str, Any]:
     }
 
 
-def schedule(key: str) -> Any:
-    """A DAG's setting from `orchestration.<key>` (config.yaml, read at parse time): its cron, or how many of
-    its tasks run at once."""
+def orchestration_setting(key: str) -> Any:
+    """`orchestration.<key>` from config.yaml, read when the DAG file is parsed (a file, no database)."""
     from pipelines.settings import load_settings
 
     return getattr(load_settings().orchestration, key)
+
+
+def schedule(key: str) -> str:
+    """A DAG's cron from `orchestration.<key>` (config.yaml)."""
+    return orchestration_setting(key)
 
 
 def _ids(context: dict[str, Any]) -> dict[str, Any]:

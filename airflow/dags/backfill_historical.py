@@ -15,7 +15,7 @@ import datetime as dt
 
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 
-from pipelines.airflow_callbacks import default_args, schedule
+from pipelines.airflow_callbacks import default_args, orchestration_setting
 from pipelines.orchestration import ASSETS
 
 KLINES = Asset(name="raw.binance_klines", uri=ASSETS["raw.binance_klines"])
@@ -49,7 +49,7 @@ def backfill_historical():
 
     @task(
         outlets=[KLINES],
-        max_active_tis_per_dagrun=schedule("backfill_concurrency"),
+        max_active_tis_per_dagrun=orchestration_setting("backfill_concurrency"),
         execution_timeout=dt.timedelta(hours=2),
     )
     def load_batch(symbols: list[str]) -> dict:
