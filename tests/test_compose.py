@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import importlib.util
 import json
 import logging
 import os
@@ -428,6 +429,9 @@ def test_airflow_configuration_names_are_real_options(tmp_path):
     for key in ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CELERY__RESULT_BACKEND"):
         url = urlsplit(names[key])
         assert (url.hostname, url.port, url.path, url.username) == ("postgres", 5432, "/airflow", "airflow")
+        # the driver named and installed: SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3 (not in the lock)
+        driver = url.scheme.removeprefix("db+").partition("+")[2]
+        assert driver and importlib.util.find_spec(driver), (key, url.scheme)
     assert urlsplit(names["AIRFLOW__CELERY__BROKER_URL"]).hostname == "redis"
     # every Airflow component has the same configuration (tokens signed by one are checked by another)
     airflow_envs = [

@@ -122,3 +122,84 @@ def test_the_compose_settings_run_the_pipeline_on_a_real_postgres_15_server(tmp_
             c.rollback()
             with pytest.raises(psycopg2.errors.ReadOnlySqlTransaction):  # and read-only by default
                 cur.execute("CREATE TEMPORARY TABLE probe AS SELECT 1")
+
+
+@pytest.mark.slow
+def test_backfill_batches_run_on_two_celery_workers_from_the_compose_settings(tmp_path):
+    """Airflow as compose runs it (CeleryExecutor on Redis, api-server, scheduler, dag-processor, triggerer)
+    with two Celery workers: backfill_historical's batches run on both, exact rows in raw."""
+    import json
+    import time
+    import urllib.request
+
+    symbols = ["BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT"]
+    # .env's switch (compose reads it): the scheduled DAGs stay paused, the workers are the backfill's
+    paused = {"AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True"}
+    with SandboxServer(seed=7, calm=True) as sandbox, native.native_stack(**paused) as stack:
+        sources = {
+            "CRYPTOFLOW__SOURCES__BINANCE__BASE_URL": sandbox.binance_url,
+            "CRYPTOFLOW__SOURCES__BINANCE_ARCHIVE__BASE_URL": f"{sandbox.url}/archive",
+            "CRYPTOFLOW__SOURCES__COINGECKO__BASE_URL": sandbox.coingecko_url,
+            "CRYPTOFLOW__SOURCES__FEAR_GREED__BASE_URL": sandbox.fear_greed_url,
+            "CRYPTOFLOW__BACKFILL__SOURCE": "rest",
+        }
+        writer = {**stack.service_env("db-init"), **sources}
+        done = run([str(BIN / "cryptoflow"), "db", "start"], writer, tmp_path)
+        assert done.returncode == 0, done.stderr[-2000:]
+        login = stack.start_airflow(workers=2, extra=sources)
+        host, port = stack.addresses["airflow-apiserver"]
+        base = f"http://{host}:{port}"
+
+        def call(method: str, path: str, body: dict | None = None, token: str = "") -> dict:
+            headers = {
+                "Content-Type": "application/json",
+                **({"Authorization": f"Bearer {token}"} if token else {}),
+            }
+            data = None if body is None else json.dumps(body).encode()
+            request = urllib.request.Request(base + path, data=data, method=method, headers=headers)
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return json.loads(response.read() or b"{}")
+
+        token = call("POST", "/auth/token", login)["access_token"]
+        native.wait_until(
+            lambda: (
+                "backfill_historical"
+                in {d["dag_id"] for d in call("GET", "/api/v2/dags?limit=100", token=token)["dags"]}
+            ),
+            "the DAGs to be parsed",
+            timeout_s=180,
+        )
+        call("PATCH", "/api/v2/dags/backfill_historical", {"is_paused": False}, token)
+        conf = {"days": 2, "symbols": symbols, "batch_size": 1}
+        run_id = call(
+            "POST", "/api/v2/dags/backfill_historical/dagRuns", {"logical_date": None, "conf": conf}, token
+        )["dag_run_id"]
+        deadline = time.monotonic() + 480
+        while (
+            state := call("GET", f"/api/v2/dags/backfill_historical/dagRuns/{run_id}", token=token)["state"]
+        ) not in (
+            "success",
+            "failed",
+        ):
+            assert time.monotonic() < deadline, "backfill_historical did not finish"
+            time.sleep(3)
+        logs = {p.name: p.read_text(errors="replace")[-1500:] for p in stack.root.glob("airflow-*.log")}
+        assert state == "success", logs
+        tis = call(
+            "GET", f"/api/v2/dags/backfill_historical/dagRuns/{run_id}/taskInstances?limit=100", token=token
+        )
+        batches = [ti for ti in tis["task_instances"] if ti["task_id"] == "load_batch"]
+        assert len(batches) == len(symbols) and {ti["state"] for ti in batches} == {"success"}
+        assert {ti["hostname"] for ti in batches} == {"worker1", "worker2"}  # spread over both workers
+
+        settings = load_settings(native.ROOT / "config.yaml", environ=writer)
+        with (
+            contextlib.closing(
+                psycopg2.connect(settings.database.url, password=writer["CRYPTOFLOW_DB_PASSWORD"])
+            ) as c,
+            c.cursor() as cur,
+        ):
+            cur.execute(
+                "SELECT symbol, count(*), count(DISTINCT open_time) FROM raw.binance_klines GROUP BY 1 ORDER BY 1"
+            )
+            assert cur.fetchall() == [(s, 48, 48) for s in sorted(symbols)]

@@ -18,6 +18,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -119,6 +120,12 @@ def environment(service: dict) -> dict[str, str]:
     return {k: "" if v is None else str(v) for k, v in env.items()}
 
 
+def worker_hostname() -> str:
+    """Airflow's [core] hostname_callable for the native stack's Celery workers: each is a machine of its own
+    in compose (its container's hostname), here one name per worker process (CRYPTOFLOW_STACK_HOST)."""
+    return os.environ.get("CRYPTOFLOW_STACK_HOST") or socket.gethostname()
+
+
 def native_environment(service: dict, addresses: dict[str, tuple[str, int]], ports: dict[str, int]) -> dict:
     """A service's compose environment for a native process: `<service>:<container port>` (in URLs, DSNs,
     host:port values) becomes the address that service listens on here, and the image's paths the
@@ -129,6 +136,9 @@ def native_environment(service: dict, addresses: dict[str, tuple[str, int]], por
             value = re.sub(rf"(?<![\w.-]){re.escape(other)}:{ports[other]}(?![\d])", f"{host}:{port}", value)
         out[name] = value.replace(f"{IMAGE_ROOT}/", f"{ROOT}/")
     return out
+
+
+AIRFLOW_IMAGE_HOME = "/opt/airflow"  # the Dockerfile's AIRFLOW_HOME
 
 
 def free_port() -> int:
@@ -254,7 +264,6 @@ class NativeStack:
 
     def start_s3(self) -> None:
         """moto as MinIO, with what minio-init makes: the bucket of CRYPTOFLOW__STORAGE__BRONZE_URL."""
-        import sys
         import urllib.request
 
         import boto3
@@ -271,6 +280,60 @@ class NativeStack:
             "s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
             aws_access_key_id=init["AWS_ACCESS_KEY_ID"], aws_secret_access_key=init["AWS_SECRET_ACCESS_KEY"],
         ).create_bucket(Bucket=bucket)  # fmt: skip
+
+    def airflow_env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        """The compose services' Airflow environment (x-airflow-env), here: its home in the stack's folder,
+        the api-server on its port; what only one machine needs (the log servers' and the scheduler's health
+        ports) on free ports."""
+        env = self.service_env("airflow-scheduler")
+        home = self.root / "airflow"
+        host, port = self.addresses["airflow-apiserver"]
+        env = {k: v.replace(f"{AIRFLOW_IMAGE_HOME}/", f"{home}/") for k, v in env.items()}
+        return {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("CRYPTOFLOW", "AWS_", "AIRFLOW"))},
+            **env,
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__API__HOST": host,
+            "AIRFLOW__API__PORT": str(port),
+            "AIRFLOW__API__BASE_URL": f"http://{host}:{port}",
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(free_port()),
+            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "pipelines.runtime.stack.worker_hostname",
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            # one machine plays several: one task at a time per worker (compose: one worker per machine)
+            "AIRFLOW__CELERY__WORKER_CONCURRENCY": "1",
+            **(extra or {}),
+        }
+
+    def start_airflow(self, workers: int = 2, extra: dict[str, str] | None = None) -> dict[str, str]:
+        """airflow-init's command, then the api-server, scheduler, dag-processor, triggerer and `workers`
+        Celery workers with compose's commands and environment. Returns the admin's login."""
+        import urllib.request
+
+        self.addresses["airflow-apiserver"] = ("127.0.0.1", free_port())
+        self.container_ports["airflow-apiserver"] = 8080
+        env = self.airflow_env(extra)
+        (self.root / "airflow" / "auth").mkdir(parents=True, exist_ok=True)
+        init = self.compose["services"]["airflow-init"]
+        init_env = {
+            **env,
+            "AIRFLOW_ADMIN_PASSWORD": self.service_env("airflow-init")["AIRFLOW_ADMIN_PASSWORD"],
+        }
+        subprocess.run(init["command"], env=init_env, check=True, capture_output=True, timeout=600)
+        for name in ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer"):
+            self._start(name, self.compose["services"][name]["command"], env)
+        worker = self.compose["services"]["airflow-worker"]["command"]
+        for n in range(1, workers + 1):
+            self._start(
+                f"airflow-worker-{n}",
+                [*worker, "--celery-hostname", f"worker{n}@%h"],
+                {**env, "CRYPTOFLOW_STACK_HOST": f"worker{n}",
+                 "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port())},
+            )  # fmt: skip
+        host, port = self.addresses["airflow-apiserver"]
+        health = f"http://{host}:{port}/api/v2/monitor/health"
+        wait_until(lambda: urllib.request.urlopen(health, timeout=5), "the Airflow api-server", timeout_s=180)
+        return {"username": "admin", "password": init_env["AIRFLOW_ADMIN_PASSWORD"]}
 
     def stop(self) -> None:
         """Every process this stack started, by its pid (each leads its own process group: the server behind
