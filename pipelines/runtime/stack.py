@@ -5,8 +5,8 @@ with .env's values interpolated as compose does) is what the same program gets h
 network's names rewritten to this machine's addresses (`postgres:5432` -> `127.0.0.1:<port>`) and the
 image's paths to the checkout's. Nothing is restated here, so the configuration users deploy is the one the
 native run (`make stack-test`) tests. The servers come from Debian's packages (`make tools`): PostgreSQL 15,
-Redis; moto stands in for MinIO. Every address is 127.0.0.1 on a free port; every process started is
-stopped by its pid.
+Redis; moto stands in for MinIO; Airflow and Celery come from the lock. Every address is 127.0.0.1 on a free
+port; every process started is stopped by its pid.
 """
 
 from __future__ import annotations
@@ -162,7 +162,8 @@ def wait_until(check: Callable[[], bool], what: str, timeout_s: float = 60) -> N
 class NativeStack:
     """Postgres 15, Redis and an S3 endpoint (moto) started as processes, each on a free 127.0.0.1 port,
     prepared as the compose stack's one-shot services prepare theirs (docker/postgres-init.sh, minio-init's
-    bucket). `env`: the .env values (generated secrets by default: .env.example's, change-me replaced)."""
+    bucket); then, on demand, Airflow with Celery workers (start_airflow). `env`: the .env values (generated
+    secrets by default: .env.example's, change-me replaced)."""
 
     env: dict[str, str] = field(default_factory=dict)
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="cryptoflow-stack-")))
