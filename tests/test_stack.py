@@ -15,6 +15,7 @@ import psycopg2
 import pytest
 
 from pipelines.bronze import open_lake, read_bronze
+from pipelines.runtime import services
 from pipelines.runtime import stack as native
 from pipelines.sandbox import SandboxServer
 from pipelines.settings import load_settings
@@ -128,9 +129,7 @@ def test_the_compose_settings_run_the_pipeline_on_a_real_postgres_15_server(tmp_
 def test_backfill_batches_run_on_two_celery_workers_from_the_compose_settings(tmp_path):
     """Airflow as compose runs it (CeleryExecutor on Redis, api-server, scheduler, dag-processor, triggerer)
     with two Celery workers: backfill_historical's batches run on both, exact rows in raw."""
-    import json
     import time
-    import urllib.request
 
     symbols = ["BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT"]
     # .env's switch (compose reads it): the scheduled DAGs stay paused, the workers are the backfill's
@@ -148,51 +147,24 @@ def test_backfill_batches_run_on_two_celery_workers_from_the_compose_settings(tm
         assert done.returncode == 0, done.stderr[-2000:]
         login = stack.start_airflow(workers=2, extra=sources)
         host, port = stack.addresses["airflow-apiserver"]
-        base = f"http://{host}:{port}"
-
-        def call(method: str, path: str, body: dict | None = None, token: str = "") -> dict:
-            headers = {
-                "Content-Type": "application/json",
-                **({"Authorization": f"Bearer {token}"} if token else {}),
-            }
-            data = None if body is None else json.dumps(body).encode()
-            request = urllib.request.Request(base + path, data=data, method=method, headers=headers)
-            with urllib.request.urlopen(request, timeout=30) as response:
-                return json.loads(response.read() or b"{}")
-
-        token = call("POST", "/auth/token", login)["access_token"]
+        settings = load_settings(native.ROOT / "config.yaml", environ=writer)
+        api = services.AirflowApi(settings, login["password"], base=f"http://{host}:{port}")
         native.wait_until(
-            lambda: (
-                "backfill_historical"
-                in {d["dag_id"] for d in call("GET", "/api/v2/dags?limit=100", token=token)["dags"]}
-            ),
-            "the DAGs to be parsed",
-            timeout_s=180,
+            lambda: "backfill_historical" in api.dag_ids(), "the DAGs to be parsed", timeout_s=180
         )
-        call("PATCH", "/api/v2/dags/backfill_historical", {"is_paused": False}, token)
-        conf = {"days": 2, "symbols": symbols, "batch_size": 1}
-        run_id = call(
-            "POST", "/api/v2/dags/backfill_historical/dagRuns", {"logical_date": None, "conf": conf}, token
-        )["dag_run_id"]
+        api.pause("backfill_historical", False)
+        run_id = api.trigger("backfill_historical", {"days": 2, "symbols": symbols, "batch_size": 1})
         deadline = time.monotonic() + 480
-        while (
-            state := call("GET", f"/api/v2/dags/backfill_historical/dagRuns/{run_id}", token=token)["state"]
-        ) not in (
-            "success",
-            "failed",
-        ):
+        while (state := api.state("backfill_historical", run_id)) not in ("success", "failed"):
             assert time.monotonic() < deadline, "backfill_historical did not finish"
             time.sleep(3)
         logs = {p.name: p.read_text(errors="replace")[-1500:] for p in stack.root.glob("airflow-*.log")}
         assert state == "success", logs
-        tis = call(
-            "GET", f"/api/v2/dags/backfill_historical/dagRuns/{run_id}/taskInstances?limit=100", token=token
-        )
+        tis = api.call("GET", f"/api/v2/dags/backfill_historical/dagRuns/{run_id}/taskInstances?limit=100")
         batches = [ti for ti in tis["task_instances"] if ti["task_id"] == "load_batch"]
         assert len(batches) == len(symbols) and {ti["state"] for ti in batches} == {"success"}
         assert {ti["hostname"] for ti in batches} == {"worker1", "worker2"}  # spread over both workers
 
-        settings = load_settings(native.ROOT / "config.yaml", environ=writer)
         with (
             contextlib.closing(
                 psycopg2.connect(settings.database.url, password=writer["CRYPTOFLOW_DB_PASSWORD"])

@@ -271,8 +271,8 @@ class AirflowApi:
     """A tiny client of Airflow's REST API (v2) with the simple auth manager's login, for the benchmark,
     the tests and scripts: `api.call("POST", "/api/v2/dags/ingest_ohlcv_hourly/dagRuns", {...})`."""
 
-    def __init__(self, settings: Settings, password: str | None = None):
-        self.base = f"http://127.0.0.1:{settings.services.airflow_port}"
+    def __init__(self, settings: Settings, password: str | None = None, base: str | None = None):
+        self.base = base or f"http://127.0.0.1:{settings.services.airflow_port}"  # `base`: another Airflow
         self.token = ""
         login = {"username": AIRFLOW_USER, "password": password or airflow_password(settings)}
         self.token = self.call("POST", "/auth/token", login)["access_token"]
