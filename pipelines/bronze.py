@@ -148,6 +148,9 @@ def write_bronze(lake: BronzeLake, table: str, rows: pa.Table, time_column: str,
             existing_data_behavior="overwrite_or_ignore",
             file_options=ds.ParquetFileFormat().make_write_options(compression="zstd"),
             max_partitions=100_000,
+            # S3 has no directories: creating each partition's "directory" costs listings of the table's
+            # prefix (Fear & Greed's first run: ~3,000 partitions, quadratic); a PUT needs none
+            create_dir=isinstance(lake.fs, pafs.LocalFileSystem),
         )
     return rows.num_rows
 
