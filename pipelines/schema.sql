@@ -198,3 +198,9 @@ CREATE TABLE IF NOT EXISTS ops.request_weight (
     used   integer NOT NULL,
     PRIMARY KEY (api, minute)
 );
+-- The weight limit the exchange last reported (exchangeInfo), when below the configured one it is the budget's
+CREATE TABLE IF NOT EXISTS ops.exchange_limits (
+    api          text PRIMARY KEY,
+    weight_limit integer NOT NULL,
+    reported_at  timestamptz NOT NULL
+);

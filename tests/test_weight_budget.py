@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -75,3 +76,29 @@ def test_two_processes_share_one_weight_budget_and_never_pass_it(make_settings, 
         cur.execute("SELECT count(*), sum(used), max(used) FROM ops.request_weight WHERE api = 'binance'")
         minutes, used, most = cur.fetchone()
     assert used == 2 * REQUESTS * 2 and most <= LIMIT * SHARE and minutes >= 2  # 120 weight: two minutes
+
+
+def test_the_limit_the_exchange_reports_binds_every_process_from_its_first_request(make_settings):
+    """exchangeInfo says 100 a minute while config says 6,000: the run that heard it lowers its own budget,
+    and a process that has not yet heard the exchange (its first request is the exchangeInfo call itself) is
+    held to it too, instead of to 80% of 6,000."""
+    from pipelines.runtime.weight_budget import RESERVE, SECONDS_LEFT, SharedWeightBudget
+
+    settings = make_settings()
+    db.ensure_database(settings)
+    heard = SharedWeightBudget(settings, "binance", 6000, 0.8)
+    fresh = SharedWeightBudget(settings, "binance", 6000, 0.8)
+    one = {"api": "binance", "weight": 1, "limit": 6000, "share": 0.8}  # what `fresh` asks next
+    try:
+        if (left := fresh._execute(SECONDS_LEFT, {})[0]) < 5:  # all of it inside one minute
+            time.sleep(left + 0.1)
+        heard.exchange_reports(100)  # allowance 80
+        assert heard.limit == 100
+        minutes = {fresh.reserve(20)[1] for _ in range(4)}  # 80: the allowance, no wait
+        assert len(minutes) == 1 and fresh.limit == 6000
+        assert fresh._execute(RESERVE, one) is None  # 81 > 80: refused in this minute, whoever asks
+        heard.exchange_reports(6000)  # the exchange raised it again: the configured limit binds
+        assert fresh._execute(RESERVE, one) == (minutes.pop(),)
+    finally:
+        heard.close()
+        fresh.close()

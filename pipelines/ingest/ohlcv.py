@@ -73,8 +73,8 @@ def ingest_ohlcv(
             client.limiter.weight_limit = min(
                 info.weight_limit, settings.sources.binance.weight_limit_per_minute
             )
-            if client.shared_budget is not None:  # the exchange's own limit, when it is the lower one
-                client.shared_budget.limit = client.limiter.weight_limit
+            if client.shared_budget is not None:  # the exchange's own limit, for every process
+                client.shared_budget.exchange_reports(info.weight_limit)
         pairs = resolve_pairs(settings, info, symbols)
         if not blocked:  # statuses are the exchange's word: none without exchangeInfo
             lifecycle.record_statuses(settings, info, [*pairs.trading, *pairs.skipped], run.run_id)

@@ -26,10 +26,18 @@ INSERT INTO ops.request_weight AS w (api, minute, used)
 SELECT %(api)s, date_trunc('minute', now()), %(weight)s
 WHERE now() < date_trunc('minute', now()) + interval '59.5 seconds'
 ON CONFLICT (api, minute) DO UPDATE SET used = w.used + EXCLUDED.used
-    WHERE w.used + EXCLUDED.used <= %(allowance)s
+    WHERE w.used + EXCLUDED.used <= floor(%(share)s * LEAST(%(limit)s, coalesce((
+        SELECT l.weight_limit FROM ops.exchange_limits l
+        WHERE l.api = %(api)s AND l.reported_at > now() - interval '1 day'), %(limit)s)))
 RETURNING minute
 """  # a minute's first request always fits (one heavier than the allowance runs alone); none is sent in a
-# minute's last half second, where it could reach the exchange in the next minute and count there
+# minute's last half second, where it could reach the exchange in the next minute and count there. The limit
+# is the configured one or, when lower, the one the exchange last reported to any process (exchangeInfo):
+# a run's first request, sent before it has heard the exchange itself, counts against that one too.
+REPORT = """
+INSERT INTO ops.exchange_limits (api, weight_limit, reported_at) VALUES (%(api)s, %(limit)s, now())
+ON CONFLICT (api) DO UPDATE SET weight_limit = EXCLUDED.weight_limit, reported_at = EXCLUDED.reported_at
+"""
 OBSERVE = """
 UPDATE ops.request_weight SET used = GREATEST(used, %(used)s) WHERE api = %(api)s AND minute = %(minute)s
 """  # into the minute the request was reserved in: a reply read after the minute turned is last minute's count
@@ -45,9 +53,11 @@ class SharedWeightBudget:
         self._conn: Any = None
         self._lock = threading.Lock()
 
-    @property
-    def allowance(self) -> int:
-        return int(self.limit * self.share)
+    def exchange_reports(self, limit: int) -> None:
+        """The exchange's own weight limit (exchangeInfo's rateLimits): every process's budget follows it
+        from now on, when it is below the configured one."""
+        self.limit = min(self.limit, limit)
+        self._execute(REPORT, {"api": self.api, "limit": limit})
 
     def _execute(self, sql: str, params: dict[str, Any]) -> Any:
         try:
@@ -74,7 +84,8 @@ class SharedWeightBudget:
         minute it was reserved in, for observe)."""
         waited = 0.0
         while True:
-            row = self._execute(RESERVE, {"api": self.api, "weight": weight, "allowance": self.allowance})
+            params = {"api": self.api, "weight": weight, "limit": self.limit, "share": self.share}
+            row = self._execute(RESERVE, params)
             if row:
                 return waited, row[0]
             pause = max(0.05, self._execute(SECONDS_LEFT, {})[0] + 0.05)
