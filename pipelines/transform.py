@@ -185,7 +185,7 @@ def transform(
     ):
         # "now" on the clock this run uses: execution_time (the sandbox's) when given, else the wall clock
         offset = (execution_time - dt.datetime.now(dt.UTC)) if execution_time else dt.timedelta(0)
-        _require_raw_tables(settings)
+        require_raw_tables(settings)
         newest_before = gold_newest_close(settings, environment)
         started = time.perf_counter()
         fingerprint = project_fingerprint(settings)
@@ -354,7 +354,11 @@ def _sample_rows(settings: Settings, audit_sql: str, samples: int) -> list[str]:
         return [f"    (sample rows unavailable: {exc})"]
 
 
-def _require_raw_tables(settings: Settings) -> None:
+class RawNotLoaded(TransformError):
+    """A raw table the models read does not exist yet (its source has never loaded)."""
+
+
+def require_raw_tables(settings: Settings) -> None:
     with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
         missing = []
         for table in catalog.RAW:
@@ -364,7 +368,7 @@ def _require_raw_tables(settings: Settings) -> None:
     if missing:
         tables = ", ".join(f"raw.{t}" for t, _ in missing)
         steps = " and ".join(f"`cryptoflow ingest {s}`" for _, s in missing)
-        raise TransformError(f"{tables} not loaded yet: run {steps} first (or `cryptoflow run`)")
+        raise RawNotLoaded(f"{tables} not loaded yet: run {steps} first (or `cryptoflow run`)")
 
 
 def describe_gold(settings: Settings, symbol: str = "BTCUSDT", rows: int = 5) -> str:

@@ -508,3 +508,25 @@ def test_failure_callback_alerts_even_when_the_database_is_down(tmp_path, monkey
     text = json.dumps(message)
     assert "Pipeline run failed" in text and "ingest_ohlcv_hourly.ingest_klines" in text
     assert "database went away" in text and "scheduled__2026-11-29T15:00:00+00:00" in text
+
+
+def test_transform_task_skips_until_every_raw_table_has_loaded(make_settings, tmp_path, monkeypatch):
+    """A new deployment: the first raw table's asset event starts transform_sqlmesh before the other sources
+    have loaded. The task is skipped, naming what is missing, and records no failed run (nothing to page
+    for); the next raw update starts it again."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from pipelines import orchestration
+
+    settings = make_settings()
+    db.ensure_database(settings)
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {"database": {"embedded_dir": settings.database.embedded_dir, "name": settings.database.name}}
+        )
+    )
+    monkeypatch.setenv("CRYPTOFLOW_CONFIG", str(config))
+    with pytest.raises(AirflowSkipException, match=r"raw\.binance_klines, raw\.coingecko_markets, raw\.fear"):
+        orchestration.transform("prod")
+    assert query(settings, "SELECT count(*) FROM ops.pipeline_runs") == [(0,)]
