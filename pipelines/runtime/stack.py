@@ -31,6 +31,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
+MONITORING = ROOT / "monitoring"
+MARK = "CRYPTOFLOW_STACK_PROCESS"  # in every native process's environment: <stack folder>:<service>
 IMAGE_ROOT = "/opt/cryptoflow"  # the Dockerfile's WORKDIR: the checkout here
 
 
@@ -130,12 +132,111 @@ def native_environment(service: dict, addresses: dict[str, tuple[str, int]], por
     """A service's compose environment for a native process: `<service>:<container port>` (in URLs, DSNs,
     host:port values) becomes the address that service listens on here, and the image's paths the
     checkout's. `addresses`: compose service name -> (host, port) here; `ports`: its container port."""
-    out = {}
-    for name, value in environment(service).items():
-        for other, (host, port) in addresses.items():
-            value = re.sub(rf"(?<![\w.-]){re.escape(other)}:{ports[other]}(?![\d])", f"{host}:{port}", value)
-        out[name] = value.replace(f"{IMAGE_ROOT}/", f"{ROOT}/")
+    return {name: rewrite(value, addresses, ports) for name, value in environment(service).items()}
+
+
+def rewrite(value: str, addresses: dict[str, tuple[str, int]], ports: dict[str, int]) -> str:
+    """One compose value for a native process: `<service>:<container port>` -> its address here, the image's
+    paths -> the checkout's."""
+    for other, (host, port) in addresses.items():
+        value = re.sub(rf"(?<![\w.-]){re.escape(other)}:{ports[other]}(?![\d])", f"{host}:{port}", value)
+    return value.replace(f"{IMAGE_ROOT}/", f"{ROOT}/")
+
+
+_DURATION = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
+_UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
+
+
+def seconds(duration: str) -> float:
+    """A Prometheus/Alertmanager duration ("1h30m", "30s") in seconds."""
+    parts = _DURATION.findall(duration)
+    if not parts or "".join(n + u for n, u in parts) != duration:
+        raise ValueError(f"not a Prometheus duration: {duration!r}")
+    return sum(int(n) * _UNIT_S[u] for n, u in parts)
+
+
+def compress(duration: str, time_scale: float) -> str:
+    """`duration` made time_scale times as long, in whole seconds (at least 1 s)."""
+    return f"{max(1, round(seconds(duration) * time_scale))}s"
+
+
+def option(argv: list[str], flag: str) -> str:
+    """The value of `flag` in a command (`--flag value` or `--flag=value`)."""
+    for i, arg in enumerate(argv):
+        if arg == flag:
+            return argv[i + 1]
+        if arg.startswith(f"{flag}="):
+            return arg.split("=", 1)[1]
+    raise KeyError(f"{flag} is not in {argv}")
+
+
+def with_options(argv: list[str], values: dict[str, str]) -> list[str]:
+    """The command with these flags' values replaced (each must be there, in either form)."""
+    out, replaced, skip = [], set(), False
+    for i, arg in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        flag = arg.split("=", 1)[0]
+        if flag in values:
+            replaced.add(flag)
+            out.append(f"{flag}={values[flag]}")
+            skip = "=" not in arg and i + 1 < len(argv)
+        else:
+            out.append(arg)
+    if missing := set(values) - replaced:
+        raise KeyError(f"{sorted(missing)} not in {argv}")
     return out
+
+
+def _compress_route(route: dict, time_scale: float) -> None:
+    for key in ("group_wait", "group_interval", "repeat_interval"):
+        if key in route:
+            route[key] = compress(route[key], time_scale)
+    for child in route.get("routes", []):
+        _compress_route(child, time_scale)
+
+
+class AlertWebhook:
+    """The receiver Alertmanager notifies here: an HTTP server on 127.0.0.1 keeping every notification
+    (the JSON Alertmanager posts: status, alerts with their labels) in `received`."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.received: list[dict] = []
+        hook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                import json
+
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                hook.received.append(json.loads(body))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/cryptoflow/alerts"
+
+    def start(self) -> AlertWebhook:
+        import threading
+
+        threading.Thread(target=self.server.serve_forever, daemon=True, name="alert-webhook").start()
+        return self
+
+    def firing(self) -> list[str]:
+        """The alert names of every firing notification, one entry per alert per notification."""
+        return [
+            a["labels"]["alertname"] for n in self.received for a in n["alerts"] if a["status"] == "firing"
+        ]
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 AIRFLOW_IMAGE_HOME = "/opt/airflow"  # the Dockerfile's AIRFLOW_HOME
@@ -173,6 +274,8 @@ class NativeStack:
         default_factory=lambda: {"postgres": 5432, "redis": 6379, "minio": 9000}
     )
 
+    webhook: AlertWebhook | None = None
+
     def __post_init__(self) -> None:
         defaults = env_file()
         for name, value in defaults.items():
@@ -184,8 +287,27 @@ class NativeStack:
     def service_env(self, name: str) -> dict[str, str]:
         return native_environment(self.compose["services"][name], self.addresses, self.container_ports)
 
+    def process_env(self, service_env: dict[str, str], extra: dict[str, str] | None = None) -> dict[str, str]:
+        """A native process's environment: this machine's (without its cryptoflow/AWS/Airflow settings), the
+        service's compose environment, the venv's programs first on PATH, then `extra`."""
+        return {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("CRYPTOFLOW", "AWS_", "AIRFLOW"))},
+            **service_env,
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            **(extra or {}),
+        }
+
+    def _listen(self, name: str, container_port: int) -> int:
+        """A free 127.0.0.1 port for compose service `name` (whose container listens on container_port)."""
+        port = free_port()
+        self.addresses[name] = ("127.0.0.1", port)
+        self.container_ports[name] = container_port
+        return port
+
     def _start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
         log = open(self.root / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+        # a mark its children inherit, also those that lead process groups of their own (Airflow's tasks)
+        env = {**(os.environ if env is None else env), MARK: f"{self.root}:{name}"}
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         self.procs[name] = proc
         return proc
@@ -290,9 +412,7 @@ class NativeStack:
         home = self.root / "airflow"
         host, port = self.addresses["airflow-apiserver"]
         env = {k: v.replace(f"{AIRFLOW_IMAGE_HOME}/", f"{home}/") for k, v in env.items()}
-        return {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("CRYPTOFLOW", "AWS_", "AIRFLOW"))},
-            **env,
+        return self.process_env(env) | {
             "AIRFLOW_HOME": str(home),
             "AIRFLOW__API__HOST": host,
             "AIRFLOW__API__PORT": str(port),
@@ -300,7 +420,6 @@ class NativeStack:
             "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
             "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(free_port()),
             "AIRFLOW__CORE__HOSTNAME_CALLABLE": "pipelines.runtime.stack.worker_hostname",
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
             # one machine plays several: one task at a time per worker (compose: one worker per machine)
             "AIRFLOW__CELERY__WORKER_CONCURRENCY": "1",
             **(extra or {}),
@@ -336,9 +455,116 @@ class NativeStack:
         wait_until(lambda: urllib.request.urlopen(health, timeout=5), "the Airflow api-server", timeout_s=180)
         return {"username": "admin", "password": init_env["AIRFLOW_ADMIN_PASSWORD"]}
 
+    def start_monitoring(self, time_scale: float = 1.0) -> AlertWebhook:
+        """Compose's `metrics` service (its command, its reader environment), Alertmanager with
+        monitoring/alertmanager.yml, every receiver pointed at a local webhook (returned: what it was sent),
+        and Prometheus with the compose scrape config (monitoring/prometheus.compose.yml) and our rules
+        (monitoring/alerts.yml). time_scale < 1 makes every duration of the rules and the routing (`for`,
+        scrape and evaluation intervals, group waits and intervals) that many times as long, so that a
+        test sees a 5-minute rule fire in seconds; expressions, labels, receivers and routes stay as
+        committed."""
+        import urllib.request
+
+        programs = {"prometheus": shutil.which("prometheus"),
+                    "prometheus-alertmanager": shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")}  # fmt: skip
+        if missing := [name for name, path in programs.items() if not path]:
+            raise RuntimeError(f"missing {', '.join(missing)} (Debian's packages): run `make tools`")
+        metrics = self.compose["services"]["metrics"]
+        port = self._listen("metrics", int(option(metrics["command"], "--port")))
+        self._start(
+            "metrics",
+            with_options(metrics["command"], {"--host": "127.0.0.1", "--port": str(port)}),
+            self.process_env(self.service_env("metrics")),
+        )
+        webhook = self.webhook = AlertWebhook().start()
+
+        manager = self.compose["services"]["alertmanager"]
+        config = yaml.safe_load((MONITORING / "alertmanager.yml").read_text())
+        for receiver in config["receivers"]:
+            for hook in receiver.get("webhook_configs", []):
+                hook["url"] = webhook.url
+        _compress_route(config["route"], time_scale)
+        (self.root / "alertmanager").mkdir()
+        (self.root / "alertmanager" / "alertmanager.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+        port = self._listen("alertmanager", 9093)
+        self._start(
+            "alertmanager",
+            [programs["prometheus-alertmanager"],
+             *with_options(manager["command"], {
+                 "--config.file": str(self.root / "alertmanager" / "alertmanager.yml"),
+                 "--storage.path": str(self.root / "alertmanager"),
+             }),
+             f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
+        )  # fmt: skip
+
+        prometheus = self.compose["services"]["prometheus"]
+        config_file = Path(option(prometheus["command"], "--config.file"))
+        config = yaml.safe_load((MONITORING / config_file.name).read_text())
+        scrape = config["global"]
+        for key in ("scrape_interval", "evaluation_interval"):
+            scrape[key] = compress(scrape[key], time_scale)
+        scrape["scrape_timeout"] = compress(scrape["scrape_timeout"], time_scale)
+        if seconds(scrape["scrape_timeout"]) > seconds(scrape["scrape_interval"]):
+            scrape["scrape_timeout"] = scrape["scrape_interval"]
+        for manager_config in config["alerting"]["alertmanagers"]:
+            for static in manager_config["static_configs"]:
+                static["targets"] = [self.here(t) for t in static["targets"]]
+        for job in config["scrape_configs"]:
+            for static in job["static_configs"]:
+                static["targets"] = [self.here(t) for t in static["targets"]]
+        folder = self.root / "prometheus"
+        folder.mkdir()
+        for rules_file in config["rule_files"]:
+            rules = yaml.safe_load((MONITORING / rules_file).read_text())
+            for group in rules["groups"]:
+                if "interval" in group:
+                    group["interval"] = compress(group["interval"], time_scale)
+                for rule in group["rules"]:
+                    for key in ("for", "keep_firing_for"):
+                        if key in rule:
+                            rule[key] = compress(rule[key], time_scale)
+            (folder / rules_file).write_text(yaml.safe_dump(rules, sort_keys=False))
+        (folder / config_file.name).write_text(yaml.safe_dump(config, sort_keys=False))
+        port = self._listen("prometheus", 9090)
+        self._start(
+            "prometheus",
+            [programs["prometheus"],
+             *with_options(prometheus["command"], {
+                 "--config.file": str(folder / config_file.name), "--storage.tsdb.path": str(folder / "data"),
+             }),
+             f"--web.listen-address=127.0.0.1:{port}"],
+        )  # fmt: skip
+        for name in ("metrics", "alertmanager", "prometheus"):
+            host, port = self.addresses[name]
+            path = "/metrics" if name == "metrics" else "/-/ready"
+            wait_until(lambda u=f"http://{host}:{port}{path}": urllib.request.urlopen(u, timeout=20), name)
+        return webhook
+
+    def here(self, value: str) -> str:
+        """A compose value (`metrics:9108`, a URL) with the compose names of what runs here rewritten."""
+        return rewrite(value, self.addresses, self.container_ports)
+
+    def marked(self, name: str) -> list[int]:
+        """The pids of every process started as `name` and its descendants that still run (Linux: /proc)."""
+        mark = f"{MARK}={self.root}:{name}".encode()
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError):
+                    if mark in (entry / "environ").read_bytes().split(b"\0"):
+                        pids.append(int(entry.name))
+        return pids
+
+    def kill(self, name: str) -> None:
+        """SIGKILL `name` and everything it started, at once: the machine it stands for is gone."""
+        for pid in [self.procs[name].pid, *self.marked(name)]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.procs[name].wait(timeout=10)
+
     def stop(self) -> None:
         """Every process this stack started, by its pid (each leads its own process group: the server behind
-        runuser too): SIGTERM, then SIGKILL after 10 s."""
+        runuser too): SIGTERM, then SIGKILL after 10 s; then what they started in groups of their own."""
         for proc in self.procs.values():
             if proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -350,6 +576,12 @@ class NativeStack:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)
+        for name in self.procs:
+            for pid in self.marked(name):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        if self.webhook is not None:
+            self.webhook.stop()
         shutil.rmtree(self.root, ignore_errors=True)
 
 
