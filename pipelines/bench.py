@@ -97,7 +97,9 @@ def _bronze_rows(settings: Settings) -> pa.Table:
     return table.select(KLINES_SCHEMA.names)
 
 
-def run(settings: Settings, *, symbols: int = 50, days: int = 1095) -> dict[str, Any]:
+def run(settings: Settings, *, symbols: int = 50, days: int = 1095, stack: bool = False) -> dict[str, Any]:
+    """Every figure below; with `stack`, also the same backfill through Airflow on the native compose stack
+    on one and on two Celery workers (bench_stack.py), after the rest, with the embedded server stopped."""
     from pipelines.sandbox import events
     from pipelines.sandbox.markets import SYMBOLS
 
@@ -147,6 +149,12 @@ def run(settings: Settings, *, symbols: int = 50, days: int = 1095) -> dict[str,
         rows = _bronze_rows(active)
         copy_s = _copy_reference(active, rows)
     db.stop_embedded(settings)  # the benchmark's own server (its data stays in the work folder)
+    on_stack = {}
+    if stack:
+        from pipelines import bench_stack
+
+        on_stack = bench_stack.run(chosen, days, frozen, settings.sandbox.seed, backfill.rows_raw)
+        on_stack["stack_backfill_1w_vs_cli"] = round(on_stack["stack_backfill_1w_s"] / backfill_s, 2)
     timings = backfill.details["timings"]
     candles = backfill.rows_raw
     results = {
@@ -186,6 +194,7 @@ def run(settings: Settings, *, symbols: int = 50, days: int = 1095) -> dict[str,
         },
         "transform_incremental_split_s": hourly.split_s,  # SQLMesh's start-up (context, plan) vs the run's SQL
         "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores, Python {platform.python_version()}",
+        **on_stack,
         "measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
     return results | ratios_to_copy(results)
@@ -299,7 +308,7 @@ TARGETS_AT_4S_COPY = {
 }
 TIMED = (
     "backfill_s", "archive_backfill_s", "raw_load_s", "incremental_s", "transform_full_s",
-    "transform_incremental_s", "airflow_latency_s",
+    "transform_incremental_s", "airflow_latency_s", "stack_backfill_1w_s", "stack_backfill_2w_s",
 )  # fmt: skip
 
 

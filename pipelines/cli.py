@@ -300,7 +300,7 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
     from pipelines import bench
 
-    results = bench.run(settings, symbols=args.symbols, days=args.days)
+    results = bench.run(settings, symbols=args.symbols, days=args.days, stack=args.stack)
     print(bench.render(results))
     if args.json:
         with open(args.json, "w") as fh:

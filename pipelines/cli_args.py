@@ -170,6 +170,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     p.add_argument("--symbols", type=int, default=50)
     p.add_argument("--days", type=int, default=1095)
+    p.add_argument(
+        "--stack",
+        action="store_true",
+        help="also the backfill through Airflow on the native compose stack, 1 and 2 Celery workers "
+        "(`make tools` installs its servers)",
+    )
 
     sub.add_parser("digest", parents=[common], help="email the last 24 h summary to alerts.email_to")
 
