@@ -6,11 +6,18 @@ Writes are idempotent per natural key: before a load's file lands in a day parti
 keys in that partition's older files are removed (those files are rewritten, or deleted when fully
 covered). Re-running a window therefore leaves exactly one copy of each record, carrying the load id of the
 run that last delivered it - the same load id raw has.
+
+Each load also leaves a small manifest, <table>/_loads/<load_id>.json, naming the values of its first key
+column (the pairs of a klines load): settling reads another load's files only when their pairs can meet its
+own. Backfill batches of other pairs share every day partition; without it, batch k read the k-1 batches'
+files in all of them (1,095 days each).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import json
 import re
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +33,10 @@ from pipelines.settings import Settings
 
 MS_PER_DAY = 86_400_000
 _FILE_NAME = re.compile(r"^(.+)-\d+\.parquet$")
+MANIFESTS = "_loads"  # '_': invisible to dataset readers
+MANIFEST_MAX_VALUES = (
+    1_000  # more distinct first-key values (Fear & Greed's days): no manifest, files are read
+)
 
 
 @dataclass(frozen=True)
@@ -126,14 +137,51 @@ def _rewrite(lake: BronzeLake, path: str, rows: pa.Table) -> None:
         pq.write_table(rows, path, filesystem=lake.fs, compression="zstd")  # an S3 PUT is all or nothing
 
 
-def write_bronze(lake: BronzeLake, table: str, rows: pa.Table, time_column: str, load_id: str) -> int:
-    """Write one load's records as new files in their day partitions; returns rows written.
+def _manifest(lake: BronzeLake, table: str, load_id: str) -> str:
+    return f"{lake.table_dir(table)}/{MANIFESTS}/{load_id}.json"
+
+
+def _write_manifest(lake: BronzeLake, table: str, rows: pa.Table, load_id: str, column: str) -> None:
+    values = pc.unique(pc.cast(rows[column], pa.string()))
+    if len(values) > MANIFEST_MAX_VALUES:
+        return
+    path = _manifest(lake, table, load_id)
+    if isinstance(lake.fs, pafs.LocalFileSystem):
+        lake.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    body = {"load_id": load_id, "column": column, "values": sorted(values.to_pylist())}
+    with lake.fs.open_output_stream(path) as out:
+        out.write(json.dumps(body).encode())
+
+
+def _manifest_values(lake: BronzeLake, table: str, load_id: str, column: str) -> frozenset[str] | None:
+    """The first-key values a load holds, from its manifest; None when it has none (a lake written before
+    manifests, a load with too many values): its files must be read."""
+    try:
+        with lake.fs.open_input_stream(_manifest(lake, table, load_id)) as stream:
+            body = json.loads(stream.read())
+    except (FileNotFoundError, OSError, ValueError):
+        return None
+    return frozenset(body["values"]) if body.get("column") == column else None
+
+
+def write_bronze(
+    lake: BronzeLake,
+    table: str,
+    rows: pa.Table,
+    time_column: str,
+    load_id: str,
+    key_columns: Sequence[str] = (),
+) -> int:
+    """Write one load's records as new files in their day partitions (and, given its key columns, its
+    manifest first: a file never lacks one); returns rows written.
 
     Older copies of the same keys stay until `settle_bronze` runs after the raw load commits, so a failed
     raw load (whose new files `delete_load` removes) leaves bronze exactly as it was.
     """
     if rows.num_rows == 0:
         return 0
+    if key_columns:
+        _write_manifest(lake, table, rows, load_id, key_columns[0])
     for chunk in _day_chunks(rows, time_column):
         ds.write_dataset(
             _with_partitions(chunk, time_column),
@@ -167,10 +215,24 @@ def settle_bronze(
     partition they wrote (deleting files left empty). `time_range` (the loads' first and last record
     time, UTC) limits the search to those days' partitions. Returns how many older files changed."""
     wanted = set(load_ids)
+    column = key_columns[0]
+    known: dict[str, frozenset[str] | None] = {}  # load id -> its manifest's values
+
+    def values_of(load_id: str) -> frozenset[str] | None:
+        if load_id not in known:
+            known[load_id] = _manifest_values(lake, table, load_id, column)
+        return known[load_id]
+
+    mine = [values_of(load_id) for load_id in load_ids]
+    ours_values = None if None in mine else frozenset().union(*mine)
+
+    def may_overlap(path: str) -> bool:
+        theirs = values_of(_load_of(path)) if ours_values is not None else None
+        return theirs is None or not theirs.isdisjoint(ours_values)
 
     def settle(paths: list[str]) -> int:
         ours = [p for p in paths if _load_of(p) in wanted]
-        others = [p for p in paths if _load_of(p) not in wanted]
+        others = [p for p in paths if _load_of(p) not in wanted and may_overlap(p)]
         if not ours or not others:
             return 0
         new_keys = pa.concat_arrays(
@@ -209,6 +271,8 @@ def delete_load(lake: BronzeLake, table: str, load_id: str) -> int:
             if _load_of(path) == load_id:
                 lake.fs.delete_file(path)
                 removed += 1
+    with contextlib.suppress(FileNotFoundError, OSError):
+        lake.fs.delete_file(_manifest(lake, table, load_id))
     return removed
 
 

@@ -128,8 +128,10 @@ def parquet_objects(s3, bucket: str) -> dict[str, str]:
     to the load id, and a load must have exactly one file per partition."""
     listed = objects(s3, bucket)
     files = sorted(k for k in listed if k.endswith(".parquet"))
+    # the loads' manifests (<table>/_loads/<load id>.json: the pairs each holds; bronze.py)
+    manifests = {k for k in listed if re.search(r"/_loads/[^/]+\.json$", k)}
     # anything else is one of pyarrow's zero-byte "directory" markers on the way to a file
-    others = {k: size for k, size in listed.items() if not k.endswith(".parquet")}
+    others = {k: size for k, size in listed.items() if not k.endswith(".parquet") and k not in manifests}
     assert all(k.endswith("/") and size == 0 for k, size in others.items()), others
     assert all(any(f.startswith(k) for f in files) for k in others), others
     by_load = {FILE_INDEX.sub(".parquet", k): k for k in files}
@@ -293,3 +295,62 @@ def test_the_reconciliation_reads_only_the_load_id_column_of_bronze(tmp_path):
         counting.table_dir("binance_klines"), filesystem=counting.fs, format="parquet", partitioning="hive"
     ).to_table()
     assert CountingFileSystem.bytes_read >= on_disk * 0.9
+
+
+def test_settling_reads_only_the_loads_whose_pairs_can_meet_its_own(tmp_path):
+    """Backfill batches of other pairs share every day partition. Each load's manifest names its pairs, so
+    a load settles without opening another batch's files, still replaces an older copy of its own pairs,
+    and a load without a manifest (a lake written before them) is read as before."""
+    import pyarrow as pa
+    import pyarrow.fs as pafs
+    from fsspec.implementations.local import LocalFileSystem
+
+    from pipelines.bronze import BronzeLake, settle_bronze, write_bronze
+
+    keys = ("symbol", "open_time")
+    days = [dt.datetime(2026, 3, d, h, tzinfo=dt.UTC) for d in (1, 2, 3) for h in (0, 12)]
+
+    def rows(pairs: list[str], load_id: str, close: float) -> pa.Table:
+        return pa.table(
+            {
+                "symbol": [p for p in pairs for _ in days],
+                "open_time": [t for _ in pairs for t in days],
+                "close": [close] * (len(pairs) * len(days)),
+                "load_id": [load_id] * (len(pairs) * len(days)),
+            }
+        )
+
+    lake = BronzeLake(pafs.LocalFileSystem(), str(tmp_path / "lake"), str(tmp_path / "lake"))
+    for pairs, load_id, close in ((["AUSDT", "BUSDT"], "l1", 1.0), (["CUSDT", "DUSDT"], "l2", 2.0)):
+        write_bronze(lake, "binance_klines", rows(pairs, load_id, close), "open_time", load_id, keys)
+        settle_bronze(lake, "binance_klines", [load_id], keys)
+
+    opened: list[str] = []
+
+    class Counting(LocalFileSystem):
+        def _open(self, path, mode="rb", **kwargs):
+            if path.endswith(".parquet"):
+                opened.append(path.rsplit("/", 1)[-1].split("-")[0])
+            return super()._open(path, mode, **kwargs)
+
+    counting = BronzeLake(pafs.PyFileSystem(pafs.FSSpecHandler(Counting())), lake.root, lake.url)
+    write_bronze(lake, "binance_klines", rows(["AUSDT"], "l3", 3.0), "open_time", "l3", keys)
+    assert settle_bronze(counting, "binance_klines", ["l3"], keys) == 3  # l1's file in each of 3 days
+    assert sorted(set(opened)) == ["l1", "l3"]  # l2 (other pairs) never opened
+    stored = read_bronze(lake, "binance_klines").to_pylist()
+    assert sorted((r["symbol"], r["close"]) for r in stored if r["open_time"] == days[0]) == [
+        ("AUSDT", 3.0), ("BUSDT", 1.0), ("CUSDT", 2.0), ("DUSDT", 2.0)
+    ]  # fmt: skip
+    assert len(stored) == 4 * len(days)  # each candle once
+
+    # no manifest for l2 (written before manifests existed): a load of its pairs still replaces them
+    (tmp_path / "lake" / "crypto" / "binance_klines" / "_loads" / "l2.json").unlink()
+    write_bronze(lake, "binance_klines", rows(["CUSDT"], "l4", 4.0), "open_time", "l4", keys)
+    opened.clear()
+    assert settle_bronze(counting, "binance_klines", ["l4"], keys) == 3
+    assert "l2" in opened
+    stored = read_bronze(lake, "binance_klines").to_pylist()
+    assert sorted((r["symbol"], r["close"]) for r in stored if r["open_time"] == days[0]) == [
+        ("AUSDT", 3.0), ("BUSDT", 1.0), ("CUSDT", 4.0), ("DUSDT", 2.0)
+    ]  # fmt: skip
+    assert len(stored) == 4 * len(days)

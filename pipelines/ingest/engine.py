@@ -155,7 +155,7 @@ def deliver(
         return 0, 0
     try:
         with stage(sink, "bronze"), _one_run_at_a_time(settings, f"bronze:{spec.name}"):
-            rows_bronze = write_bronze(lake, spec.name, rows, spec.time_column, load_id)
+            rows_bronze = write_bronze(lake, spec.name, rows, spec.time_column, load_id, spec.replaces)
         sink.time_range = time_range = (
             pc.min(rows[spec.time_column]).as_py(),
             pc.max(rows[spec.time_column]).as_py(),
