@@ -38,7 +38,8 @@ demo: install-runtime
 
 # Test-only system tools from Debian's packages: promtool/amtool check monitoring/ (tests/test_monitoring.py),
 # a headless Chromium loads the dashboard (tests/test_dashboard_browser.py), a PostgreSQL server (Debian 12's is
-# 15) and Redis run the compose topology as processes (tests/test_stack.py). Installed only when missing.
+# 15), Redis, Prometheus and Alertmanager run the compose topology as processes (tests/test_stack.py).
+# Installed only when missing.
 TOOL_PACKAGES := $(if $(shell command -v promtool),,prometheus) $(if $(shell command -v amtool),,prometheus-alertmanager) \
   $(if $(shell command -v chromium),,chromium) $(if $(wildcard /usr/lib/postgresql/*/bin/postgres),,postgresql) \
   $(if $(shell command -v redis-server),,redis-server)

@@ -78,6 +78,24 @@ CHAIN = ("ingest_market_data_daily", "ingest_ohlcv_hourly", "transform_sqlmesh",
 WORKERS = {"worker1", "worker2"}
 
 
+def test_monitoring_durations_scale_and_compose_commands_keep_their_flags():
+    """How the native stack runs compose's Prometheus and Alertmanager: their commands with only the paths
+    and addresses replaced, and every duration scaled by one factor."""
+    assert native.seconds("1h30m") == 5400 and native.seconds("500ms") == 0.5
+    assert [native.compress(d, 1 / 10) for d in ("5m", "2h", "30s", "1s")] == ["30s", "720s", "3s", "1s"]
+    with pytest.raises(ValueError, match="not a Prometheus duration"):
+        native.seconds("5 minutes")
+    command = native.raw_compose()["services"]["prometheus"]["command"]
+    assert native.option(command, "--config.file") == "/etc/prometheus/cryptoflow/prometheus.compose.yml"
+    here = native.with_options(command, {"--config.file": "/tmp/p.yml", "--storage.tsdb.path": "/tmp/data"})
+    assert here == ["--config.file=/tmp/p.yml", "--storage.tsdb.path=/tmp/data"]
+    assert native.with_options(["x", "--port", "9108", "--host", "h"], {"--port": "1"}) == [
+        "x", "--port=1", "--host", "h"
+    ]  # fmt: skip
+    with pytest.raises(KeyError, match=r"--web\.listen-address"):
+        native.with_options(command, {"--web.listen-address": "127.0.0.1:1"})
+
+
 def run(argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("CRYPTOFLOW", "AWS_", "AIRFLOW"))}
     return subprocess.run(
@@ -199,6 +217,17 @@ def test_the_hourly_chain_runs_on_the_celery_workers_into_a_postgres_15_server(w
         for ti in world.task_instances(dag_id, r["dag_run_id"])
     }
     assert hosts <= WORKERS and hosts, hosts  # every task ran on a Celery worker
+    listening = world.stack.listening()  # every server of the stack, on this machine's loopback only
+    assert {
+        "postgres",
+        "redis",
+        "minio",
+        "metrics",
+        "alertmanager",
+        "prometheus",
+        "airflow-apiserver",
+    } <= set(listening), listening
+    assert {ip for addresses in listening.values() for ip, _ in addresses} == {"127.0.0.1"}, listening
 
     # Debian's server (15 on Debian 12), not the embedded one the other tests use
     assert world.query("SHOW server_version_num")[0][0][:2] == native.PG_BIN.parts[-2]
@@ -218,6 +247,9 @@ def test_the_hourly_chain_runs_on_the_celery_workers_into_a_postgres_15_server(w
 
     # the dashboard's and metrics' containers get the reader's environment: it reads gold, writes nothing
     reader = load_settings(native.ROOT / "config.yaml", environ=world.stack.service_env("dashboard"))
+    from pipelines.dashboard_bench import measure_queries
+
+    assert len(measure_queries(reader, repeats=1)) == 21  # every query of the pages, as the reader, here
     with contextlib.closing(psycopg2.connect(db.reader_url(reader))) as c, c.cursor() as cur:
         cur.execute("SELECT current_user, count(*) FROM gold.fct_prices GROUP BY 1")
         assert cur.fetchall() == [(reader.database.reader_role, expected)]

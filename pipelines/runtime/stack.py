@@ -406,8 +406,7 @@ class NativeStack:
 
     def airflow_env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         """The compose services' Airflow environment (x-airflow-env), here: its home in the stack's folder,
-        the api-server on its port; what only one machine needs (the log servers' and the scheduler's health
-        ports) on free ports."""
+        the api-server on its port; what only one machine needs (the scheduler's health port) on a free port."""
         env = self.service_env("airflow-scheduler")
         home = self.root / "airflow"
         host, port = self.addresses["airflow-apiserver"]
@@ -417,7 +416,6 @@ class NativeStack:
             "AIRFLOW__API__HOST": host,
             "AIRFLOW__API__PORT": str(port),
             "AIRFLOW__API__BASE_URL": f"http://{host}:{port}",
-            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
             "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(free_port()),
             "AIRFLOW__CORE__HOSTNAME_CALLABLE": "pipelines.runtime.stack.worker_hostname",
             # one machine plays several: one task at a time per worker (compose: one worker per machine)
@@ -440,16 +438,18 @@ class NativeStack:
             "AIRFLOW_ADMIN_PASSWORD": self.service_env("airflow-init")["AIRFLOW_ADMIN_PASSWORD"],
         }
         subprocess.run(init["command"], env=init_env, check=True, capture_output=True, timeout=600)
+        # one machine: the api-server reads task logs from the one logs folder, so the triggerer and the
+        # workers serve none (Airflow's log server listens on every interface, its address is not settable)
+        no_log_server = {"airflow-triggerer": ["--skip-serve-logs"]}
         for name in ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer"):
-            self._start(name, self.compose["services"][name]["command"], env)
+            self._start(name, [*self.compose["services"][name]["command"], *no_log_server.get(name, [])], env)
         worker = self.compose["services"]["airflow-worker"]["command"]
         for n in range(1, workers + 1):
             self._start(
                 f"airflow-worker-{n}",
-                [*worker, "--celery-hostname", f"worker{n}@%h"],
-                {**env, "CRYPTOFLOW_STACK_HOST": f"worker{n}",
-                 "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port())},
-            )  # fmt: skip
+                [*worker, "--celery-hostname", f"worker{n}@%h", "--skip-serve-logs"],
+                {**env, "CRYPTOFLOW_STACK_HOST": f"worker{n}"},
+            )
         host, port = self.addresses["airflow-apiserver"]
         health = f"http://{host}:{port}/api/v2/monitor/health"
         wait_until(lambda: urllib.request.urlopen(health, timeout=5), "the Airflow api-server", timeout_s=180)
@@ -543,6 +543,22 @@ class NativeStack:
     def here(self, value: str) -> str:
         """A compose value (`metrics:9108`, a URL) with the compose names of what runs here rewritten."""
         return rewrite(value, self.addresses, self.container_ports)
+
+    def listening(self) -> dict[str, set[tuple[str, int]]]:
+        """Every TCP address the stack's processes (and theirs) listen on, by service."""
+        import psutil
+
+        owner: dict[int, str] = {}
+        for name, proc in self.procs.items():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                children = psutil.Process(proc.pid).children(recursive=True)
+                for pid in {proc.pid, *self.marked(name), *(child.pid for child in children)}:
+                    owner[pid] = name
+        found: dict[str, set[tuple[str, int]]] = {}
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.status == psutil.CONN_LISTEN and conn.pid in owner:
+                found.setdefault(owner[conn.pid], set()).add((conn.laddr.ip, conn.laddr.port))
+        return found
 
     def marked(self, name: str) -> list[int]:
         """The pids of every process started as `name` and its descendants that still run (Linux: /proc)."""
