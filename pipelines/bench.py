@@ -153,7 +153,7 @@ def run(settings: Settings, *, symbols: int = 50, days: int = 1095, stack: bool 
     if stack:
         from pipelines import bench_stack
 
-        on_stack = bench_stack.run(chosen, days, frozen, settings.sandbox.seed, backfill.rows_raw)
+        on_stack = bench_stack.run(settings, chosen, days, frozen, backfill.rows_raw)
         on_stack["stack_backfill_1w_vs_cli"] = round(on_stack["stack_backfill_1w_s"] / backfill_s, 2)
     timings = backfill.details["timings"]
     candles = backfill.rows_raw

@@ -21,13 +21,18 @@ import psycopg2
 
 from pipelines.runtime import services
 from pipelines.runtime import stack as native
-from pipelines.settings import load_settings
+from pipelines.settings import Settings, load_settings
 
 BIN = Path(sys.executable).parent
 
 
-def run(symbols: list[str], days: int, frozen_ms: int, seed: int, expected_rows: int) -> dict[str, Any]:
+def run(
+    settings: Settings, symbols: list[str], days: int, frozen_ms: int, expected_rows: int
+) -> dict[str, Any]:
+    """Both timings and the weight peak; `expected_rows`: the CLI backfill's, which each run must match."""
     from pipelines.sandbox import SandboxServer
+
+    seed = settings.sandbox.seed
 
     out: dict[str, Any] = {}
     with SandboxServer(seed=seed, now_ms=frozen_ms) as sandbox:
@@ -39,7 +44,6 @@ def run(symbols: list[str], days: int, frozen_ms: int, seed: int, expected_rows:
                     f"the CLI's {expected_rows}: the timing is not of the same work"
                 )
             out[f"stack_backfill_{workers}w_s"] = round(seconds, 1)
-        settings = load_settings(environ={})
         src = settings.sources.binance
         out["stack_peak_weight"] = sandbox.peak_weight
         out["stack_weight_allowance"] = int(
