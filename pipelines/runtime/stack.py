@@ -406,22 +406,27 @@ class NativeStack:
 
     def airflow_env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         """The compose services' Airflow environment (x-airflow-env), here: its home in the stack's folder,
-        the api-server on its port; what only one machine needs (the scheduler's health port) on a free port."""
+        the api-server on its port; what only one machine needs (the scheduler's health server) on a free
+        port of 127.0.0.1."""
         env = self.service_env("airflow-scheduler")
         home = self.root / "airflow"
         host, port = self.addresses["airflow-apiserver"]
         env = {k: v.replace(f"{AIRFLOW_IMAGE_HOME}/", f"{home}/") for k, v in env.items()}
-        return self.process_env(env) | {
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__API__HOST": host,
-            "AIRFLOW__API__PORT": str(port),
-            "AIRFLOW__API__BASE_URL": f"http://{host}:{port}",
-            "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(free_port()),
-            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "pipelines.runtime.stack.worker_hostname",
-            # one machine plays several: one task at a time per worker (compose: one worker per machine)
-            "AIRFLOW__CELERY__WORKER_CONCURRENCY": "1",
-            **(extra or {}),
-        }
+        return (
+            self.process_env(env)
+            | {
+                "AIRFLOW_HOME": str(home),
+                "AIRFLOW__API__HOST": host,
+                "AIRFLOW__API__PORT": str(port),
+                "AIRFLOW__API__BASE_URL": f"http://{host}:{port}",
+                "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(free_port()),
+                "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST": "127.0.0.1",  # compose: 0.0.0.0, in its box
+                "AIRFLOW__CORE__HOSTNAME_CALLABLE": "pipelines.runtime.stack.worker_hostname",
+                # one machine plays several: one task at a time per worker (compose: one worker per machine)
+                "AIRFLOW__CELERY__WORKER_CONCURRENCY": "1",
+                **(extra or {}),
+            }
+        )
 
     def start_airflow(self, workers: int = 2, extra: dict[str, str] | None = None) -> dict[str, str]:
         """airflow-init's command, then the api-server, scheduler, dag-processor, triggerer and `workers`
