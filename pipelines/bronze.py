@@ -34,9 +34,8 @@ from pipelines.settings import Settings
 MS_PER_DAY = 86_400_000
 _FILE_NAME = re.compile(r"^(.+)-\d+\.parquet$")
 MANIFESTS = "_loads"  # '_': invisible to dataset readers
-MANIFEST_MAX_VALUES = (
-    1_000  # more distinct first-key values (Fear & Greed's days): no manifest, files are read
-)
+# a load with more distinct first-key values (Fear & Greed's first run: its days) gets no manifest: read it
+MANIFEST_MAX_VALUES = 1_000
 
 
 @dataclass(frozen=True)
