@@ -10,7 +10,6 @@ One stack serves the scenarios below, in order (module scope: starting Airflow i
 from __future__ import annotations
 
 import contextlib
-import os
 import subprocess
 import sys
 import time
@@ -96,10 +95,11 @@ def test_monitoring_durations_scale_and_compose_commands_keep_their_flags():
         native.with_options(command, {"--web.listen-address": "127.0.0.1:1"})
 
 
-def run(argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("CRYPTOFLOW", "AWS_", "AIRFLOW"))}
+def run(
+    stack: native.NativeStack, argv: list[str], env: dict[str, str], cwd: Path
+) -> subprocess.CompletedProcess:
     return subprocess.run(
-        argv, env={**base, **env}, cwd=cwd, capture_output=True, text=True, timeout=600, check=False
+        argv, env=stack.process_env(env), cwd=cwd, capture_output=True, text=True, timeout=600, check=False
     )
 
 
@@ -114,7 +114,7 @@ class World:
     cwd: Path
 
     def cryptoflow(self, *argv: str, **env: str) -> subprocess.CompletedProcess:
-        return run([str(BIN / "cryptoflow"), *argv], {**self.writer, **env}, self.cwd)
+        return run(self.stack, [str(BIN / "cryptoflow"), *argv], {**self.writer, **env}, self.cwd)
 
     def query(self, sql: str) -> list[tuple]:
         password = self.writer["CRYPTOFLOW_DB_PASSWORD"]
@@ -166,7 +166,7 @@ def world(tmp_path_factory) -> Iterator[World]:
             "CRYPTOFLOW__BACKFILL__SOURCE": "rest",
         }
         writer = {**stack.service_env("db-init"), **sources}  # the x-cryptoflow-env of compose
-        done = run([str(BIN / "cryptoflow"), "db", "start"], writer, cwd)  # db-init's command
+        done = run(stack, [str(BIN / "cryptoflow"), "db", "start"], writer, cwd)  # db-init's command
         assert done.returncode == 0, done.stderr[-2000:]
         webhook = stack.start_monitoring(time_scale=TIME_SCALE)
         quick = {  # a dead worker's task is failed after 20 s without a heartbeat (default 300), retried in 2
