@@ -36,6 +36,9 @@ class Table:
     source: str | None = None  # the ingest source that writes it (raw tables)
     ingest_step: str | None = None  # `cryptoflow ingest <step>` loads it
     replace_on: tuple[str, ...] | None = None  # bronze: a new load replaces older copies by these columns
+    # The silver model reading it by time range: a load of hours SQLMesh already processed (a backfill, a gap
+    # re-fetch, a verified revision) is restated there and downstream (pipelines/transform.py)
+    incremental_model: str | None = None
 
     @property
     def qualified(self) -> str:
@@ -71,6 +74,7 @@ class Table:
 KLINES = Table(
     "raw", "binance_klines", "open_time", ("symbol", "open_time"),
     fresh_column="close_time", max_age_from="ohlcv", source="binance", ingest_step="ohlcv",
+    incremental_model="silver.stg_binance__ohlcv",
 )  # fmt: skip
 MARKETS = Table(
     "raw", "coingecko_markets", "snapshot_ts", ("id", "snapshot_ts"),

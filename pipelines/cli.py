@@ -144,10 +144,16 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
             f"{len(found.missing_on_exchange)} missing on the exchange, {found.details['unchanged']} equal"
         )
         if args.apply and (found.changed or found.missing_in_raw):
-            from pipelines.transform import restate
+            from pipelines.transform import restate_pending
 
-            seconds = restate(settings, lo, hi + dt.timedelta(hours=1), execution_time=_exchange_now(active))
-            print(f"applied: raw and bronze restated (ops.revisions), gold restated in {seconds:.1f} s")
+            seconds, window = restate_pending(settings, execution_time=_exchange_now(active))
+            if window is None:  # gold had not processed those hours yet: its next run takes them as they are
+                print("applied: raw and bronze restated (ops.revisions); gold takes them in its next run")
+            else:
+                span = f"{window[0]:%Y-%m-%d %H:%M} .. {window[1]:%Y-%m-%d %H:%M} UTC"
+                print(
+                    f"applied: raw and bronze restated (ops.revisions), gold restated over {span} in {seconds:.1f} s"
+                )
         elif not args.apply and (found.changed or found.missing_in_raw):
             print("run again with --apply to restate raw, bronze and gold")
     return 0

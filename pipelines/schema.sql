@@ -204,3 +204,16 @@ CREATE TABLE IF NOT EXISTS ops.exchange_limits (
     weight_limit integer NOT NULL,
     reported_at  timestamptz NOT NULL
 );
+
+-- Hours each raw load brings, for tables a silver model reads by time range (catalog.Table.incremental_model),
+-- recorded before the load: the transform restates silver and gold over those a run's lookback does not
+-- reach (a backfill of older history, a gap re-fetch, a verified revision), then deletes the row. A row of
+-- a load still running waits; one of a load that failed costs at most a restatement of unchanged hours.
+CREATE TABLE IF NOT EXISTS ops.raw_changes (
+    id          bigserial PRIMARY KEY,
+    table_name  text        NOT NULL,
+    load_id     text        NOT NULL,  -- starts with the id of its run (ops.pipeline_runs.run_id)
+    first_time  timestamptz NOT NULL,  -- the table's time column: the earliest and latest row of the load
+    last_time   timestamptz NOT NULL,
+    recorded_at timestamptz NOT NULL DEFAULT now()
+);

@@ -197,7 +197,9 @@ def transform(
         context_s = time.perf_counter() - started
         get_console().failures.clear()
         changed: list[str] = []
-        plan_s = 0.0
+        plan_s = restate_s = 0.0
+        restated = None
+        late = LateLoads.pending(settings, ctx) if environment == "prod" else None
         try:
             if not unchanged:
                 started = time.perf_counter()
@@ -224,6 +226,9 @@ def transform(
             raise TransformError(_failure_message(settings, environment, str(exc))) from None
         if status.is_failure:
             raise TransformError(_failure_message(settings, environment, "sqlmesh run failed"))
+        started = time.perf_counter()
+        restated = restate_late_loads(settings, ctx, late, execution_time, loaded=not unchanged)
+        restate_s = time.perf_counter() - started
         run.details = {
             "environment": environment,
             "plan_s": round(plan_s, 3),
@@ -231,6 +236,12 @@ def transform(
             # SQLMesh's own start-up (project load, plan) vs the run of the due intervals (their SQL, audits)
             "split_s": {"context": round(context_s, 3), "plan": round(plan_s, 3), "run": round(run_s, 3)},
             "changed": changed,
+            # raw loads of hours processed before (a backfill, a re-fetch): restated [from, to) after the run
+            **(
+                {"restated": [t.isoformat() for t in restated], "restate_s": round(restate_s, 3)}
+                if restated
+                else {}
+            ),
             **_latency(
                 newest_before, gold_newest_close(settings, environment), dt.datetime.now(dt.UTC) + offset
             ),
@@ -258,28 +269,139 @@ def restate(
     execution_time: dt.datetime | None = None,
     wait_s: float = 600,
 ) -> float:
-    """Recompute prod's silver and gold over [start, end] after raw changed there (`verify --apply`):
-    the staging model and everything downstream of it are restated for those intervals. Returns seconds."""
+    """Recompute prod's silver and gold over [start, end) after raw changed there: the staging model and
+    everything downstream of it are restated for those intervals. Returns seconds."""
+    db.ensure_database(settings)
+    started = time.perf_counter()
+    with db.advisory_lock(settings, LOCK, wait_s=wait_s):
+        _restate(context(settings), settings, start, end, execution_time)
+    return time.perf_counter() - started
+
+
+def _restate(
+    ctx: Any, settings: Settings, start: dt.datetime, end: dt.datetime, execution_time: dt.datetime | None
+) -> None:
     from sqlmesh.utils.errors import SQLMeshError
 
+    try:
+        ctx.plan(
+            "prod",
+            restate_models=[catalog.KLINES.incremental_model],  # and every model downstream of it
+            start=start,
+            end=end,
+            auto_apply=True,
+            no_prompts=True,
+            execution_time=execution_time,
+            skip_tests=True,
+        )
+    except SQLMeshError as exc:
+        raise TransformError(_failure_message(settings, "prod", str(exc))) from None
+    # the plan was of this project: the next hourly run may skip planning (a restatement is a plan of its own)
+    env = ctx.state_reader.get_environment("prod")
+    _record_plan(settings, "prod", project_fingerprint(settings), env.plan_id if env else "")
+
+
+# How far forward a changed candle reaches in gold: fct_prices reads 721 hours of candles before its range (its
+# 30-day windows), so the indicators of the 721 hours after a changed hour change with it.
+GOLD_REACH = dt.timedelta(hours=721)
+HOUR = dt.timedelta(hours=1)
+
+
+@dataclass
+class LateLoads:
+    """Raw loads of hours SQLMesh may already have processed (ops.raw_changes): a backfill of older history,
+    a gap re-fetch, a verified revision. An incremental run reprocesses only its new intervals and the
+    lookback before them; what lies earlier is restated here, from the changed hours to GOLD_REACH after."""
+
+    ids: list[int]
+    spans: list[tuple[dt.datetime, dt.datetime]]  # first and last hour of each load
+    processed_until: dt.datetime | None  # end of the staging model's processed intervals before the run
+    lookback: dt.timedelta
+
+    @classmethod
+    def pending(cls, settings: Settings, ctx: Any) -> LateLoads | None:
+        """The changes of loads that have ended (a running load may not have committed its rows yet), and
+        how far prod's staging model was processed; None when there is none."""
+        with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
+            cur.execute(
+                "SELECT c.id, c.first_time, c.last_time FROM ops.raw_changes c WHERE c.table_name = %s "
+                "AND NOT EXISTS (SELECT 1 FROM ops.pipeline_runs p "
+                "WHERE p.status = 'running' AND starts_with(c.load_id, p.run_id)) ORDER BY c.id",
+                (catalog.KLINES.name,),
+            )
+            rows = cur.fetchall()
+        if not rows:
+            return None
+        until, lookback = _processed_until(ctx, catalog.KLINES.incremental_model)
+        return cls([r[0] for r in rows], [(r[1], r[2]) for r in rows], until, lookback)
+
+    def window(self, processed_until: dt.datetime | None) -> tuple[dt.datetime, dt.datetime] | None:
+        """What to restate after a run that left the model processed up to `processed_until`: the changed
+        hours before what the run reprocessed (its new intervals and their lookback), through GOLD_REACH."""
+        if self.processed_until is None or processed_until is None:
+            return None  # the first build processed every hour raw had
+        if processed_until > self.processed_until:  # the run processed new intervals, with their lookback
+            reprocessed_from = self.processed_until - self.lookback
+        else:
+            reprocessed_from = processed_until  # nothing was reprocessed
+        late = [(first, last) for first, last in self.spans if first < reprocessed_from]
+        if not late:  # later hours: reprocessed, or not processed yet (a later run will)
+            return None
+        start = min(first for first, _ in late).replace(minute=0, second=0, microsecond=0)
+        end = min(max(last for _, last in late) + HOUR + GOLD_REACH, processed_until)
+        return start, end
+
+    def done(self, settings: Settings) -> None:
+        with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
+            cur.execute("DELETE FROM ops.raw_changes WHERE id = ANY(%s)", (self.ids,))
+
+
+def _processed_until(ctx: Any, model: str) -> tuple[dt.datetime | None, dt.timedelta]:
+    """End of the intervals prod's `model` has processed (SQLMesh's state; None before its first build), and
+    the model's lookback."""
+    from sqlglot import exp
+
+    env = ctx.state_reader.get_environment("prod")
+    for info in env.snapshots if env else ():
+        table = exp.to_table(info.name)
+        if f"{table.db}.{table.name}" == model:
+            snapshot = ctx.state_reader.get_snapshots([info.snapshot_id])[info.snapshot_id]
+            node = snapshot.node
+            lookback = dt.timedelta(milliseconds=node.lookback * node.interval_unit.milliseconds)
+            ends = [end for _, end in snapshot.intervals]
+            return (dt.datetime.fromtimestamp(max(ends) / 1000, dt.UTC) if ends else None), lookback
+    return None, dt.timedelta(0)
+
+
+def restate_late_loads(
+    settings: Settings, ctx: Any, late: LateLoads | None, execution_time: dt.datetime | None, *, loaded: bool
+) -> tuple[dt.datetime, dt.datetime] | None:
+    """After a run of prod (or on its own, `late` read just before): restate what its lookback did not
+    reach, then forget those changes. `loaded`: ctx has read the project (a plan needs it). Returns the
+    window restated, if any."""
+    if late is None:
+        return None
+    window = late.window(_processed_until(ctx, catalog.KLINES.incremental_model)[0])
+    if window is not None:
+        _restate(ctx if loaded else context(settings), settings, *window, execution_time)
+        log.info("late raw loads restated in silver and gold", extra={"from": window[0], "to": window[1]})
+    late.done(settings)
+    return window
+
+
+def restate_pending(
+    settings: Settings, *, execution_time: dt.datetime | None = None, wait_s: float = 600
+) -> tuple[float, tuple[dt.datetime, dt.datetime] | None]:
+    """Restate now every change raw loads brought to hours prod has processed (`verify --apply`).
+    Returns (seconds, the window restated or None)."""
     db.ensure_database(settings)
     started = time.perf_counter()
     with db.advisory_lock(settings, LOCK, wait_s=wait_s):
         ctx = context(settings)
-        try:
-            ctx.plan(
-                "prod",
-                restate_models=["silver.stg_binance__ohlcv"],  # and every model downstream of it
-                start=start,
-                end=end,
-                auto_apply=True,
-                no_prompts=True,
-                execution_time=execution_time,
-                skip_tests=True,
-            )
-        except SQLMeshError as exc:
-            raise TransformError(_failure_message(settings, "prod", str(exc))) from None
-    return time.perf_counter() - started
+        window = restate_late_loads(
+            settings, ctx, LateLoads.pending(settings, ctx), execution_time, loaded=True
+        )
+    return time.perf_counter() - started, window
 
 
 def _grant_reader(settings: Settings, schema: str) -> None:

@@ -124,6 +124,36 @@ def test_missing_hour_fails_completeness_and_reconciliation(built):
     assert run["bronze rows equal raw rows per load id (binance_klines)"] == ("fail", 1.0)
 
 
+def test_bronze_reconciliation_leaves_out_a_load_in_flight_but_not_a_killed_one(built):
+    """A load half-way between bronze and raw while the check reads them (a backfill batch on another worker)
+    is not a mismatch; the same state left by a killed run is."""
+    [(run_id, load_id)] = execute(
+        built,
+        "SELECT r.run_id, k.load_id FROM raw.binance_klines k JOIN ops.pipeline_runs r ON r.run_id = k.load_id "
+        "ORDER BY k.open_time DESC LIMIT 1",
+    )
+    [(rows,)] = execute(built, "SELECT count(*) FROM raw.binance_klines WHERE load_id = %s", (load_id,))
+    where = f"WHERE load_id = '{load_id}' AND symbol = 'BTCUSDT' AND open_time = '2026-03-10 11:00+00'"
+    name = "bronze rows equal raw rows per load id (binance_klines)"
+    # one row of the load moves to the run's next load id in raw only: bronze and raw disagree on two loads
+    with (
+        fault(built, f"UPDATE raw.binance_klines SET load_id = '{run_id}-rev' {where}",
+              f"UPDATE raw.binance_klines SET load_id = '{load_id}' WHERE load_id = '{run_id}-rev'"),
+        fault(built, f"UPDATE ops.pipeline_runs SET status = 'running' WHERE run_id = '{run_id}'",
+              f"UPDATE ops.pipeline_runs SET status = 'success' WHERE run_id = '{run_id}'"),
+    ):  # fmt: skip
+        with db.advisory_lock(built, f"run:{run_id}"):  # the run is alive
+            live = {r.name: r for r in quality.run_checks(built, layers=("raw",), now=NOW).results}[name]
+        dead = {r.name: r for r in quality.run_checks(built, layers=("raw",), now=NOW).results}[name]
+    assert (live.outcome, live.value) == ("pass", 0.0)
+    assert live.diagnostics["loads_in_flight"] == sorted([load_id, f"{run_id}-rev"])
+    assert (dead.outcome, dead.value) == ("fail", 2.0)
+    assert dead.diagnostics["mismatched_loads"] == {
+        load_id: {"bronze": rows, "raw": rows - 1},
+        f"{run_id}-rev": {"bronze": 0, "raw": 1},
+    }
+
+
 def physical_table(settings, schema: str, model: str) -> str:
     """The table behind a model's view (SQLMesh's physical layer)."""
     definition = execute(settings, "SELECT definition FROM pg_views WHERE schemaname = %s AND viewname = %s",

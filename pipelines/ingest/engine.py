@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import datetime as dt
 import functools
 import json
 import logging
@@ -162,6 +163,8 @@ def deliver(
         )
         del rows
         sink.tables.clear()  # dlt loads from its own files: free the extracted tables before the raw load
+        if spec.incremental_model:  # before the load: no commit can happen without it (the transform's cue)
+            record_change(settings, spec, load_id, time_range)
         with _one_run_at_a_time(settings, f"load:raw.{spec.name}"):
             with stage(sink, "raw"):
                 pipeline.normalize()
@@ -214,6 +217,23 @@ def _bronze_after_failure(settings: Settings, lake: Any, spec: Table, load_id: s
             settle_bronze(lake, spec.name, [load_id], spec.replaces)
         else:
             delete_load(lake, spec.name, load_id)
+    if not committed:
+        forget_change(settings, load_id)  # nothing of it reached raw: nothing to restate
+
+
+def record_change(settings: Settings, spec: Table, load_id: str, time_range: tuple[Any, Any]) -> None:
+    """Note the hours a load brings to a table a silver model reads by time range (ops.raw_changes): the
+    transform restates those its lookback does not reach."""
+    with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO ops.raw_changes (table_name, load_id, first_time, last_time) VALUES (%s, %s, %s, %s)",
+            (spec.name, load_id, *(t if t.tzinfo else t.replace(tzinfo=dt.UTC) for t in time_range)),
+        )
+
+
+def forget_change(settings: Settings, load_id: str) -> None:
+    with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
+        cur.execute("DELETE FROM ops.raw_changes WHERE load_id = %s", (load_id,))
 
 
 def _handed_over(tables: list[pa.Table]) -> Iterator[pa.Table]:
