@@ -294,6 +294,8 @@ def _restate(
 ) -> None:
     from sqlmesh.utils.errors import SQLMeshError
 
+    planned, env = _planned(settings, "prod"), ctx.state_reader.get_environment("prod")
+    ours = planned is not None and env is not None and env.plan_id == planned[1]  # as our last plan left it
     try:
         ctx.plan(
             "prod",
@@ -307,9 +309,12 @@ def _restate(
         )
     except SQLMeshError as exc:
         raise TransformError(_failure_message(settings, "prod", str(exc))) from None
-    # the plan was of this project: the next hourly run may skip planning (a restatement is a plan of its own)
-    env = ctx.state_reader.get_environment("prod")
-    _record_plan(settings, "prod", project_fingerprint(settings), env.plan_id if env else "")
+    # A restatement changes no model (SQLMesh plans it from prod's own snapshots, whatever the project files
+    # say) but is a plan of its own: when prod was as this pipeline's last plan left it, it still is, under the
+    # restatement's plan id, and the next hourly run may skip planning. Else the next run plans as it would.
+    if ours:
+        env = ctx.state_reader.get_environment("prod")
+        _record_plan(settings, "prod", planned[0], env.plan_id if env else "")
 
 
 # How far forward a changed candle reaches in gold: fct_prices reads 721 hours of candles before its range (its
@@ -381,7 +386,13 @@ def _processed_until(ctx: Any, model: str) -> tuple[dt.datetime | None, dt.timed
             lookback = dt.timedelta(milliseconds=node.lookback * node.interval_unit.milliseconds)
             ends = [end for _, end in snapshot.intervals]
             return (dt.datetime.fromtimestamp(max(ends) / 1000, dt.UTC) if ends else None), lookback
-    return None, dt.timedelta(0)
+    if env is None:
+        return None, dt.timedelta(0)  # before the first build
+    # forgetting the late loads would lose them: say what is wrong instead
+    raise TransformError(
+        f"{model} is not in prod, so the raw loads awaiting it (ops.raw_changes) cannot be restated: "
+        "pipelines/catalog.py (Table.incremental_model) must name the staging model that reads the table"
+    )
 
 
 def restate_late_loads(

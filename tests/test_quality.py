@@ -113,7 +113,11 @@ def test_missing_hour_fails_completeness_and_reconciliation(built):
                                              "ORDER BY ordinal_position")]  # fmt: skip
     execute(built, "DELETE FROM raw.binance_klines WHERE symbol = 'BTCUSDT' AND open_time = %s", (row[0][2],))
     try:
-        run = outcomes(quality.run_checks(built, layers=("raw", "silver"), now=NOW))
+        # a load awaiting the transform elsewhere in the history leaves the rest compared
+        with fault(built, "INSERT INTO ops.raw_changes (table_name, load_id, first_time, last_time) "
+                          "VALUES ('binance_klines', 'binance-x', '2020-01-01', '2020-01-31')",
+                   "DELETE FROM ops.raw_changes WHERE load_id = 'binance-x'"):  # fmt: skip
+            run = outcomes(quality.run_checks(built, layers=("raw", "silver"), now=NOW))
     finally:
         placeholders = ", ".join(["%s"] * len(columns))
         execute(
@@ -125,33 +129,32 @@ def test_missing_hour_fails_completeness_and_reconciliation(built):
 
 
 def test_bronze_reconciliation_leaves_out_a_load_in_flight_but_not_a_killed_one(built):
-    """A load half-way between bronze and raw while the check reads them (a backfill batch on another worker)
-    is not a mismatch; the same state left by a killed run is."""
-    [(run_id, load_id)] = execute(
-        built,
-        "SELECT r.run_id, k.load_id FROM raw.binance_klines k JOIN ops.pipeline_runs r ON r.run_id = k.load_id "
-        "ORDER BY k.open_time DESC LIMIT 1",
-    )
-    [(rows,)] = execute(built, "SELECT count(*) FROM raw.binance_klines WHERE load_id = %s", (load_id,))
-    where = f"WHERE load_id = '{load_id}' AND symbol = 'BTCUSDT' AND open_time = '2026-03-10 11:00+00'"
+    """A merge load half-way between raw and bronze while the check reads them (revised candles of a run on
+    another worker): raw already moved one candle from an older load to it, bronze not yet. Neither the load
+    nor the older one's surplus is a mismatch while its run is alive; the same state left by a killed run is."""
+    [(load_id, rows)] = execute(built, "SELECT load_id, count(*) FROM raw.binance_klines GROUP BY 1")
+    run_id = "binance-20260310T120000-0000live"
+    where = "WHERE symbol = 'BTCUSDT' AND open_time = '2026-03-10 11:00+00'"
     name = "bronze rows equal raw rows per load id (binance_klines)"
-    # one row of the load moves to the run's next load id in raw only: bronze and raw disagree on two loads
     with (
         fault(built, f"UPDATE raw.binance_klines SET load_id = '{run_id}-rev' {where}",
-              f"UPDATE raw.binance_klines SET load_id = '{load_id}' WHERE load_id = '{run_id}-rev'"),
-        fault(built, f"UPDATE ops.pipeline_runs SET status = 'running' WHERE run_id = '{run_id}'",
-              f"UPDATE ops.pipeline_runs SET status = 'success' WHERE run_id = '{run_id}'"),
+              f"UPDATE raw.binance_klines SET load_id = '{load_id}' {where}"),
+        fault(built, "INSERT INTO ops.pipeline_runs (run_id, source, command, started_at, status) "
+                     f"VALUES ('{run_id}', 'binance', 'ingest', now(), 'running')",
+              f"DELETE FROM ops.pipeline_runs WHERE run_id = '{run_id}'"),
     ):  # fmt: skip
         with db.advisory_lock(built, f"run:{run_id}"):  # the run is alive
             live = {r.name: r for r in quality.run_checks(built, layers=("raw",), now=NOW).results}[name]
         dead = {r.name: r for r in quality.run_checks(built, layers=("raw",), now=NOW).results}[name]
     assert (live.outcome, live.value) == ("pass", 0.0)
-    assert live.diagnostics["loads_in_flight"] == sorted([load_id, f"{run_id}-rev"])
+    assert live.diagnostics["loads_in_flight"] == [f"{run_id}-rev"]
+    assert live.diagnostics["awaiting_their_settle"] == [load_id]
     assert (dead.outcome, dead.value) == ("fail", 2.0)
     assert dead.diagnostics["mismatched_loads"] == {
         load_id: {"bronze": rows, "raw": rows - 1},
         f"{run_id}-rev": {"bronze": 0, "raw": 1},
     }
+    assert "loads_in_flight" not in dead.diagnostics
 
 
 def physical_table(settings, schema: str, model: str) -> str:

@@ -284,6 +284,37 @@ def test_a_later_snapshot_never_rewrites_past_facts(make_settings):
     assert execute(settings, daily) == expected_daily
 
 
+def transformed(settings, when: dt.datetime) -> dict:
+    """Run the prod transform as of `when`; its ledger details."""
+    run_id = transform.transform(settings, execution_time=when).run_id
+    return execute(settings, "SELECT details FROM ops.pipeline_runs WHERE run_id = %s", (run_id,))[0][0]
+
+
+FACTS = (
+    "SELECT symbol, open_time, close, change_1h, change_24h, change_7d, ma_7d, ma_30d, vwap_24h, "
+    "volatility_24h, volatility_7d, volatility_30d, candles_in_7d, returns_in_30d, fng_value "
+    "FROM gold.fct_prices ORDER BY symbol, open_time"
+)
+DAILY = "SELECT symbol, day, close, candles, ma_7d, ma_30d FROM gold.fct_daily_summary ORDER BY 1, 2"
+
+
+def assert_same_gold(late, fresh) -> None:
+    """The same facts in two databases: keys, prices and counts exactly, floats to RTOL (volatility comes from
+    float running sums since the pair's first candle in the query, so rows built in another pass can differ
+    in the last bits)."""
+    for sql in (FACTS, DAILY):
+        a, b = execute(late, sql), execute(fresh, sql)
+        assert len(a) == len(b) > 0
+        for x, y in zip(a, b, strict=True):
+            for u, v in zip(x, y, strict=True):
+                same = (
+                    math.isclose(u, v, rel_tol=RTOL)
+                    if isinstance(u, float) and isinstance(v, float)
+                    else u == v
+                )
+                assert same, (x, y)
+
+
 def test_history_backfilled_after_gold_exists_reaches_silver_and_gold(tmp_path, settings_in):
     """A backfill of older hours (hours SQLMesh processed long ago, empty) reaches silver and gold in the next
     transform, indicators of the following 30 days included: gold then equals a build of the same raw from
@@ -293,10 +324,6 @@ def test_history_backfilled_after_gold_exists_reaches_silver_and_gold(tmp_path, 
     fresh = settings_in(tmp_path / "fresh", universe={"symbols": symbols})
     at = [NOW + dt.timedelta(hours=h) for h in range(3)]
     since = dt.datetime(2026, 2, 1, tzinfo=dt.UTC)
-
-    def transformed(settings, when) -> dict:
-        run_id = transform.transform(settings, execution_time=when).run_id
-        return execute(settings, "SELECT details FROM ops.pipeline_runs WHERE run_id = %s", (run_id,))[0][0]
 
     with SandboxServer(seed=7, now_ms=NOW_MS, calm=True) as sandbox:
         active = sandboxed(late, sandbox)
@@ -349,14 +376,45 @@ def test_history_backfilled_after_gold_exists_reaches_silver_and_gold(tmp_path, 
         assert execute(late, count.format(table)) == [(s, hours) for s in symbols], table
     candles = "SELECT symbol, open_time, open, high, low, close, volume FROM raw.binance_klines ORDER BY 1, 2"
     assert execute(late, candles) == execute(fresh, candles)
-    facts = (
-        "SELECT symbol, open_time, close, change_1h, change_24h, change_7d, ma_7d, ma_30d, vwap_24h, "
-        "volatility_24h, volatility_7d, volatility_30d, candles_in_7d, returns_in_30d, fng_value "
-        "FROM gold.fct_prices ORDER BY symbol, open_time"
+    assert_same_gold(late, fresh)
+
+
+def test_hours_filled_weeks_later_restate_the_month_of_indicators_after_them(tmp_path, settings_in):
+    """Two days raw lacked at the first build, loaded five weeks later (a hole re-fetched): the next transform
+    restates them and exactly the 721 hours after them that read them (fct_prices' 30-day windows) - no
+    less, or the indicators of the month after stay stale: gold equals a build of the same raw from scratch."""
+    late = settings_in(tmp_path / "late", universe={"symbols": ["BTCUSDT"]})
+    fresh = settings_in(tmp_path / "fresh", universe={"symbols": ["BTCUSDT"]})
+    since, hole = (
+        dt.datetime(2026, 1, 25, tzinfo=dt.UTC),
+        (dt.datetime(2026, 2, 1, tzinfo=dt.UTC), dt.datetime(2026, 2, 3, tzinfo=dt.UTC)),
     )
-    assert execute(late, facts) == execute(fresh, facts)
-    daily = "SELECT symbol, day, close, candles, ma_7d, ma_30d FROM gold.fct_daily_summary ORDER BY 1, 2"
-    assert execute(late, daily) == execute(fresh, daily)
+    with SandboxServer(seed=7, now_ms=NOW_MS, calm=True) as sandbox:
+        for settings in (late, fresh):
+            active = sandboxed(settings, sandbox)
+            ingest.ingest_ohlcv(active, since=since)
+            ingest.ingest_markets(active)
+            ingest.ingest_fear_greed(active)
+        execute(late, "DELETE FROM raw.binance_klines WHERE open_time >= %s AND open_time < %s", hole)
+        transformed(late, NOW)
+        ingest.ingest_ohlcv(sandboxed(late, sandbox), since=hole[0], until=hole[1])  # the hole, filled
+        details = transformed(late, NOW)
+        transformed(fresh, NOW)
+    last = hole[1] - dt.timedelta(hours=1)
+    assert details["restated"] == [hole[0].isoformat(), (last + dt.timedelta(hours=1 + 721)).isoformat()]
+    assert_same_gold(late, fresh)
+
+
+def test_late_loads_for_a_model_prod_lacks_fail_instead_of_being_forgotten(built):
+    """catalog.KLINES.incremental_model naming a model prod does not have (renamed): reading how far it was
+    processed fails, saying so - it is read before ops.raw_changes is cleared, so no late load is dropped."""
+    settings, _ = built
+    ctx = transform.context(settings, load=False)
+    assert transform._processed_until(ctx, "silver.stg_binance__ohlcv")[1] == dt.timedelta(hours=48)
+    with pytest.raises(
+        transform.TransformError, match=r"silver\.stg_renamed is not in prod.*Table\.incremental_model"
+    ):
+        transform._processed_until(ctx, "silver.stg_renamed")
 
 
 def test_dev_environment_workflow(built, tmp_path):
