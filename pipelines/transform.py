@@ -349,7 +349,9 @@ class LateLoads:
         if not rows:
             return None
         until, lookback = _processed_until(ctx, catalog.KLINES.incremental_model)
-        return cls([r[0] for r in rows], [(r[1], r[2]) for r in rows], until, lookback)
+        # in UTC, whatever the session's time zone: the window starts on a whole UTC hour
+        spans = [(first.astimezone(dt.UTC), last.astimezone(dt.UTC)) for _, first, last in rows]
+        return cls([r[0] for r in rows], spans, until, lookback)
 
     def window(self, processed_until: dt.datetime | None) -> tuple[dt.datetime, dt.datetime] | None:
         """What to restate after a run that left the model processed up to `processed_until`: the changed
