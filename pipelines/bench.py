@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +39,11 @@ HOUR_MS = 3_600_000
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        return int(sock.getsockname()[1])
 
 
 @contextlib.contextmanager
-def sandbox_process(seed: int):
+def sandbox_process(seed: int) -> Iterator[str]:
     """A `cryptoflow sandbox` in a child process; yields its base URL."""
     port = _free_port()
     proc = subprocess.Popen(
@@ -184,7 +185,7 @@ def run(settings: Settings, *, symbols: int = 50, days: int = 1095, stack: bool 
         "transform_full_build_s": round(full.plan_s + full.run_s, 2),
         "transform_incremental_s": round(transform_incremental_wall_s, 2),
         "dashboard_query_ms_max": round(max(query_ms.values()), 1),
-        "dashboard_slowest_query": max(query_ms, key=query_ms.get),
+        "dashboard_slowest_query": max(query_ms, key=lambda name: query_ms[name]),
         **latency,
         "peak_rss_mb": round(peak_rss_mb),  # the ingestion's peak (SQLMesh runs in Postgres)
         "rss_after_stage_mb": {
@@ -200,7 +201,9 @@ def run(settings: Settings, *, symbols: int = 50, days: int = 1095, stack: bool 
     return results | ratios_to_copy(results)
 
 
-def archive_backfill(settings: Settings, work: Path, symbols: list[str], days: int, rest_rows: int) -> dict:
+def archive_backfill(
+    settings: Settings, work: Path, symbols: list[str], days: int, rest_rows: int
+) -> dict[str, Any]:
     """The same backfill from the kline archive (`--source auto`) into its own database and lake, timed,
     then checked against the REST backfill: the same rows in raw (a checksum of every row) and in bronze."""
     other = settings.model_copy(
@@ -234,11 +237,13 @@ def _raw_digest(settings: Settings) -> tuple[int, int]:
             "high, low, close, volume, quote_volume, trades, taker_buy_base_volume, taker_buy_quote_volume)), 1, 15))"
             "::bit(60)::bigint) FROM raw.binance_klines"
         )
-        rows, total = cur.fetchone()
+        rows, total = db.one(cur)
         return int(rows), int(total or 0)
 
 
-def airflow_latency(settings: Settings, sandbox_url: str, symbols: list[str], next_close_ms: int) -> dict:
+def airflow_latency(
+    settings: Settings, sandbox_url: str, symbols: list[str], next_close_ms: int
+) -> dict[str, Any]:
     """Through Airflow: `cryptoflow up` on the benchmark's database, then the sandbox clock jumps to the
     close of the next hour and ingest_ohlcv_hourly is triggered at that moment (what its cron does at the
     close); the clock stops when the closed candle of every symbol is in gold.fct_prices. Covers the
@@ -282,7 +287,7 @@ def airflow_latency(settings: Settings, sandbox_url: str, symbols: list[str], ne
         def in_gold() -> bool:
             with contextlib.closing(db.connect(stack)) as conn, conn.cursor() as cur:
                 cur.execute("SELECT count(*) FROM gold.fct_prices WHERE open_time = %s", (closed_open,))
-                return cur.fetchone()[0] == len(symbols)
+                return bool(db.one(cur)[0] == len(symbols))
 
         services.wait_for(in_gold, 600, "the closed candle to reach gold", every_s=0.25)
         latency_s = time.perf_counter() - started

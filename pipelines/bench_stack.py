@@ -19,7 +19,7 @@ from typing import Any
 
 import psycopg2
 
-from pipelines.runtime import services
+from pipelines.runtime import db, services
 from pipelines.runtime import stack as native
 from pipelines.settings import Settings, load_settings
 
@@ -95,5 +95,5 @@ def backfill_through_airflow(sandbox: Any, symbols: list[str], days: int, worker
             conn.cursor() as cur,
         ):
             cur.execute("SELECT count(*) FROM raw.binance_klines")
-            rows = cur.fetchone()[0]
+            rows = db.one(cur)[0]
     return seconds, rows

@@ -199,7 +199,7 @@ def write_bronze(
             # prefix (Fear & Greed's first run: ~3,000 partitions, quadratic); a PUT needs none
             create_dir=isinstance(lake.fs, pafs.LocalFileSystem),
         )
-    return rows.num_rows
+    return int(rows.num_rows)
 
 
 def settle_bronze(
@@ -223,10 +223,13 @@ def settle_bronze(
         return known[load_id]
 
     mine = [values_of(load_id) for load_id in load_ids]
-    ours_values = None if None in mine else frozenset().union(*mine)
+    ours_values = None if any(v is None for v in mine) else frozenset[str]().union(*(v for v in mine if v))
 
     def may_overlap(path: str) -> bool:
-        theirs = values_of(_load_of(path)) if ours_values is not None else None
+        if ours_values is None:
+            return True
+        load_id = _load_of(path)
+        theirs = values_of(load_id) if load_id is not None else None
         return theirs is None or not theirs.isdisjoint(ours_values)
 
     def settle(paths: list[str]) -> int:

@@ -6,11 +6,12 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from types import FrameType
 
 INTERRUPTED = "interrupted; nothing half-written was kept (re-run to resume)"
 
 
-def _interrupted_while_starting(_signum, _frame) -> None:
+def _interrupted_while_starting(_signum: int, _frame: FrameType | None) -> None:
     sys.stderr.write(INTERRUPTED + "\n")
     os._exit(130)
 
@@ -27,10 +28,14 @@ import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipelines.cli_args import log_options, parser
 from pipelines.cli_output import print_summary, progress_bar
 from pipelines.settings import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from pipelines.sandbox.server import SandboxServer
 
 warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
 
@@ -48,7 +53,7 @@ def _maybe_sandbox(settings: Settings, enabled: bool) -> Iterator[Settings]:
         yield sandboxed(settings, server)
 
 
-def sandboxed(settings: Settings, server) -> Settings:
+def sandboxed(settings: Settings, server: SandboxServer) -> Settings:
     """A copy of settings whose sources point at a running SandboxServer."""
     return settings.with_sandbox(server.url)
 
@@ -56,6 +61,12 @@ def sandboxed(settings: Settings, server) -> Settings:
 def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
     from pipelines.runtime import db
 
+    if args.action == "migrate":
+        from pipelines.upgrade import migrate_all
+
+        for line in migrate_all(settings, _config_file(args)):
+            print(line)
+        return 0
     if not settings.database.embedded:
         if args.action == "url":
             print(db.reader_url(settings) if args.reader else db.writer_url(settings))
@@ -365,11 +376,12 @@ def _interrupted(argv: list[str] | None) -> int:
 
 def _caused_by_interrupt(exc: BaseException) -> bool:
     seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, KeyboardInterrupt):
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
             return True
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
     return False
 
 

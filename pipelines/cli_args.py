@@ -6,6 +6,7 @@ import argparse
 import datetime as dt
 import os
 from pathlib import Path
+from typing import Any
 
 from pipelines.settings import ConfigError
 
@@ -70,7 +71,7 @@ def parser() -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("db", parents=[common], help="the embedded Postgres")
-    p.add_argument("action", choices=["start", "stop", "status", "url"])
+    p.add_argument("action", choices=["start", "stop", "status", "url", "migrate"])
     p.add_argument("--reader", action="store_true", help="with url: the read-only dashboard role")
 
     p = sub.add_parser("sandbox", parents=[common], help="serve the three APIs offline (synthetic markets)")
@@ -184,7 +185,7 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
-def log_options(args: argparse.Namespace) -> dict:
+def log_options(args: argparse.Namespace) -> dict[str, Any]:
     """--log-format (or CRYPTOFLOW_LOG_FORMAT) and --log-file, as configure_logging takes them."""
     log_format = getattr(args, "log_format", None) or os.environ.get("CRYPTOFLOW_LOG_FORMAT") or "auto"
     if log_format not in LOG_FORMATS:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pipelines.ingest.engine import RunSummary
 
 
 def progress_bar(label: str = "klines pages") -> tuple[Callable[[int, int], None], Callable[[], None]]:
@@ -42,7 +46,7 @@ HIGHLIGHTS = {
 }
 
 
-def print_summary(summary) -> None:
+def print_summary(summary: RunSummary) -> None:
     """One short line per run: rows, dead letters and what stood out; the details are in the run ledger."""
     notes = [fmt.format(summary.details[k]) for k, fmt in HIGHLIGHTS.items() if summary.details.get(k)]
     print(

@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Callable
 from types import ModuleType
+from typing import Any
 
 from pipelines.runtime.dashboard_server import APP_DIR
 from pipelines.settings import Settings
@@ -22,6 +23,7 @@ def _queries_module() -> ModuleType:
     if "dashboard_queries" in sys.modules:
         return sys.modules["dashboard_queries"]
     spec = importlib.util.spec_from_file_location("dashboard_queries", APP_DIR / "dashboard_queries.py")
+    assert spec is not None and spec.loader is not None, f"{APP_DIR} has no dashboard_queries.py"
     module = importlib.util.module_from_spec(spec)
     sys.modules["dashboard_queries"] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
@@ -48,10 +50,9 @@ def measure_queries(
     q = _queries_module()
     url = q.reader_url(settings)
 
-    def raw(name: str) -> Callable:
-        return getattr(
-            q, name
-        ).__wrapped__  # the function under st.cache_data: measure the query, not the cache
+    def raw(name: str) -> Callable[..., Any]:
+        wrapped: Callable[..., Any] = getattr(q, name).__wrapped__  # under st.cache_data: the query, no cache
+        return wrapped
 
     symbols = raw("load_symbols")(url, schema).set_index("symbol")
     last = symbols.loc[BENCH_SYMBOL, "last_day"] if BENCH_SYMBOL in symbols.index else dt.date.today()

@@ -229,11 +229,11 @@ def _lineage_page(models: dict[str, Any], upstream: dict[str, set[str]]) -> str:
     for fqn, deps in upstream.items():
         for dep in sorted(deps):
             (x1, y1), (x2, y2) = pos[dep], pos[fqn]
-            x1, y1, y2 = x1 + BOX_W, y1 + BOX_H / 2, y2 + BOX_H / 2
-            mid = (x1 + x2) / 2
+            start_x, start_y, end_y = x1 + BOX_W, y1 + BOX_H / 2, y2 + BOX_H / 2
+            mid = (start_x + x2) / 2
             edges.append(
                 f'<path class="edge" data-from="{escape(_name(models[dep]))}" data-to="{escape(_name(models[fqn]))}" '
-                f'd="M{x1},{y1} C{mid},{y1} {mid},{y2} {x2 - 2},{y2}" fill="none" stroke="#888" '
+                f'd="M{start_x},{start_y} C{mid},{start_y} {mid},{end_y} {x2 - 2},{end_y}" fill="none" stroke="#888" '
                 f'marker-end="url(#arrow)"/>'
             )
     boxes = []

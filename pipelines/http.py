@@ -337,6 +337,6 @@ def answers(url: str, timeout_s: float = 3) -> bool:
 
     try:
         with urllib.request.urlopen(url, timeout=timeout_s) as response:
-            return response.status == 200
+            return bool(response.status == 200)
     except OSError:
         return False

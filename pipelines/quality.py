@@ -144,12 +144,12 @@ def bronze_reconciliation(settings: Settings) -> list[CheckResult]:
     for table in (t.name for t in catalog.RAW):  # every raw table has its bronze copy
         with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
             cur.execute("SELECT now()")
-            began = cur.fetchone()[0]
+            began = db.one(cur)[0]
         in_bronze = rows_per_load(lake, table)  # the load_id column only, never every column
         with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
             cur.execute("SELECT to_regclass(%s)", (f"raw.{table}",))
             in_raw = {}
-            if cur.fetchone()[0] is not None:
+            if db.one(cur)[0] is not None:
                 cur.execute(f"SELECT load_id, count(*) FROM raw.{table} GROUP BY load_id")
                 in_raw = dict(cur.fetchall())
         mismatched = {

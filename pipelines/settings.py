@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 
 from pipelines.redaction import redact
 
@@ -165,6 +166,9 @@ class Database(_Strict):
     # every pipeline session: no statement runs longer, no lock (table, row or advisory) is waited for longer
     statement_timeout_s: float = Field(900, gt=0, le=86400)
     lock_timeout_s: float = Field(60, gt=0, le=86400)
+    # a database behind this code's schema is migrated by any command (true), or refused until `cryptoflow
+    # db migrate` (false); unset: true in embedded mode, false on a configured server (back it up first)
+    auto_migrate: bool | None = None
 
     @field_validator("url")
     @classmethod
@@ -176,6 +180,10 @@ class Database(_Strict):
     @property
     def embedded(self) -> bool:
         return not self.url
+
+    @property
+    def migrates_itself(self) -> bool:
+        return self.embedded if self.auto_migrate is None else self.auto_migrate
 
 
 class Storage(_Strict):
@@ -323,8 +331,8 @@ class Settings(_Strict):
         return self.model_copy(update={"sources": sources})
 
 
-def _describe_allowed(error: dict[str, Any]) -> str:
-    msg = error.get("msg", "invalid")
+def _describe_allowed(error: ErrorDetails) -> str:
+    msg = str(error.get("msg", "invalid"))
     msg = msg.removeprefix("Value error, ")
     if error.get("type") == "extra_forbidden":
         return "unknown key (check the spelling; README lists every key)"

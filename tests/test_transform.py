@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from helpers.gold import RTOL, assert_same_gold
 
 from pipelines import ingest, quality, transform
 from pipelines.cli import sandboxed
@@ -29,7 +30,6 @@ LAST_CLOSED = NOW_MS // HOUR * HOUR - HOUR
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "DOGEUSDT"]
 DAYS = 40
 ANNUAL = math.sqrt(24 * 365)
-RTOL = 1e-9
 
 
 def query_df(settings, sql: str) -> pd.DataFrame:
@@ -288,31 +288,6 @@ def transformed(settings, when: dt.datetime) -> dict:
     """Run the prod transform as of `when`; its ledger details."""
     run_id = transform.transform(settings, execution_time=when).run_id
     return execute(settings, "SELECT details FROM ops.pipeline_runs WHERE run_id = %s", (run_id,))[0][0]
-
-
-FACTS = (
-    "SELECT symbol, open_time, close, change_1h, change_24h, change_7d, ma_7d, ma_30d, vwap_24h, "
-    "volatility_24h, volatility_7d, volatility_30d, candles_in_7d, returns_in_30d, fng_value "
-    "FROM gold.fct_prices ORDER BY symbol, open_time"
-)
-DAILY = "SELECT symbol, day, close, candles, ma_7d, ma_30d FROM gold.fct_daily_summary ORDER BY 1, 2"
-
-
-def assert_same_gold(late, fresh) -> None:
-    """The same facts in two databases: keys, prices and counts exactly, floats to RTOL (volatility comes from
-    float running sums since the pair's first candle in the query, so rows built in another pass can differ
-    in the last bits)."""
-    for sql in (FACTS, DAILY):
-        a, b = execute(late, sql), execute(fresh, sql)
-        assert len(a) == len(b) > 0
-        for x, y in zip(a, b, strict=True):
-            for u, v in zip(x, y, strict=True):
-                same = (
-                    math.isclose(u, v, rel_tol=RTOL)
-                    if isinstance(u, float) and isinstance(v, float)
-                    else u == v
-                )
-                assert same, (x, y)
 
 
 def test_history_backfilled_after_gold_exists_reaches_silver_and_gold(tmp_path, settings_in):

@@ -9,7 +9,7 @@ verified file's URL, size, checksum, rows and span: a re-run skips files loaded 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -55,7 +55,7 @@ def archive_fetch(
         if progress:
             progress(counted[0], counted[1])
 
-    def pages(sink: ExtractSink) -> Iterator[pa.Table]:
+    def pages(sink: ExtractSink) -> Generator[pa.Table]:
         for some, rest_ in ((windows, rest), (archive_only, None)):
             if some:
                 yield from iter_archive_klines(

@@ -85,7 +85,7 @@ def stored_spans(settings: Settings) -> dict[str, tuple[int, int]]:
     """Per symbol: open times (ms) of the oldest and the newest candle in raw."""
     with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
         cur.execute("SELECT to_regclass('raw.binance_klines')")
-        if cur.fetchone()[0] is None:
+        if db.one(cur)[0] is None:
             return {}
         cur.execute(
             "SELECT symbol, (extract(epoch FROM min(open_time)) * 1000)::bigint, "

@@ -26,6 +26,7 @@ from typing import Any
 import dlt
 import pyarrow as pa
 import pyarrow.compute as pc
+from dlt.common.schema.typing import TWriteDisposition
 
 from pipelines import catalog
 from pipelines.bronze import delete_load, open_lake, settle_bronze, write_bronze
@@ -116,7 +117,6 @@ def _dlt_pipeline(name: str, writer_url: str, pipelines_dir: str) -> dlt.Pipelin
         destination=dlt.destinations.postgres(credentials=writer_url),
         dataset_name="raw",
         pipelines_dir=pipelines_dir,
-        progress=None,
     )
 
 
@@ -127,7 +127,7 @@ def deliver(
     sink: ExtractSink,
     spec: Table,
     load_id: str,
-    write_disposition: str = "merge",
+    write_disposition: TWriteDisposition = "merge",
 ) -> tuple[int, int]:
     """Write one load to bronze and raw. `data` is a dlt source or resource (extracted here, its tables kept
     in `sink`), or None for the Arrow tables already in `sink.tables` (handed over: this function frees
@@ -250,7 +250,7 @@ def _handed_over(tables: list[pa.Table]) -> Iterator[pa.Table]:
 
 
 @contextlib.contextmanager
-def stage(sink: ExtractSink, name: str):
+def stage(sink: ExtractSink, name: str) -> Iterator[None]:
     """Time one delivery stage and note the process's peak RSS after it (for the benchmark)."""
     started = time.perf_counter()
     yield
@@ -270,13 +270,13 @@ def ensure_unique_key(settings: Settings, spec: Table) -> None:
 def count_rows(settings: Settings, table: str, load_id: str | None = None) -> int:
     with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
         cur.execute("SELECT to_regclass(%s)", (f"raw.{table}",))
-        if cur.fetchone()[0] is None:
+        if db.one(cur)[0] is None:
             return 0
         if load_id is None:
             cur.execute(f"SELECT count(*) FROM raw.{table}")
         else:
             cur.execute(f"SELECT count(*) FROM raw.{table} WHERE load_id = %s", (load_id,))
-        return int(cur.fetchone()[0])
+        return int(db.one(cur)[0])
 
 
 def store_dead_letters(
@@ -348,7 +348,9 @@ def _recover_abandoned(settings: Settings, source: str) -> None:
 
 
 @contextlib.contextmanager
-def source_run(settings: Settings, source: str, command: str, *, pairs: list[str] | None = None):
+def source_run(
+    settings: Settings, source: str, command: str, *, pairs: list[str] | None = None
+) -> Iterator[RunRecord]:
     """Lock, ledger, outcome: the frame every writer of a source shares (ingest, verify, dlq replay).
 
     By default a run has its source to itself: one lock per source, taken exclusively. A run given `pairs`
@@ -392,6 +394,7 @@ def deliver_records(
 ) -> None:
     """One load of a record-shaped source (markets, Fear & Greed): bronze and raw, the HTTP counters, the
     dead letters, and the fields the records came with (schema drift)."""
+    assert table.source is not None, f"{table.qualified} is not a raw table of a source"
     try:
         rows = deliver(settings, table.source, data, sink, table, run.run_id)
     finally:

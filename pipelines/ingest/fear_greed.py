@@ -18,13 +18,13 @@ def fear_greed_limit(settings: Settings) -> int:
     """0 (the whole history) on the first run, else the days since the newest stored value, plus overlap."""
     with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
         cur.execute("SELECT to_regclass('raw.fear_greed')")
-        if cur.fetchone()[0] is None:
+        if db.one(cur)[0] is None:
             return 0
         cur.execute("SELECT max(ts) FROM raw.fear_greed")
-        newest = cur.fetchone()[0]
+        newest = db.one(cur)[0]
     if newest is None:
         return 0
-    return (dt.datetime.now(dt.UTC) - newest).days + 2
+    return int((dt.datetime.now(dt.UTC) - newest).days) + 2
 
 
 def ingest_fear_greed(settings: Settings, *, command: str = "ingest") -> RunSummary:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +36,7 @@ class CandleFetch:
     `clients` are the HTTP clients it uses (their counters go to the run)."""
 
     windows: list[SymbolWindow]
-    pages: Callable[[ExtractSink], Iterator[pa.Table]]
+    pages: Callable[[ExtractSink], Generator[pa.Table]]
     clients: tuple[ApiClient, ...]
 
 
@@ -51,7 +51,7 @@ def rest_fetch(
 ) -> CandleFetch:
     """The windows from the REST API, page by page."""
 
-    def pages(sink: ExtractSink) -> Iterator[pa.Table]:
+    def pages(sink: ExtractSink) -> Generator[pa.Table]:
         return iter_klines(
             client, windows, settings.interval, info.server_time_ms, load_id, sink,
             settings.sources.binance.concurrency, _page_counter(progress, total_pages),

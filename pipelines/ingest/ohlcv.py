@@ -65,7 +65,7 @@ def ingest_ohlcv(
     incremental = since is None and days is None
     if shared and (incremental or not symbols):
         raise ValueError("only a backfill of given symbols can share the source with other runs")
-    with source_run(settings, "binance", command, pairs=list(symbols) if shared else None) as run:
+    with source_run(settings, "binance", command, pairs=list(symbols or ()) if shared else None) as run:
         client = binance_client(settings)
         info = _exchange_info(settings, client, symbols, source == "archive" and not incremental)
         blocked = not info.from_api
@@ -122,7 +122,7 @@ def ingest_ohlcv(
             windows, _ = _stored_part(settings, windows)
             summary["rest_region_blocked"] = True
         clock = time.perf_counter()
-        batch = list(symbols) if shared else None  # a batch takes over only its own pairs' windows
+        batch = list(symbols or ()) if shared else None  # a batch takes over only its own pairs' windows
         inherited, taken_over = gaps.inherited_gap_checks(settings, run.run_id, batch)  # killed runs'
 
         gap_windows = gaps.detect_gaps(settings, run.run_id, gaps.merged([*windows, *retired, *inherited]))

@@ -62,7 +62,7 @@ def stored_candles(settings: Settings, symbols: list[str], lo_ms: list[int], hi_
     buffer = io.BytesIO()
     with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
         cur.execute("SELECT to_regclass('raw.binance_klines')")
-        if cur.fetchone()[0] is None:
+        if db.one(cur)[0] is None:
             return pa.table({name: pa.array([], t) for name, t in _STORED_TYPES.items()})
         cur.copy_expert(cur.mogrify(sql, (symbols, lo_ms, hi_ms)).decode(), buffer)
     return pacsv.read_csv(
@@ -156,7 +156,7 @@ def settle(settings: Settings, load_id: str) -> None:
     load, else they never happened and are removed."""
     with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
         cur.execute("SELECT to_regclass('raw.binance_klines') IS NOT NULL")
-        if not cur.fetchone()[0]:  # nothing was ever loaded: no revision can have been applied
+        if not db.one(cur)[0]:  # nothing was ever loaded: no revision can have been applied
             cur.execute("DELETE FROM ops.revisions WHERE new_load_id = %s AND applied_at IS NULL", (load_id,))
             return
         cur.execute(

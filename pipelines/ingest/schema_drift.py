@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from typing import Any
 
 from pipelines.runtime import db
 from pipelines.settings import Settings
@@ -20,7 +21,7 @@ log = logging.getLogger(__name__)
 
 def record_fields(
     settings: Settings, source: str, table: str, fields: dict[str, str], run_id: str
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     """Compare this extract's fields with the known ones, record the changes; returns them."""
     if not fields:
         return []
@@ -30,7 +31,7 @@ def record_fields(
             (source, table),
         )
         known = {name: (kind, present) for name, kind, present in cur.fetchall()}
-        changes: list[dict] = []
+        changes: list[dict[str, Any]] = []
         if known:  # the first extract is the baseline, not a change
             for name, kind in fields.items():
                 if name not in known:

@@ -71,9 +71,9 @@ def collect_digest(settings: Settings, now: dt.datetime) -> Digest:
             table = raw.qualified
             cur.execute("SELECT to_regclass(%s)", (table,))
             newest = None
-            if cur.fetchone()[0] is not None:
+            if db.one(cur)[0] is not None:
                 cur.execute(f"SELECT max({raw.fresh_column}) FROM {table}")
-                newest = cur.fetchone()[0]
+                newest = db.one(cur)[0]
                 if newest is not None:
                     newest = (
                         newest.replace(tzinfo=dt.UTC) if newest.tzinfo is None else newest.astimezone(dt.UTC)
@@ -205,9 +205,9 @@ def send_digest(settings: Settings, now: dt.datetime | None = None) -> bool:
     try:
         digest = collect_digest(settings, now)
     except Exception as exc:
-        error = f"collecting the digest failed: {type(exc).__name__}: {str(exc)[:500]}"
-        log.error("digest not sent", extra={"error": error})
-        ledger.record(settings, "digest", "email", False, 0, error)
+        failure = f"collecting the digest failed: {type(exc).__name__}: {str(exc)[:500]}"
+        log.error("digest not sent", extra={"error": failure})
+        ledger.record(settings, "digest", "email", False, 0, failure)
         return False
     message = EmailMessage()
     message["Subject"] = digest_subject(digest)
@@ -215,7 +215,8 @@ def send_digest(settings: Settings, now: dt.datetime | None = None) -> bool:
     message["To"] = ", ".join(a.email_to)
     message.set_content(render_text(digest))
     message.add_alternative(render_html(digest), subtype="html")
-    attempts, ok, error = 0, False, None
+    attempts, ok = 0, False
+    error: str | None = None
     for attempt in range(1, ledger.ATTEMPTS + 1):
         attempts = attempt
         try:

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from pipelines.redaction import redact
 from pipelines.runtime import db
@@ -80,7 +80,7 @@ class TextFormatter(logging.Formatter):
         return redact(text)
 
 
-class _StderrHandler(logging.StreamHandler):
+class _StderrHandler(logging.StreamHandler[TextIO]):
     """Writes to the sys.stderr of the moment, not the one at start: a live progress bar (rich) swaps it for
     a proxy that prints each line above the bar, so log lines never land on the bar's line."""
 
@@ -88,11 +88,13 @@ class _StderrHandler(logging.StreamHandler):
         super().__init__(sys.stderr)
 
     @property
-    def stream(self):
+    def stream(self) -> TextIO:
         return sys.stderr
 
     @stream.setter
-    def stream(self, value) -> None:  # StreamHandler.__init__ sets it; the property always reads sys.stderr
+    def stream(
+        self, value: TextIO
+    ) -> None:  # StreamHandler.__init__ sets it; the property always reads sys.stderr
         pass
 
 
@@ -242,7 +244,7 @@ def run_ledger(settings: Settings, source: str, command: str, run_id: str = "") 
         yield run
     except BaseException as exc:
         run.finish(exc)
-        with contextlib.suppress(AttributeError):
-            exc.run_id = run.run_id
+        with contextlib.suppress(AttributeError):  # the CLI names the run in its one-line error
+            exc.run_id = run.run_id  # type: ignore[attr-defined]  # a note on whatever was raised
         raise
     run.finish()

@@ -137,7 +137,7 @@ def send_slack(
 # --------------------------------------------------------------------------------------------- incidents
 
 
-def _transition(cur, name: str, outcome: str, value: float | None, now: dt.datetime) -> str | None:
+def _transition(cur: db.Cursor, name: str, outcome: str, value: float | None, now: dt.datetime) -> str | None:
     """Update the incident `name`; returns 'opened', 'resolved' or None (nothing to announce).
 
     Each transition is a single conditional statement, so two concurrent runs cannot both announce it."""

@@ -12,6 +12,8 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import psycopg2
@@ -22,9 +24,19 @@ from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
 
-SCHEMAS_SQL = Path(__file__).resolve().parent.parent / "schema.sql"
 EMBEDDED_WORK_MEM = "64MB"
 EMBEDDED_SETTINGS = {"max_wal_size": "4GB", "checkpoint_timeout": "15min", "wal_compression": "on"}
+
+
+Cursor = psycopg2.extensions.cursor
+
+
+def one(cur: Cursor) -> tuple[Any, ...]:
+    """The row a statement always returns (an aggregate, a function's result, RETURNING of an upsert)."""
+    row = cur.fetchone()
+    if row is None:  # a broken invariant, never a user's error
+        raise RuntimeError(f"no row returned by: {cur.query!r}")
+    return row
 
 
 class DatabaseUnavailable(Exception):
@@ -91,7 +103,7 @@ def _admin_connect(settings: Settings, admin_uri: str) -> psycopg2.extensions.co
     return conn
 
 
-def _require_passwords(cur, settings: Settings) -> None:
+def _require_passwords(cur: Cursor, settings: Settings) -> None:
     """Give the superuser its password, then make pg_hba.conf ask every connection for one."""
     cur.execute("ALTER ROLE CURRENT_USER PASSWORD %s", (_role_passwords(settings)[SUPERUSER],))
     hba = _datadir(settings) / "pg_hba.conf"
@@ -100,7 +112,7 @@ def _require_passwords(cur, settings: Settings) -> None:
         cur.execute("SELECT pg_reload_conf()")
 
 
-def _pgserver():
+def _pgserver() -> ModuleType:
     """The embedded server's package; it has no linux/aarch64 build, so it is not installed there."""
     try:
         import pgserver
@@ -118,20 +130,20 @@ def embedded_status(settings: Settings) -> EmbeddedStatus:
 
     datadir = _datadir(settings)
     info = PostmasterInfo.read_from_pgdata(datadir) if datadir.exists() else None
-    running = bool(info and info.is_running())
-    return EmbeddedStatus(
-        running, info.pid if running else None, datadir, str(info.socket_dir) if running else None
-    )
+    if info is None or not info.is_running():
+        return EmbeddedStatus(False, None, datadir, None)
+    return EmbeddedStatus(True, info.pid, datadir, str(info.socket_dir))
 
 
-def start_embedded(settings: Settings) -> EmbeddedStatus:
-    """Start (or find running) the private Postgres; it stays up after this process exits."""
+def start_embedded(settings: Settings, *, check_schema: bool = True) -> EmbeddedStatus:
+    """Start (or find running) the private Postgres; it stays up after this process exits. check_schema
+    False: leave the schema as it is (`cryptoflow db migrate` migrates it itself, and says what it did)."""
     pgserver = _pgserver()
 
     datadir = _datadir(settings)
     datadir.mkdir(parents=True, exist_ok=True)
     server = pgserver.get_server(datadir, cleanup_mode=None)
-    _bootstrap(server.get_uri(), settings)
+    _bootstrap(server.get_uri(), settings, check_schema)
     return embedded_status(settings)
 
 
@@ -147,7 +159,7 @@ def stop_embedded(settings: Settings) -> bool:
     return True
 
 
-def _bootstrap(admin_uri: str, settings: Settings) -> None:
+def _bootstrap(admin_uri: str, settings: Settings, check_schema: bool = True) -> None:
     """Create the database, the writer and the read-only reader role (idempotent; serialised across
     processes, since concurrent DDL on roles fails with 'tuple concurrently updated')."""
     db = settings.database
@@ -178,12 +190,19 @@ def _bootstrap(admin_uri: str, settings: Settings) -> None:
                 cur2.execute(f'GRANT ALL ON SCHEMA public TO "{db.writer_role}"')
             conn2.close()
             _require_passwords(cur, settings)
-            ensure_schema(settings)
+            if check_schema:
+                ensure_schema(settings)
     finally:
         conn.close()  # releases the session lock
 
 
 AIRFLOW_ROLE = "airflow"
+
+
+def airflow_metadata_exists(settings: Settings) -> bool:
+    """Embedded mode: whether Airflow's metadata database was made (airflow_metadata_url, on first `up`)."""
+    path = _credentials_file(settings)
+    return path.exists() and AIRFLOW_ROLE in json.loads(path.read_text())
 
 
 def airflow_metadata_url(settings: Settings) -> str:
@@ -303,28 +322,54 @@ def ensure_database(settings: Settings) -> None:
         ensure_schema(settings)
 
 
-def ensure_schema(settings: Settings) -> None:
-    with contextlib.closing(connect(settings)) as conn, conn, conn.cursor() as cur:
-        cur.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key("cryptoflow:schema"),))
-        cur.execute(SCHEMAS_SQL.read_text())
-        reader = settings.database.reader_role
-        cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (reader,))
-        exists = cur.fetchone() is not None
-        if not exists and not settings.database.embedded:
-            exists = _create_reader(cur, settings)
-        if exists:
-            for schema in READER_SCHEMAS:
-                cur.execute(f'GRANT USAGE ON SCHEMA {schema} TO "{reader}"')
-                cur.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO "{reader}"')
-                cur.execute(
-                    f'ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT SELECT ON TABLES TO "{reader}"'
-                )
+def ensure_schema(settings: Settings) -> list[str]:
+    """The schema as this code needs it (pipelines.runtime.migrations.check: migrated if allowed, else a
+    one-line refusal), then the reader's grants. Returns what was migrated, one line each."""
+    from pipelines.runtime import migrations
+
+    with contextlib.closing(connect(settings)) as conn:
+        conn.autocommit = True  # each migration commits on its own; the session lock spans them
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_lock(%s)", (_lock_key(migrations.LOCK),))
+            done = migrations.check(cur, settings.database.migrates_itself)
+        conn.autocommit = False
+        with conn, conn.cursor() as cur:
+            _grant_reader(cur, settings)
+    return done  # closing the session released the lock
+
+
+def migrate(settings: Settings) -> list[str]:
+    """`cryptoflow db migrate`: apply this code's pending migrations (whatever database.auto_migrate says)."""
+    from pipelines.runtime import migrations
+
+    with contextlib.closing(connect(settings)) as conn:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_lock(%s)", (_lock_key(migrations.LOCK),))
+            done = migrations.migrate(cur)
+            state = migrations.status(cur)
+    ensure_schema(settings)  # the grants
+    return done or [f"the schema is at version {state.current}: nothing to migrate"]
+
+
+def _grant_reader(cur: Cursor, settings: Settings) -> None:
+    """The reader reads gold, ops and raw (created on a configured server when its password is given)."""
+    reader = settings.database.reader_role
+    cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (reader,))
+    exists = cur.fetchone() is not None
+    if not exists and not settings.database.embedded:
+        exists = _create_reader(cur, settings)
+    if exists:
+        for schema in READER_SCHEMAS:
+            cur.execute(f'GRANT USAGE ON SCHEMA {schema} TO "{reader}"')
+            cur.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO "{reader}"')
+            cur.execute(f'ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT SELECT ON TABLES TO "{reader}"')
 
 
 READER_SCHEMAS = ("gold", "ops", "raw")  # read-only: the dashboard reads gold and ops, the metrics raw too
 
 
-def _create_reader(cur, settings: Settings) -> bool:
+def _create_reader(cur: Cursor, settings: Settings) -> bool:
     """A configured server without the reader role: create it (read-only by default) with the password from
     CRYPTOFLOW_READER_PASSWORD. Returns whether the role exists afterwards."""
     reader = settings.database.reader_role
@@ -350,9 +395,9 @@ def _create_reader(cur, settings: Settings) -> bool:
     return True
 
 
-def _current_database(cur) -> str:
+def _current_database(cur: Cursor) -> str:
     cur.execute("SELECT current_database()")
-    return cur.fetchone()[0]
+    return str(one(cur)[0])
 
 
 def _lock_key(name: str) -> int:
@@ -381,23 +426,23 @@ def advisory_lock(
     conn.autocommit = True
     deadline = time.monotonic() + wait_s
 
-    def take(cur, lock: str, take_shared: bool) -> None:
+    def take(cur: Cursor, lock: str, take_shared: bool) -> None:
         key, next_key = _lock_key(lock), _lock_key(f"{lock}:next")
         while True:
             if take_shared:  # only while no exclusive run waits: take its turn-lock for a moment
                 cur.execute("SELECT pg_try_advisory_lock(%s)", (next_key,))
-                if cur.fetchone()[0]:
+                if one(cur)[0]:
                     cur.execute(
                         "SELECT pg_try_advisory_lock_shared(%s), pg_advisory_unlock(%s)", (key, next_key)
                     )
-                    if cur.fetchone()[0]:
+                    if one(cur)[0]:
                         return
             else:
                 if lock == name:  # first in line among exclusive waiters (taken again: it stacks, harmless)
                     cur.execute("SELECT pg_try_advisory_lock(%s)", (next_key,))
                     cur.fetchone()
                 cur.execute("SELECT pg_try_advisory_lock(%s)", (key,))
-                if cur.fetchone()[0]:
+                if one(cur)[0]:
                     return
             if time.monotonic() >= deadline:
                 cur.execute(
@@ -427,7 +472,7 @@ def lock_is_free(settings: Settings, name: str) -> bool:
     """Whether nobody holds the advisory lock `name` right now (taken and given back at once to tell)."""
     with contextlib.closing(connect(settings)) as conn, conn.cursor() as cur:
         cur.execute("SELECT pg_try_advisory_lock(%s)", (_lock_key(name),))
-        free = cur.fetchone()[0]
+        free = bool(one(cur)[0])
         if free:
             cur.execute("SELECT pg_advisory_unlock(%s)", (_lock_key(name),))
         conn.rollback()

@@ -12,6 +12,7 @@ port; every process started is stopped by its pid.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import shutil
@@ -88,7 +89,7 @@ def interpolate(value: Any, env: dict[str, str]) -> Any:
     if not isinstance(value, str):
         return value
 
-    def one(m: re.Match) -> str:
+    def one(m: re.Match[str]) -> str:
         if m.group(0) == "$$":
             return "$"
         name, op, arg = m.group(1) or m.group(4), m.group(2), m.group(3)
@@ -106,16 +107,18 @@ def interpolate(value: Any, env: dict[str, str]) -> Any:
     return _VAR.sub(one, value)
 
 
-def raw_compose() -> dict:
-    return yaml.safe_load(COMPOSE_FILE.read_text())  # SafeLoader resolves the `<<` merge keys like compose
+def raw_compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(COMPOSE_FILE.read_text())
+    return loaded  # SafeLoader resolves the `<<` merge keys like compose
 
 
-def compose(env: dict[str, str]) -> dict:
+def compose(env: dict[str, str]) -> dict[str, Any]:
     """docker-compose.yml as compose sees it with `env` as its .env."""
-    return interpolate(raw_compose(), env)
+    interpolated: dict[str, Any] = interpolate(raw_compose(), env)
+    return interpolated
 
 
-def environment(service: dict) -> dict[str, str]:
+def environment(service: dict[str, Any]) -> dict[str, str]:
     env = service.get("environment") or {}
     if isinstance(env, list):
         env = dict(item.split("=", 1) for item in env)
@@ -128,7 +131,9 @@ def worker_hostname() -> str:
     return os.environ.get("CRYPTOFLOW_STACK_HOST") or socket.gethostname()
 
 
-def native_environment(service: dict, addresses: dict[str, tuple[str, int]], ports: dict[str, int]) -> dict:
+def native_environment(
+    service: dict[str, Any], addresses: dict[str, tuple[str, int]], ports: dict[str, int]
+) -> dict[str, str]:
     """A service's compose environment for a native process: `<service>:<container port>` (in URLs, DSNs,
     host:port values) becomes the address that service listens on here, and the image's paths the
     checkout's. `addresses`: compose service name -> (host, port) here; `ports`: its container port."""
@@ -189,7 +194,7 @@ def with_options(argv: list[str], values: dict[str, str]) -> list[str]:
     return out
 
 
-def _compress_route(route: dict, time_scale: float) -> None:
+def _compress_route(route: dict[str, Any], time_scale: float) -> None:
     for key in ("group_wait", "group_interval", "repeat_interval"):
         if key in route:
             route[key] = compress(route[key], time_scale)
@@ -204,7 +209,7 @@ class AlertWebhook:
     def __init__(self) -> None:
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-        self.received: list[dict] = []
+        self.received: list[dict[str, Any]] = []
         hook = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -245,7 +250,15 @@ AIRFLOW_IMAGE_HOME = "/opt/airflow"  # the Dockerfile's AIRFLOW_HOME
 def free_port() -> int:
     with contextlib.closing(socket.socket()) as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
+
+
+def _opens(url: str) -> bool:
+    """Whether url answers 2xx (urlopen raises otherwise, which wait_until takes as not yet)."""
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=20):
+        return True
 
 
 def wait_until(check: Callable[[], bool], what: str, timeout_s: float = 60) -> None:
@@ -268,7 +281,7 @@ class NativeStack:
 
     env: dict[str, str] = field(default_factory=dict)
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="cryptoflow-stack-")))
-    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     addresses: dict[str, tuple[str, int]] = field(default_factory=dict)
     container_ports: dict[str, int] = field(
         default_factory=lambda: {"postgres": 5432, "redis": 6379, "minio": 9000}
@@ -304,7 +317,9 @@ class NativeStack:
         self.container_ports[name] = container_port
         return port
 
-    def _start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+    def _start(
+        self, name: str, argv: list[str], env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         log = open(self.root / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
         # a mark its children inherit, also those that lead process groups of their own (Airflow's tasks)
         env = {**(os.environ if env is None else env), MARK: f"{self.root}:{name}"}
@@ -468,12 +483,12 @@ class NativeStack:
         scrape and evaluation intervals, group waits and intervals) that many times as long, so that a
         test sees a 5-minute rule fire in seconds; expressions, labels, receivers and routes stay as
         committed."""
-        import urllib.request
 
         programs = {"prometheus": shutil.which("prometheus"),
                     "prometheus-alertmanager": shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")}  # fmt: skip
         if missing := [name for name, path in programs.items() if not path]:
             raise RuntimeError(f"missing {', '.join(missing)} (Debian's packages): run `make tools`")
+        found = {name: str(path) for name, path in programs.items()}
         metrics = self.compose["services"]["metrics"]
         port = self._listen("metrics", int(option(metrics["command"], "--port")))
         self._start(
@@ -494,7 +509,7 @@ class NativeStack:
         port = self._listen("alertmanager", 9093)
         self._start(
             "alertmanager",
-            [programs["prometheus-alertmanager"],
+            [found["prometheus-alertmanager"],
              *with_options(manager["command"], {
                  "--config.file": str(self.root / "alertmanager" / "alertmanager.yml"),
                  "--storage.path": str(self.root / "alertmanager"),
@@ -533,7 +548,7 @@ class NativeStack:
         port = self._listen("prometheus", 9090)
         self._start(
             "prometheus",
-            [programs["prometheus"],
+            [found["prometheus"],
              *with_options(prometheus["command"], {
                  "--config.file": str(folder / config_file.name), "--storage.tsdb.path": str(folder / "data"),
              }),
@@ -542,7 +557,7 @@ class NativeStack:
         for name in ("metrics", "alertmanager", "prometheus"):
             host, port = self.addresses[name]
             path = "/metrics" if name == "metrics" else "/-/ready"
-            wait_until(lambda u=f"http://{host}:{port}{path}": urllib.request.urlopen(u, timeout=20), name)
+            wait_until(functools.partial(_opens, f"http://{host}:{port}{path}"), name)
         return webhook
 
     def here(self, value: str) -> str:
@@ -561,7 +576,8 @@ class NativeStack:
                     owner[pid] = name
         found: dict[str, set[tuple[str, int]]] = {}
         for conn in psutil.net_connections(kind="tcp"):
-            if conn.status == psutil.CONN_LISTEN and conn.pid in owner:
+            # a listening socket always has its address (an empty tuple otherwise)
+            if conn.status == psutil.CONN_LISTEN and conn.pid in owner and conn.laddr:
                 found.setdefault(owner[conn.pid], set()).add((conn.laddr.ip, conn.laddr.port))
         return found
 

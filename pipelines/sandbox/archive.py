@@ -23,12 +23,16 @@ import io
 import re
 import zipfile
 import zlib
+from typing import TYPE_CHECKING
 
 from . import events
 from .bars import HOUR_MS, INTERVAL_HOURS, QVOL, TBASE, TQUOTE, VOL
 from .coins import COIN_BY_SYMBOL
 from .kline_wire import klines_json
 from .replies import Reply
+
+if TYPE_CHECKING:
+    from .faults import Fault
 from .series import Market
 
 PREFIX = "/archive/data/spot/"
@@ -59,7 +63,7 @@ def has_header(name: str) -> bool:
     return zlib.crc32(name.encode()) % 3 == 0
 
 
-def answer(market: Market, path: str, now_ms: int, faults: list) -> Reply:
+def answer(market: Market, path: str, now_ms: int, faults: list[Fault]) -> Reply:
     """GET under /archive/data/spot/: a zip, its CHECKSUM sidecar, or the archive's 404."""
     m = PATH.match(path)
     if m is None or m["pair"] not in COIN_BY_SYMBOL or m["interval"] not in INTERVAL_HOURS:

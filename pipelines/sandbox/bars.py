@@ -65,4 +65,4 @@ def aggregate_masked(hourly: np.ndarray, k: int, valid: np.ndarray) -> tuple[np.
     out[HIGH] = np.where(ok, x[HIGH], np.iinfo(np.int64).min).max(axis=1)
     out[LOW] = np.where(ok, x[LOW], np.iinfo(np.int64).max).min(axis=1)
     out[VOL:] = np.where(ok, x[VOL:], 0).sum(axis=2)
-    return out, ok.any(axis=1)
+    return out, np.asarray(ok.any(axis=1))

@@ -72,11 +72,12 @@ def klines(req: Request) -> Reply:
         return error(400, -1120, "Invalid interval.", headers)
     if symbol not in COIN_BY_SYMBOL or events.status(symbol, req.now_ms, req.calm) is None:
         return error(400, -1121, "Invalid symbol.", headers)
-    values = {}
+    values: dict[str, int | None] = {}
     for name in ("startTime", "endTime", "limit"):
-        values[name] = int_param(q, name)
-        if values[name] == "bad":
+        value = int_param(q, name)
+        if isinstance(value, str):  # "bad"
             return _illegal(name, headers)
+        values[name] = value
     limit = 500 if values["limit"] is None else values["limit"]
     if not 1 <= limit <= 1000:
         return error(400, -1130, "Data sent for parameter 'limit' is not valid.", headers)

@@ -42,11 +42,11 @@ class Coin:
     def tick_units(self) -> int:
         """Price tick in 1e-8 units: about 1e-5 of the anchor, between 0.00000001 and 0.01."""
         exponent = math.floor(math.log10(self.anchor)) - 5 + 8
-        return 10 ** min(max(exponent, 0), 6)
+        return int(10 ** min(max(exponent, 0), 6))
 
     @property
     def lot_units(self) -> int:
-        return 10**self.lot_decimals
+        return int(10**self.lot_decimals)
 
     @property
     def circulating_supply(self) -> float:

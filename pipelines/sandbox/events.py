@@ -103,7 +103,8 @@ def revised(symbol: str, open_ms: np.ndarray, seed: int) -> np.ndarray:
     """Which hourly candles (by open time) belong to the revised share: a fixed hash of (seed, symbol, hour)."""
     salt = np.uint64(zlib.crc32(f"{seed}:{symbol}".encode()))
     h = (open_ms // HOUR_MS).astype(np.uint64) * np.uint64(2654435761) + salt
-    return (h >> np.uint64(7)) % np.uint64(REVISE_EVERY) == 0
+    hits: np.ndarray = (h >> np.uint64(7)) % np.uint64(REVISE_EVERY) == 0
+    return hits
 
 
 def exchange_bars(

@@ -7,6 +7,7 @@ joins them sees consistent numbers. Field sets, types and nulls follow the real 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -39,7 +40,7 @@ def _pct(new: float, old: float) -> float:
     return round((new / old - 1) * 100, 5)
 
 
-def coin_snapshot(market: Market, coin: Coin, now_ms: int, windows: list[str] = ()) -> dict[str, Any]:
+def coin_snapshot(market: Market, coin: Coin, now_ms: int, windows: Sequence[str] = ()) -> dict[str, Any]:
     """One `coins/markets` item at now_ms (needs now_ms at least 25 hours after 2019-01-01)."""
     h_now = (now_ms - T0_MS) // HOUR_MS
     first = max(0, h_now - 24)
@@ -99,9 +100,9 @@ def coin_markets(
     market: Market,
     now_ms: int,
     order: str = "market_cap_desc",
-    windows: list[str] = (),
+    windows: Sequence[str] = (),
     coins: tuple[Coin, ...] = COINS,
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     """Every catalogue coin in `coins` (incl. the three stablecoins), sorted like CoinGecko's `order`.
 
     `market_cap_rank` is the rank by market cap one hour earlier (CoinGecko refreshes ranks less often than
@@ -174,8 +175,8 @@ def drift(
     item: dict[str, Any],
     add_field: str | None = None,
     drop_field: str | None = None,
-    string_numbers: list[str] = (),
-    float_ints: list[str] = (),
+    string_numbers: Sequence[str] = (),
+    float_ints: Sequence[str] = (),
 ) -> dict[str, Any]:
     """One markets item with schema drift applied (the `schema_drift` fault): `add_field` appears with a
     number derived from the coin, `drop_field` disappears, `string_numbers` come as numeric strings

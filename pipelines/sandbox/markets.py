@@ -112,7 +112,16 @@ def klines_rows(
     return rows_from_bars(_served(symbol, interval, start_ms, end_ms, now_ms, seed, limit, calm))
 
 
-def _served(symbol, interval, start_ms, end_ms, now_ms, seed, limit, calm) -> Bars:
+def _served(
+    symbol: str,
+    interval: str,
+    start_ms: int | None,
+    end_ms: int | None,
+    now_ms: int | None,
+    seed: int,
+    limit: int | None,
+    calm: bool,
+) -> Bars:
     return exchange_bars(
         market(seed), symbol, interval, start_ms, end_ms, now_default(now_ms), limit, None, calm
     )

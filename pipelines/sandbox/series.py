@@ -346,7 +346,8 @@ class Market:
             then_c = closes[h_end - 168 - (h_end[0] - 168)]
             mom = np.log(now_c / then_c) / (btc.sigma * math.sqrt(168))
             score[first - FNG_FIRST_DAY :] = 0.55 * mood[first - FNG_FIRST_DAY :] + 0.75 * mom
-        return np.clip(np.rint(50 + 46 * np.tanh(0.6 * score)), 0, 100).astype(np.int64)
+        values: np.ndarray = np.clip(np.rint(50 + 46 * np.tanh(0.6 * score)), 0, 100).astype(np.int64)
+        return values
 
 
 FNG_FIRST_DAY = 17563  # 2018-02-01 as days since the epoch

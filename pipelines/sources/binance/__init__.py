@@ -9,7 +9,7 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,7 +44,7 @@ def iter_klines(
     sink: ExtractSink,
     concurrency: int = 4,
     on_page: Callable[[int], None] | None = None,
-) -> Iterator[pa.Table]:
+) -> Generator[pa.Table]:
     """Closed, valid candles inside the requested windows, one Arrow table per symbol; rejects and counters
     go to `sink`. A candle the exchange returns outside every window of its symbol is dropped and counted."""
 
@@ -86,7 +86,7 @@ def iter_klines(
         del result, parsed
 
 
-def fetch_all(fetch: Callable[..., Any], jobs: list[tuple], concurrency: int) -> Iterator[Any]:
+def fetch_all(fetch: Callable[..., Any], jobs: list[tuple[Any, ...]], concurrency: int) -> Iterator[Any]:
     """fetch(*job) for every job on `concurrency` daemon threads; results in completion order.
 
     Built for interrupts: the caller only ever blocks in a queue get with a timeout, which a Ctrl-C or a
@@ -94,8 +94,8 @@ def fetch_all(fetch: Callable[..., Any], jobs: list[tuple], concurrency: int) ->
     then its workers hung). On any exit the workers stop taking jobs; a request still in flight finishes on
     a daemon thread, which never keeps the process alive.
     """
-    todo: queue.SimpleQueue = queue.SimpleQueue()
-    done: queue.SimpleQueue = queue.SimpleQueue()
+    todo: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+    done: queue.SimpleQueue[Any] = queue.SimpleQueue()
     stop = threading.Event()
     for job in jobs:
         todo.put(job)

@@ -168,7 +168,7 @@ def _parse_body(
     if body.startswith(b"[[") and body.endswith(b"]]"):
         table = _read_kline_csv(body[2:-2].replace(b"],[", b"\n"))
         page = None if table is None else _csv_page(table, symbol, interval, server_time_ms, load_id)
-        if page is not None:
+        if table is not None and page is not None:
             return table.num_rows, page
     rows = json.loads(body)
     if not isinstance(rows, list):
@@ -251,7 +251,9 @@ def _key(symbol: str, row: Any) -> str:
     return f"{symbol}@{open_time}"
 
 
-def parse_klines(rows: list, symbol: str, interval: str, server_time_ms: int, load_id: str) -> ParsedPage:
+def parse_klines(
+    rows: list[Any], symbol: str, interval: str, server_time_ms: int, load_id: str
+) -> ParsedPage:
     """Validate a page of raw kline rows and return the closed, valid candles as an Arrow table."""
     if rows and all(type(r) is list and len(r) == 12 for r in rows):
         try:
@@ -261,7 +263,7 @@ def parse_klines(rows: list, symbol: str, interval: str, server_time_ms: int, lo
     return _parse_slow(rows, symbol, interval, server_time_ms, load_id)
 
 
-def _parse_fast(rows: list, symbol: str, interval: str, server_time_ms: int, load_id: str) -> ParsedPage:
+def _parse_fast(rows: list[Any], symbol: str, interval: str, server_time_ms: int, load_id: str) -> ParsedPage:
     cols = list(zip(*rows, strict=True))
     open_ms = pa.array(cols[0], pa.int64())
     close_ms = pa.array(cols[6], pa.int64())
@@ -270,11 +272,13 @@ def _parse_fast(rows: list, symbol: str, interval: str, server_time_ms: int, loa
         name: pc.cast(pa.array(cols[_FIELD_INDEX[name]], pa.string()), DECIMAL_TYPE)
         for name in DECIMAL_FIELDS
     }
-    return _finish(rows, symbol, interval, server_time_ms, load_id, open_ms, close_ms, trades, decimals, [])
+    return _rows_page(
+        _finish(rows, symbol, interval, server_time_ms, load_id, open_ms, close_ms, trades, decimals, [])
+    )
 
 
 def _parse_slow(rows: Any, symbol: str, interval: str, server_time_ms: int, load_id: str) -> ParsedPage:
-    good: list[list] = []
+    good: list[list[Any]] = []
     rejected: list[Rejected] = []
     for row in rows if isinstance(rows, list) else []:
         reason = _row_shape_problem(row)
@@ -289,17 +293,19 @@ def _parse_slow(rows: Any, symbol: str, interval: str, server_time_ms: int, load
         name: pc.cast(pa.array(cols[_FIELD_INDEX[name]], pa.string()), DECIMAL_TYPE)
         for name in DECIMAL_FIELDS
     }
-    return _finish(
-        good,
-        symbol,
-        interval,
-        server_time_ms,
-        load_id,
-        pa.array(cols[0], pa.int64()),
-        pa.array(cols[6], pa.int64()),
-        pa.array(cols[8], pa.int64()),
-        decimals,
-        rejected,
+    return _rows_page(
+        _finish(
+            good,
+            symbol,
+            interval,
+            server_time_ms,
+            load_id,
+            pa.array(cols[0], pa.int64()),
+            pa.array(cols[6], pa.int64()),
+            pa.array(cols[8], pa.int64()),
+            decimals,
+            rejected,
+        )
     )
 
 
@@ -317,8 +323,14 @@ def _row_shape_problem(row: Any) -> str | None:
     return None
 
 
+def _rows_page(page: ParsedPage | None) -> ParsedPage:
+    """_finish's page of parsed rows: those sort a bad row out one by one, so there is always a page."""
+    assert page is not None
+    return page
+
+
 def _finish(
-    rows: list | None,
+    rows: list[Any] | None,
     symbol: str,
     interval: str,
     server_time_ms: int,
@@ -358,8 +370,10 @@ def _finish(
     bad = np.zeros(len(open_np), dtype=bool)
     for reason, mask in rules:
         hits = mask.to_numpy(zero_copy_only=False) & ~bad
-        if rows is None and hits.any():
-            return None
+        if rows is None:
+            if hits.any():
+                return None
+            continue
         for i in np.flatnonzero(hits):
             rejected.append(Rejected(_key(symbol, rows[i]), rows[i], reason))
         bad |= hits

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -59,7 +59,7 @@ def iter_archive_klines(
     known: dict[str, str],
     concurrency: int = 8,
     on_file: Callable[[int], None] | None = None,
-) -> Iterator[pa.Table]:
+) -> Generator[pa.Table]:
     """Closed, valid candles of the windows, one table per symbol. `known` maps file paths to the checksum
     already loaded (those files are not downloaded again); `rest` None means archive only (what the
     archive lacks stays missing, for the gap check to record)."""
@@ -128,6 +128,7 @@ def _add_counts(sink: ExtractSink, other: ExtractSink) -> None:
 def _kept(sink: ExtractSink, got: FetchedFile) -> pa.Table:
     """Count a verified file's rows and rejects into the sink; return its table (the file lets go of it)."""
     page, got.page = got.page, None
+    assert page is not None, f"{got.file} was counted twice"
     sink.pages += 1
     sink.fetched_rows += got.rows
     sink.open_skipped += page.open_skipped

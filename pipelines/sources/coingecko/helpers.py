@@ -138,8 +138,8 @@ def markets_to_arrow(
     for coin in coins:
         cleaned, problem = clean_coin(coin)
         key = f"{coin.get('id') if isinstance(coin, dict) else '?'}@{snapshot_ts.isoformat()}"
-        if problem:
-            rejected.append(Rejected(key, coin, problem))
+        if cleaned is None:
+            rejected.append(Rejected(key, coin, problem or "malformed coin"))
             continue
         if cleaned["id"] in seen:
             continue  # the API can repeat a coin across pages while ranks shift

@@ -22,7 +22,8 @@ def fetch_fng(client: ApiClient, limit: int) -> list[Any]:
     error = (body.get("metadata") or {}).get("error")
     if error:
         raise ApiError(f"fear_greed: the API reported an error: {error}")
-    return body["data"]
+    data: list[Any] = body["data"]
+    return data
 
 
 _DIGITS = re.compile(r"^[0-9]{1,12}$")  # ASCII only: str.isdigit() also accepts "²", which int() refuses

@@ -1,3 +1,6 @@
+-- Migration 1: the schema of v0.1.0 (fd6a1b8), when it was unversioned `IF NOT EXISTS` DDL run by every
+-- command. Idempotent, so a database built by v0.1.0 (or earlier) is recognised and brought forward in place.
+-- Never edit an applied migration (its checksum is recorded): add the next one.
 -- Schemas and the tables the pipeline owns (dlt owns the raw landing tables it creates).
 CREATE SCHEMA IF NOT EXISTS raw;
 CREATE SCHEMA IF NOT EXISTS ops;
