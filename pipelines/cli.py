@@ -198,6 +198,14 @@ def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
     return 1 if run.failed else 0
 
 
+def cmd_maintain(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines.maintenance import maintain
+
+    for line in maintain(settings, config_file=_config_file(args)):
+        print(line)
+    return 0
+
+
 def cmd_digest(settings: Settings, args: argparse.Namespace) -> int:
     from pipelines.ops import digest
 
@@ -349,6 +357,7 @@ COMMANDS = {
     "bench": cmd_bench,
     "docs": cmd_docs,
     "digest": cmd_digest,
+    "maintain": cmd_maintain,
     "metrics": cmd_metrics,
     "up": cmd_up,
     "airflow": cmd_airflow,

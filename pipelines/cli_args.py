@@ -179,6 +179,11 @@ def parser() -> argparse.ArgumentParser:
     )
 
     sub.add_parser("digest", parents=[common], help="email the last 24 h summary to alerts.email_to")
+    sub.add_parser(
+        "maintain",
+        parents=[common],
+        help="expire what grows forever (ops ledgers, dlt packages, SQLMesh's and Airflow's old state) by retention.*",
+    )
 
     p = sub.add_parser("docs", parents=[common], help="write the model documentation site (offline HTML)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: docs/site)")

@@ -221,6 +221,17 @@ class Checks(_Strict):
     expected_market_coins: int = Field(100, ge=1)
 
 
+class Retention(_Strict):
+    """How long `cryptoflow maintain` (the maintenance_daily DAG) keeps what would otherwise grow forever.
+    History is kept whole: settled gaps, applied revisions, pair status spells, schema changes, migrations."""
+
+    runs_days: int = Field(90, ge=1)  # ops.pipeline_runs, finished (each source's newest run stays)
+    checks_days: int = Field(90, ge=1)  # ops.dq_results (the newest check run stays)
+    alerts_days: int = Field(90, ge=1)  # ops.alerts_sent, and incidents resolved that long ago
+    dlt_packages_days: int = Field(7, ge=0)  # dlt's completed load packages under .cryptoflow/dlt
+    airflow_days: int = Field(30, ge=1)  # `airflow db clean`: task instances, runs, logs in its metadata
+
+
 class Alerts(_Strict):
     # Who pages for a failed run and a failing check (freshness included): one route, never both.
     # slack: the pipeline posts incidents itself (the embedded default: no Prometheus). alertmanager: it posts
@@ -301,6 +312,7 @@ class Settings(_Strict):
     storage: Storage = Field(default_factory=Storage)
     sandbox: Sandbox = Field(default_factory=Sandbox)
     checks: Checks = Field(default_factory=Checks)
+    retention: Retention = Field(default_factory=Retention)
     alerts: Alerts = Field(default_factory=Alerts)
     orchestration: Orchestration = Field(default_factory=Orchestration)
     services: Services = Field(default_factory=Services)

@@ -1,0 +1,151 @@
+"""`cryptoflow maintain` (and the maintenance_daily DAG): what a year of hourly runs leaves behind, expired
+by `retention.*` - the ops ledgers, dlt's completed load packages, SQLMesh's expired environments and
+snapshots (its janitor), Airflow's old metadata (`airflow db clean`). One line per step.
+
+History is never expired: settled gaps, applied revisions, pair status spells, schema changes, archive files
+and migrations are what an operator reads to explain the data. `ops.raw_changes` empties itself (the transform
+deletes a row once restated) and `ops.request_weight` keeps one day (the weight budget).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipelines.runtime import db
+from pipelines.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Expiry:
+    table: str
+    days_setting: str  # retention.<this>
+    where: str  # rows older than %(before)s that may go; SQL over the table's own columns
+    why: str
+
+
+# Each source's newest finished run and the newest check run stay, whatever their age: the metrics, the
+# dashboard and the freshness rules read "the latest" of each.
+EXPIRIES = (
+    Expiry(
+        "ops.pipeline_runs",
+        "runs_days",
+        "status <> 'running' AND coalesce(finished_at, started_at) < %(before)s AND run_id NOT IN "
+        "(SELECT DISTINCT ON (source) run_id FROM ops.pipeline_runs WHERE status <> 'running' "
+        "ORDER BY source, started_at DESC)",
+        "finished runs",
+    ),
+    Expiry(
+        "ops.dq_results",
+        "checks_days",
+        "checked_at < %(before)s AND run_id <> "
+        "(SELECT run_id FROM ops.dq_results ORDER BY checked_at DESC LIMIT 1)",
+        "check results",
+    ),
+    Expiry("ops.alerts_sent", "alerts_days", "sent_at < %(before)s", "alert deliveries"),
+    Expiry(
+        "ops.alert_incidents",
+        "alerts_days",
+        "status = 'resolved' AND resolved_at < %(before)s",
+        "resolved incidents",
+    ),
+)
+
+
+def maintain(
+    settings: Settings, now: dt.datetime | None = None, config_file: Path | None = None
+) -> list[str]:
+    """Every step, one line each (`config_file`: what Airflow's commands are told to read)."""
+    now = now or dt.datetime.now(dt.UTC)
+    db.ensure_database(settings)
+    lines = expire_ops(settings, now)
+    lines.append(prune_dlt_packages(settings, now))
+    lines.append(sqlmesh_janitor(settings))
+    lines.append(airflow_db_clean(settings, now, config_file))
+    return lines
+
+
+def expire_ops(settings: Settings, now: dt.datetime) -> list[str]:
+    lines = []
+    with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
+        for expiry in EXPIRIES:
+            days = getattr(settings.retention, expiry.days_setting)
+            cur.execute(
+                f"DELETE FROM {expiry.table} WHERE {expiry.where}", {"before": now - dt.timedelta(days=days)}
+            )
+            lines.append(f"{expiry.table}: deleted {cur.rowcount:,} {expiry.why} older than {days} days")
+    return lines
+
+
+def prune_dlt_packages(settings: Settings, now: dt.datetime) -> str:
+    """Completed load packages (`<pipeline>/load/loaded/<load id>/`): the data is in raw and bronze; dlt
+    never reads them again. Packages not completed (normalized, in flight) are dlt's, and left alone."""
+    days = settings.retention.dlt_packages_days
+    before = (now - dt.timedelta(days=days)).timestamp()
+    removed, freed = 0, 0
+    for package in sorted((settings.state_dir / "dlt").glob("*/load/loaded/*")):
+        marker = package / "package_completed.json"
+        if marker.exists() and marker.stat().st_mtime < before:
+            freed += sum(f.stat().st_size for f in package.rglob("*") if f.is_file())
+            shutil.rmtree(package)
+            removed += 1
+    return f"dlt: deleted {removed:,} completed load packages older than {days} days ({freed / 1e6:,.1f} MB)"
+
+
+def sqlmesh_janitor(settings: Settings) -> str:
+    """SQLMesh's janitor: environments past their TTL (dev environments: a week by default) and the
+    snapshots and tables no environment uses any more."""
+    from pipelines import transform
+
+    with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
+        cur.execute("SELECT to_regclass('sqlmesh._environments')")
+        if db.one(cur)[0] is None:
+            return "SQLMesh: no state yet"
+        cur.execute("SELECT count(*) FROM sqlmesh._environments")
+        before = int(db.one(cur)[0])
+    with db.advisory_lock(settings, transform.LOCK):  # never beside a plan or run using those tables
+        transform.context(settings, load=False).run_janitor(ignore_ttl=False)
+    with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM sqlmesh._environments")
+        after = int(db.one(cur)[0])
+    return f"SQLMesh: janitor removed {before - after} expired environments and their unused snapshots"
+
+
+def airflow_db_clean(settings: Settings, now: dt.datetime, config_file: Path | None = None) -> str:
+    """`airflow db clean` of metadata older than retention.airflow_days, once this deployment has one."""
+    from pipelines.runtime import services
+
+    if settings.database.embedded and not db.airflow_metadata_exists(settings):
+        return "Airflow: no metadata database yet"
+    if not settings.database.embedded and not os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"):
+        return "Airflow: AIRFLOW__DATABASE__SQL_ALCHEMY_CONN is not set: its scheduler's host cleans it"
+    days = settings.retention.airflow_days
+    before = (now - dt.timedelta(days=days)).isoformat()
+    env = {**os.environ, **services.airflow_env(settings, config_file or Path("config.yaml").resolve())}
+    done = subprocess.run(
+        [
+            services.bin_path("airflow"),
+            "db",
+            "clean",
+            "--clean-before-timestamp",
+            before,
+            "--yes",
+            "--skip-archive",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        last = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["(no output)"]
+        raise RuntimeError(f"`airflow db clean` failed (exit {done.returncode}): {last[0]}")
+    return f"Airflow: metadata older than {days} days cleaned (`airflow db clean`)"
