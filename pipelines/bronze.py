@@ -97,13 +97,13 @@ def _day_chunks(rows: pa.Table, time_column: str, days: int = 64) -> Iterator[pa
         yield rows.filter(pc.and_(pc.greater_equal(day, lo), pc.less(day, lo + days)))
 
 
-def _load_of(path: str) -> str | None:
+def load_of(path: str) -> str | None:
     """The load id a bronze file belongs to (file names are <load_id>-<n>.parquet)."""
     match = _FILE_NAME.match(path.rsplit("/", 1)[-1])
     return match.group(1) if match else None
 
 
-def _existing_files(
+def existing_files(
     lake: BronzeLake, table: str, days: Sequence[dt.date] | None = None
 ) -> dict[str, list[str]]:
     """Partition directory -> the parquet files in it (temporary files skipped): one recursive listing of the
@@ -120,7 +120,7 @@ def _existing_files(
     found: dict[str, list[str]] = {}
     for selector in selectors:
         for info in lake.fs.get_file_info(selector):
-            if info.type == pafs.FileType.File and _load_of(info.path):
+            if info.type == pafs.FileType.File and load_of(info.path):
                 found.setdefault(info.path.rsplit("/", 1)[0], []).append(info.path)
     return found
 
@@ -136,15 +136,15 @@ def _rewrite(lake: BronzeLake, path: str, rows: pa.Table) -> None:
         pq.write_table(rows, path, filesystem=lake.fs, compression="zstd")  # an S3 PUT is all or nothing
 
 
-def _manifest(lake: BronzeLake, table: str, load_id: str) -> str:
+def manifest(lake: BronzeLake, table: str, load_id: str) -> str:
     return f"{lake.table_dir(table)}/{MANIFESTS}/{load_id}.json"
 
 
-def _write_manifest(lake: BronzeLake, table: str, rows: pa.Table, load_id: str, column: str) -> None:
+def write_manifest(lake: BronzeLake, table: str, rows: pa.Table, load_id: str, column: str) -> None:
     values = pc.unique(pc.cast(rows[column], pa.string()))
     if len(values) > MANIFEST_MAX_VALUES:
         return
-    path = _manifest(lake, table, load_id)
+    path = manifest(lake, table, load_id)
     if isinstance(lake.fs, pafs.LocalFileSystem):
         lake.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
     body = {"load_id": load_id, "column": column, "values": sorted(values.to_pylist())}
@@ -152,11 +152,11 @@ def _write_manifest(lake: BronzeLake, table: str, rows: pa.Table, load_id: str, 
         out.write(json.dumps(body).encode())
 
 
-def _manifest_values(lake: BronzeLake, table: str, load_id: str, column: str) -> frozenset[str] | None:
+def manifest_values(lake: BronzeLake, table: str, load_id: str, column: str) -> frozenset[str] | None:
     """The first-key values a load holds, from its manifest; None when it has none (a lake written before
     manifests, a load with too many values): its files must be read."""
     try:
-        with lake.fs.open_input_stream(_manifest(lake, table, load_id)) as stream:
+        with lake.fs.open_input_stream(manifest(lake, table, load_id)) as stream:
             body = json.loads(stream.read())
     except (FileNotFoundError, OSError, ValueError):
         return None
@@ -180,7 +180,7 @@ def write_bronze(
     if rows.num_rows == 0:
         return 0
     if key_columns:
-        _write_manifest(lake, table, rows, load_id, key_columns[0])
+        write_manifest(lake, table, rows, load_id, key_columns[0])
     for chunk in _day_chunks(rows, time_column):
         ds.write_dataset(
             _with_partitions(chunk, time_column),
@@ -219,7 +219,7 @@ def settle_bronze(
 
     def values_of(load_id: str) -> frozenset[str] | None:
         if load_id not in known:
-            known[load_id] = _manifest_values(lake, table, load_id, column)
+            known[load_id] = manifest_values(lake, table, load_id, column)
         return known[load_id]
 
     mine = [values_of(load_id) for load_id in load_ids]
@@ -228,13 +228,13 @@ def settle_bronze(
     def may_overlap(path: str) -> bool:
         if ours_values is None:
             return True
-        load_id = _load_of(path)
+        load_id = load_of(path)
         theirs = values_of(load_id) if load_id is not None else None
         return theirs is None or not theirs.isdisjoint(ours_values)
 
     def settle(paths: list[str]) -> int:
-        ours = [p for p in paths if _load_of(p) in wanted]
-        others = [p for p in paths if _load_of(p) not in wanted and may_overlap(p)]
+        ours = [p for p in paths if load_of(p) in wanted]
+        others = [p for p in paths if load_of(p) not in wanted and may_overlap(p)]
         if not ours or not others:
             return 0
         new_keys = pa.concat_arrays(
@@ -262,19 +262,19 @@ def settle_bronze(
         )
         days = [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        return sum(pool.map(settle, _existing_files(lake, table, days).values()))
+        return sum(pool.map(settle, existing_files(lake, table, days).values()))
 
 
 def delete_load(lake: BronzeLake, table: str, load_id: str) -> int:
     """Remove one load's files (its raw load failed, or its run was killed before raw committed)."""
     removed = 0
-    for paths in _existing_files(lake, table).values():
+    for paths in existing_files(lake, table).values():
         for path in paths:
-            if _load_of(path) == load_id:
+            if load_of(path) == load_id:
                 lake.fs.delete_file(path)
                 removed += 1
     with contextlib.suppress(FileNotFoundError, OSError):
-        lake.fs.delete_file(_manifest(lake, table, load_id))
+        lake.fs.delete_file(manifest(lake, table, load_id))
     return removed
 
 
@@ -284,14 +284,14 @@ def read_bronze(lake: BronzeLake, table: str) -> pa.Table:
     # files written before and after a source added a field differ in columns: read the union of them
     schemas = [fragment.physical_schema for fragment in dataset.get_fragments()]
     if len(set(schemas)) > 1:
-        unified = _union_schema([*schemas, dataset.partitioning.schema])
+        unified = union_schema([*schemas, dataset.partitioning.schema])
         dataset = ds.dataset(
             lake.table_dir(table), schema=unified, filesystem=lake.fs, format="parquet", partitioning="hive"
         )
     return dataset.to_table()
 
 
-def _union_schema(schemas: list[pa.Schema]) -> pa.Schema:
+def union_schema(schemas: list[pa.Schema]) -> pa.Schema:
     """One schema for files that differ: every column of any file; a type widened where Arrow can (null to
     anything, int to float), text where the files cannot agree (a field whose type the API changed)."""
     try:

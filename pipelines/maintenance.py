@@ -18,6 +18,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipelines import catalog, compaction
 from pipelines.runtime import db
 from pipelines.settings import Settings
 
@@ -66,7 +67,8 @@ def maintain(
     """Every step, one line each (`config_file`: what Airflow's commands are told to read)."""
     now = now or dt.datetime.now(dt.UTC)
     db.ensure_database(settings)
-    lines = expire_ops(settings, now)
+    lines = [compaction.compact_table(settings, table, now) for table in catalog.RAW]
+    lines += expire_ops(settings, now)
     lines.append(prune_dlt_packages(settings, now))
     lines.append(sqlmesh_janitor(settings))
     lines.append(airflow_db_clean(settings, now, config_file))

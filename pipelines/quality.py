@@ -135,8 +135,12 @@ def _is_warn_only(check: dict[str, Any]) -> bool:
     return "warn:" in check.get("definition", "")
 
 
+COMPACTION_WAIT_S = 120  # a compaction holds a table's bronze for one partition's swap at a time
+
+
 def bronze_reconciliation(settings: Settings) -> list[CheckResult]:
     """Bronze rows equal raw rows per load id (Parquet is outside Soda's reach, so this one is Python)."""
+    from pipelines import compaction
     from pipelines.bronze import open_lake, rows_per_load
 
     lake = open_lake(settings)
@@ -145,7 +149,10 @@ def bronze_reconciliation(settings: Settings) -> list[CheckResult]:
         with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
             cur.execute("SELECT now()")
             began = db.one(cur)[0]
-        in_bronze = rows_per_load(lake, table)  # the load_id column only, never every column
+        # never in the middle of a compaction's swap (it holds the lock while it swaps a partition's files)
+        with db.advisory_lock(settings, compaction.bronze_lock(table), COMPACTION_WAIT_S, shared=True):
+            compaction.recover(lake, table)
+            in_bronze = rows_per_load(lake, table)  # the load_id column only, never every column
         with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
             cur.execute("SELECT to_regclass(%s)", (f"raw.{table}",))
             in_raw = {}

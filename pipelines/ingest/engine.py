@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from dlt.common.schema.typing import TWriteDisposition
 
-from pipelines import catalog
+from pipelines import catalog, compaction
 from pipelines.bronze import delete_load, open_lake, settle_bronze, write_bronze
 from pipelines.catalog import Table
 from pipelines.errors import root_cause
@@ -150,6 +150,7 @@ def deliver(
             raise root_cause(exc) from None
     queue_dead_letters(settings, source, spec.name, sink, load_id)
     lake = open_lake(settings)
+    compaction.recover(lake, spec.name)  # a compaction a crash interrupted: finished before we write
     rows = pa.concat_tables(sink.tables) if sink.tables else None
     if rows is None or rows.num_rows == 0:
         pipeline.abort_packages()
