@@ -12,6 +12,8 @@ import contextlib
 import datetime as dt
 import re
 from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import pandas as pd
 import psycopg2
@@ -20,6 +22,7 @@ from psycopg2 import sql
 
 from pipelines import catalog
 from pipelines.runtime import db
+from pipelines.runtime.db import DatabaseUnavailable
 from pipelines.settings import Settings, load_settings
 
 CACHE_TTL_S = 3600  # gold is rebuilt hourly: the dashboard re-reads at most once an hour
@@ -32,6 +35,8 @@ OVERVIEW_TABLES = ("mart_market_overview", "mart_market_totals", "fct_daily_summ
 PRICE_TABLES = ("fct_prices", "fct_daily_summary")
 SENTIMENT_TABLES = ("fct_market_sentiment", "fct_daily_summary")
 FRESHNESS_TABLES = ("fct_prices", "fct_daily_summary", "fct_market_sentiment", "mart_market_overview")
+# libpq's words when the server refuses the reader's login: a wrong or no password, or no such role
+LOGIN_REFUSED = re.compile(r'authentication failed|no password supplied|role ".*" does not exist')
 
 
 @dataclass(frozen=True)
@@ -46,7 +51,8 @@ class Context:
 
 def page_context() -> Context:
     """The context the router (streamlit_app.py) prepared for this run."""
-    return st.session_state[CONTEXT_KEY]
+    context: Context = st.session_state[CONTEXT_KEY]
+    return context
 
 
 def app_settings() -> Settings:
@@ -59,13 +65,36 @@ def reader_url(settings: Settings) -> str:
     return db.reader_url(settings)
 
 
-def _frame(url: str, query: sql.Composable | str, params: tuple | dict = ()) -> pd.DataFrame:
-    with contextlib.closing(psycopg2.connect(url, connect_timeout=10, application_name="dashboard")) as conn:
+class ReaderLoginRefused(DatabaseUnavailable):
+    """The server refused the read-only role's login; the message says what to set, never the password."""
+
+
+def _connect(url: str) -> psycopg2.extensions.connection:
+    """A connection as the reader. A refused login becomes ReaderLoginRefused instead of libpq's text."""
+    try:
+        return psycopg2.connect(url, connect_timeout=10, application_name="dashboard")
+    except psycopg2.OperationalError as exc:
+        if not LOGIN_REFUSED.search(str(exc)):
+            raise
+        parts = urlsplit(url)
+        raise ReaderLoginRefused(
+            f"the server refused the read-only role `{unquote(parts.username or '')}` on database "
+            f"`{unquote(parts.path.lstrip('/'))}` (a wrong or missing password, or no such role). Set "
+            "CRYPTOFLOW_READER_PASSWORD to its password; if the role does not exist yet, run `cryptoflow db "
+            "start` with CRYPTOFLOW_READER_PASSWORD set to create it (when the writer may create roles; else an "
+            "administrator creates it, as docker/postgres-init.sh shows)."
+        ) from None
+
+
+def _frame(
+    url: str, query: sql.Composable | str, params: tuple[Any, ...] | dict[str, Any] = ()
+) -> pd.DataFrame:
+    with contextlib.closing(_connect(url)) as conn:
         conn.set_session(readonly=True, autocommit=True)
         with conn.cursor() as cur:
             cur.execute("SET statement_timeout = %s", (STATEMENT_TIMEOUT_MS,))
             cur.execute(query, params)
-            return pd.DataFrame(cur.fetchall(), columns=[d.name for d in cur.description])
+            return pd.DataFrame(cur.fetchall(), columns=[d.name for d in cur.description or ()])
 
 
 def _gold(url: str, schema: str, relation: str) -> sql.Composed:
@@ -298,7 +327,8 @@ FRESHNESS = {
 
 def freshness_thresholds(settings: Settings) -> tuple[tuple[str, float], ...]:
     """(gold table, its freshness threshold in hours) from the catalogue, for load_freshness."""
-    return tuple((table, catalog.BY_NAME[f"gold.{table}"].threshold_h(settings)) for table in FRESHNESS)
+    found = ((table, catalog.BY_NAME[f"gold.{table}"].threshold_h(settings)) for table in FRESHNESS)
+    return tuple((table, hours) for table, hours in found if hours is not None)
 
 
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
@@ -312,7 +342,8 @@ def load_freshness(url: str, schema: str, thresholds: tuple[tuple[str, float], .
         "fs": _gold(url, schema, "fct_market_sentiment"),
         "mo": _gold(url, schema, "mart_market_overview"),
     }
-    parts, params = [], {}
+    parts: list[sql.Composable] = []
+    params: dict[str, Any] = {}
     for n, (table, threshold_h) in enumerate(thresholds):
         newest = FRESHNESS[table]
         if table not in present or (table == "fct_prices" and "fct_daily_summary" not in present):

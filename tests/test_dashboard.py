@@ -37,6 +37,9 @@ TITLES = {
     QUALITY: "Data quality",
 }
 GOLD_START = dt.date(2019, 1, 1)  # SQLMesh's model_defaults start (pipelines/transform.py)
+NO_PAIR = "—"  # the Overview's Pair of a coin without a pair the pipeline knows
+# the Data Quality page's colours of a check's outcome and of a table's freshness (its cells' text)
+OUTCOME_COLOURS = {"fail": "#d32f2f", "error": "#e65100", "warn": "#9a7000", "pass": "#0a8f3c"}
 
 
 @pytest.fixture(autouse=True)
@@ -63,6 +66,20 @@ def shown(at: AppTest, column: str) -> pd.DataFrame:
     return frames[0]
 
 
+def text_colours(at: AppTest, column: str) -> list[str | None]:
+    """Per row of the one dataframe with `column`: the colour its Styler gives that cell's text (None: none)."""
+    [table] = [d for d in at.dataframe if column in d.value.columns]
+    col = list(table.value.columns).index(column)
+    colours = {}
+    # CSS rules such as `#T_ab12_row0_col4, #T_ab12_row3_col4 { color: #d32f2f; font-weight: 600 }`
+    for selectors, rule in re.findall(r"([^{}]+)\{([^{}]*)\}", table.proto.arrow_data.styler.styles):
+        colour = re.search(r"(?<![-\w])color:\s*(#[0-9a-f]{6})", rule)
+        for row, cell_col in re.findall(r"_row(\d+)_col(\d+)\b", selectors):
+            if colour and int(cell_col) == col:
+                colours[int(row)] = colour.group(1)
+    return [colours.get(row) for row in range(len(table.value))]
+
+
 def frame(settings, sql: str, params=()) -> pd.DataFrame:
     with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
         cur.execute(sql, params)
@@ -77,7 +94,15 @@ def test_overview_shows_the_top10_and_totals_of_gold(gold_db, monkeypatch):
     top10 = shown(at, "market_cap_usd")
     gold = frame(settings, "SELECT * FROM gold.mart_market_overview ORDER BY position")
     assert len(gold) == 10
-    assert top10["symbol"].tolist() == gold["symbol"].tolist()
+    assert top10["symbol"].tolist() == gold["symbol"].fillna(NO_PAIR).tolist()
+    # a pair only for the coins the pipeline tracks: no USDTUSDT for Tether (USDT is the quote asset)
+    pairs = dict(zip(top10["coin_name"], top10["symbol"], strict=True))
+    assert (pairs["Bitcoin"], pairs["Tether"]) == ("BTCUSDT", NO_PAIR)
+    assert {name: pair for name, pair in pairs.items() if pair != NO_PAIR} == {
+        "Bitcoin": "BTCUSDT",
+        "Ethereum": "ETHUSDT",
+        "Solana": "SOLUSDT",
+    }
     assert top10["coin_name"].tolist() == gold["coin_name"].tolist()
     assert top10["price_usd"].tolist() == gold["price_usd"].tolist()
     assert top10["market_cap_usd"].tolist() == gold["market_cap_usd"].tolist()
@@ -92,7 +117,7 @@ def test_overview_shows_the_top10_and_totals_of_gold(gold_db, monkeypatch):
               if spark is not None and not isinstance(spark, float)}  # fmt: skip
     assert sparks == {symbol: closes[symbol] for symbol in top10["symbol"] if symbol in closes.index}
     # seed 11's top 10 holds every tracked pair (ETH 1st, BTC 2nd, SOL 7th): each has its sparkline
-    assert set(sparks) == set(SYMBOLS) <= set(gold["symbol"])
+    assert set(sparks) == set(SYMBOLS) == set(gold["symbol"].dropna())
 
     totals = frame(
         settings,
@@ -218,11 +243,20 @@ def test_data_quality_page_matches_the_ops_tables(gold_db, monkeypatch):
         "ORDER BY layer, check_name, checked_at DESC",
     )
     assert len(checks) == len(stored) == 20 + 3  # the Soda checks and bronze = raw per raw table
-    rank = {"🔴 fail": 0, "🟠 error": 1, "🟡 warn": 2, "🟢 pass": 3}
-    assert [rank[o] for o in checks["outcome"]] == sorted(
-        rank[o] for o in checks["outcome"]
-    )  # failures first
-    assert sorted(checks["outcome"].str.split().str[-1]) == sorted(stored["outcome"])
+    # failures first (fail, error, warn, pass), each outcome a word in its colour: no emoji
+    stored["rank"] = stored["outcome"].map(list(OUTCOME_COLOURS).index)
+    expected = stored.sort_values(["rank", "layer", "check_name"])[["layer", "check_name", "outcome"]]
+    assert checks[["layer", "check_name", "outcome"]].values.tolist() == expected.values.tolist()
+    assert text_colours(at, "outcome") == [OUTCOME_COLOURS[o] for o in checks["outcome"]]
+    counts = stored["outcome"].value_counts()
+    icons = {
+        "fail": ":red[:material/cancel:]",
+        "error": ":orange[:material/error:]",
+        "warn": ":yellow[:material/warning:]",
+        "pass": ":green[:material/check_circle:]",
+    }
+    summary = " · ".join(f"{icon} {o}: {counts.get(o, 0)}" for o, icon in icons.items())
+    assert summary in [c.value for c in at.caption]
 
     freshness = shown(at, "threshold_h").set_index("table_name")
     newest_candle = frame(settings, "SELECT max(open_time) + interval '1 hour' AS t FROM gold.fct_prices").t[
@@ -236,7 +270,8 @@ def test_data_quality_page_matches_the_ops_tables(gold_db, monkeypatch):
         settings.checks.freshness_markets_hours,
     )
     # the data is from the sandbox's clock (March 2026), older than any threshold by the real clock
-    assert set(freshness["status"]) == {"🔴 stale"} and len(freshness) == 4
+    assert set(freshness["status"]) == {"stale"} and len(freshness) == 4
+    assert text_colours(at, "status") == [OUTCOME_COLOURS["fail"]] * 4  # stale: red
     assert execute(settings, "SELECT count(*) FROM ops.gaps") == [(0,)]  # seed 11's 15 days: no outage
     assert any("No missing candle hours" in s.value for s in at.success)
 
@@ -276,6 +311,87 @@ def test_database_down_is_a_message_not_a_traceback(tmp_path, monkeypatch):
     at = AppTest.from_file(APP, default_timeout=60).run()
     assert not at.exception
     assert "cryptoflow db start" in at.error[0].value
+
+
+@pytest.mark.parametrize(
+    ("role", "password"),
+    [
+        ("cryptoflow_reader", None),  # the role exists, no password given
+        ("cryptoflow_reader", "not-its-password"),
+        ("no_such_reader", "r3ad-only"),  # `cryptoflow db start` was never run with the password set
+    ],
+)
+def test_a_refused_reader_login_says_what_to_set(empty_db, monkeypatch, tmp_path, role, password):
+    """database.url set (the session's server, reached as a configured one) and the reader's login refused:
+    the page says to set CRYPTOFLOW_READER_PASSWORD and which command creates the role, never libpq's text
+    and never the password."""
+    settings, _ = empty_db
+    server = {"url": db.writer_url(settings), "reader_role": role}
+    config = write_config(settings, tmp_path / "server.yaml", database=server)
+    monkeypatch.setenv("CRYPTOFLOW_CONFIG", str(config))
+    if password is None:
+        monkeypatch.delenv("CRYPTOFLOW_READER_PASSWORD", raising=False)
+    else:
+        monkeypatch.setenv("CRYPTOFLOW_READER_PASSWORD", password)
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert not at.exception, [e.message for e in at.exception]
+    [error] = [e.value for e in at.error]
+    assert error == (
+        f"The dashboard cannot reach its data: the server refused the read-only role `{role}` on database "
+        f"`{settings.database.name}` (a wrong or missing password, or no such role). Set "
+        "CRYPTOFLOW_READER_PASSWORD to its password; if the role does not exist yet, run `cryptoflow db start` "
+        "with CRYPTOFLOW_READER_PASSWORD set to create it (when the writer may create roles; else an "
+        "administrator creates it, as docker/postgres-init.sh shows)."
+    )
+    shown_text = " ".join(
+        str(e.value)
+        for kind in ("error", "warning", "info", "markdown", "caption")
+        for e in getattr(at, kind)
+    )
+    for libpq in ("authentication failed", "no password supplied", "FATAL", '" does not exist'):
+        assert libpq not in shown_text
+    if password:
+        assert password not in shown_text
+
+
+def test_check_outcomes_are_words_in_their_colours_failures_first(empty_db, monkeypatch):
+    settings, config = empty_db
+    execute(
+        settings,
+        "INSERT INTO ops.dq_results (run_id, layer, check_name, table_name, level, outcome, measured_value) "
+        "VALUES ('r1', 'gold', 'a passes', 'fct_prices', 'fail', 'pass', 0), "
+        "('r1', 'gold', 'b warns', 'fct_prices', 'warn', 'warn', 3), "
+        "('r1', 'raw', 'c fails', 'fear_greed', 'fail', 'fail', 2), "
+        "('r1', 'silver', 'd errs', 'stg_binance__ohlcv', 'fail', 'error', NULL), "
+        "('r1', 'gold', 'e fails too', 'fct_prices', 'fail', 'fail', 1)",
+    )
+    at = open_page(config, monkeypatch, QUALITY)
+    checks = shown(at, "check_name")
+    assert checks[["check_name", "outcome"]].values.tolist() == [
+        ["e fails too", "fail"],  # gold before raw
+        ["c fails", "fail"],
+        ["d errs", "error"],
+        ["b warns", "warn"],
+        ["a passes", "pass"],
+    ]
+    assert text_colours(at, "outcome") == ["#d32f2f", "#d32f2f", "#e65100", "#9a7000", "#0a8f3c"]
+    assert (
+        ":red[:material/cancel:] fail: 2 · :orange[:material/error:] error: 1 · "
+        ":yellow[:material/warning:] warn: 1 · :green[:material/check_circle:] pass: 1"
+    ) in [c.value for c in at.caption]
+
+
+def test_no_emoji_in_the_dashboard():
+    """Emoji are empty boxes on a machine without an emoji font: the app uses Material icons and colours."""
+    app = Path(__file__).resolve().parent.parent / "app"
+    emoji = {
+        f"{path.relative_to(app)}: {ch!r}"
+        for path in app.rglob("*")
+        if path.is_file() and path.suffix in {".py", ".toml", ".md", ".css"}
+        for ch in path.read_text()
+        if ord(ch) >= 0x1F000 or 0x2600 <= ord(ch) <= 0x27BF or ch == "\ufe0f"
+    }
+    assert emoji == set()
 
 
 def test_the_app_reads_gold_and_ops_only_and_as_the_reader(empty_db):
@@ -325,12 +441,8 @@ def test_environment_selector_shows_a_dev_environment(gold_db, monkeypatch, tmp_
     # mart_market_overview is unchanged in dev, so the overview reads prod's
     at.switch_page(OVERVIEW).run()
     assert not at.exception, [e.message for e in at.exception]
-    assert (
-        shown(at, "market_cap_usd")["symbol"].tolist()
-        == frame(settings, "SELECT symbol FROM gold.mart_market_overview ORDER BY position")[
-            "symbol"
-        ].tolist()
-    )
+    prod = frame(settings, "SELECT symbol FROM gold.mart_market_overview ORDER BY position")
+    assert shown(at, "market_cap_usd")["symbol"].tolist() == prod["symbol"].fillna(NO_PAIR).tolist()
 
 
 @pytest.mark.slow

@@ -1,8 +1,10 @@
 """The real dashboard server (`pipelines.runtime.dashboard_server.command`) in a real headless Chromium: every page renders
-its key element, with no Streamlit exception and no console error. Screenshots land in pytest's tmp_path."""
+its key element, with no Streamlit exception and no console error, on a desktop (1,400 px) and on a phone (390 px)
+without scrolling sideways. Screenshots land in pytest's tmp_path."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -33,6 +35,48 @@ PAGES = {
     "data_quality": ("Data quality", '[data-testid="stMetric"]', 3),
 }
 START_TIMEOUT_S = 60
+# each page is taken at both widths: loaded wide, then the same page narrowed (no second load)
+WIDE = {"width": 1400, "height": 1000}
+NARROW = {"width": 390, "height": 844}  # a phone
+# What makes the page scroll sideways at this width: the document or one of Streamlit's page containers wider
+# than its box, or an element sticking out of the viewport that no box of its own (a table's or a chart's
+# scroller, inside the page) holds. A table wider than a phone scrolls inside its own box: that is no overflow.
+SIDEWAYS_OVERFLOW_JS = """() => {
+    const width = window.innerWidth;
+    const found = [];
+    const describe = (el) => {
+        const id = el.getAttribute("data-testid") || el.className?.baseVal || el.className || "";
+        return `${el.tagName.toLowerCase()}[${String(id).slice(0, 60)}]`;
+    };
+    const page = ["stApp", "stAppViewContainer", "stMain", "stMainBlockContainer"]
+        .map((id) => document.querySelector(`[data-testid="${id}"]`)).filter(Boolean);
+    if (document.documentElement.scrollWidth > width) {
+        found.push(`the document is ${document.documentElement.scrollWidth} px wide`);
+    }
+    for (const el of page) {
+        if (el.scrollWidth > el.clientWidth + 1) found.push(`${describe(el)} scrolls: ${el.scrollWidth} px`);
+    }
+    const main = document.querySelector('[data-testid="stMainBlockContainer"]');
+    const heldInside = (el) => {
+        for (let a = el.parentElement; a && a !== main; a = a.parentElement) {
+            const r = a.getBoundingClientRect();
+            if (getComputedStyle(a).overflowX !== "visible" && r.left >= -1 && r.right <= width + 1) return true;
+        }
+        return false;
+    };
+    for (const el of main ? main.querySelectorAll("*") : []) {
+        const r = el.getBoundingClientRect();
+        if (r.left >= -1 && r.right <= width + 1) continue;
+        if (!el.checkVisibility()) continue;  // not drawn, e.g. inside a closed expander
+        if (!heldInside(el)) found.push(`${describe(el)} spans ${Math.round(r.left)}..${Math.round(r.right)} px`);
+    }
+    return found.slice(0, 10);
+}"""
+# Streamlit folds the sidebar away on a phone and opens it again on a desktop, sliding: wait until it is there
+SIDEBAR_SETTLED_JS = """(folded) => {
+    const box = document.querySelector('[data-testid="stSidebar"]').getBoundingClientRect();
+    return folded ? box.right <= 0 : box.left >= 0;
+}"""
 
 
 def free_port() -> int:
@@ -108,41 +152,60 @@ def browser():
 
 
 @pytest.mark.parametrize("path", list(PAGES))
-@pytest.mark.parametrize("viewport", [{"width": 1400, "height": 1000}, {"width": 390, "height": 844}])
-def test_every_page_renders_in_a_real_browser(server, browser, path, viewport, tmp_path):
+def test_every_page_renders_in_a_real_browser(server, browser, path, tmp_path):
     title, selector, count = PAGES[path]
-    page, errors = _open(browser, server, path, viewport)
+    page, errors = _open(browser, server, path, WIDE)
     try:
         page.get_by_role("heading", name=title).wait_for(state="visible", timeout=30_000)
         page.locator(selector).nth(count - 1).wait_for(state="visible", timeout=30_000)
         page.wait_for_load_state("networkidle")
-        page.screenshot(path=str(tmp_path / f"{path or 'overview'}-{viewport['width']}.png"), full_page=True)
-        assert page.locator(selector).count() == count
-        assert page.locator('[data-testid="stException"]').count() == 0
-        assert page.locator('[data-testid="stAlertContentInfo"]').count() == 0  # data, not an empty state
+        for viewport in (WIDE, NARROW):
+            resize_and_assert_it_fits(page, viewport)
+            page.screenshot(
+                path=str(tmp_path / f"{path or 'overview'}-{viewport['width']}.png"), full_page=True
+            )
+            assert page.locator(selector).count() == count
+            assert page.locator('[data-testid="stException"]').count() == 0
+            assert page.locator('[data-testid="stAlertContentInfo"]').count() == 0  # data, not an empty state
     finally:
         page.close()
     assert errors == []
 
 
 @pytest.mark.parametrize("path", list(PAGES))
-def test_every_page_renders_on_a_historical_window_in_a_real_browser(
-    historical_server, browser, path, tmp_path
-):
-    """A backfill of the past only: a delisted pair, no market snapshot inside the window."""
+def test_every_page_renders_on_a_new_users_database_in_a_real_browser(odd_server, browser, path, tmp_path):
+    """A backfill of the past only (a delisted pair, no market snapshot inside the window), or one pair and
+    one day: what a new user has."""
     title, _, _ = PAGES[path]
-    page, errors = _open(browser, historical_server, path, {"width": 1400, "height": 1000})
+    page, errors = _open(browser, odd_server, path, WIDE)
     try:
         page.get_by_role("heading", name=title).wait_for(state="visible", timeout=30_000)
         page.wait_for_load_state("networkidle")
         page.locator('[data-testid="stMain"]').get_by_text("Running...").wait_for(
             state="hidden", timeout=30_000
         )
-        page.screenshot(path=str(tmp_path / f"historical-{path or 'overview'}.png"), full_page=True)
-        assert page.locator('[data-testid="stException"]').count() == 0
+        for viewport in (WIDE, NARROW):
+            resize_and_assert_it_fits(page, viewport)
+            page.screenshot(
+                path=str(tmp_path / f"{path or 'overview'}-{viewport['width']}.png"), full_page=True
+            )
+            assert page.locator('[data-testid="stException"]').count() == 0
     finally:
         page.close()
     assert errors == []
+
+
+def resize_and_assert_it_fits(page, viewport: dict) -> None:
+    """The page at this width, with nothing that makes it scroll sideways. Charts and tables lay themselves
+    out again after a resize: wait until the page fits (the check itself, polled each frame), then name what
+    does not."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    page.set_viewport_size(viewport)
+    page.wait_for_function(SIDEBAR_SETTLED_JS, arg=viewport == NARROW, timeout=10_000)
+    with contextlib.suppress(PlaywrightTimeout):
+        page.wait_for_function(f"({SIDEWAYS_OVERFLOW_JS})().length === 0", timeout=10_000)
+    assert page.evaluate(SIDEWAYS_OVERFLOW_JS) == [], f"the page scrolls sideways at {viewport['width']} px"
 
 
 def _open(browser, server: str, path: str, viewport: dict):

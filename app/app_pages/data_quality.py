@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 
 import dashboard_queries as q
+import pandas as pd
 import plotly.express as px
 import streamlit as st
 
@@ -16,7 +18,25 @@ GAP_CLASSES = {
     "missing": "still missing",
 }
 RUN_DAYS = 30
-OUTCOME_ICON = {"fail": "🔴 fail", "error": "🟠 error", "warn": "🟡 warn", "pass": "🟢 pass"}
+# Material icons (in markdown) and coloured text (in tables), not emoji: a machine without an emoji font draws
+# emoji as empty boxes. Outcomes failures first.
+OUTCOME_ICONS = {
+    "fail": ":red[:material/cancel:]",
+    "error": ":orange[:material/error:]",
+    "warn": ":yellow[:material/warning:]",
+    "pass": ":green[:material/check_circle:]",
+}
+OUTCOME_COLOURS = {"fail": "#d32f2f", "error": "#e65100", "warn": "#9a7000", "pass": "#0a8f3c"}
+FRESHNESS_COLOURS = {"fresh": OUTCOME_COLOURS["pass"], "stale": OUTCOME_COLOURS["fail"]}
+# A styled table shows the Styler's text in every column without a format of its own (floats with 6 decimals,
+# times with microseconds): its times and numbers get the formats an unstyled table shows them with.
+TIME_FORMAT = "YYYY-MM-DD HH:mm:ssZ"
+
+
+def text_colour(colours: dict[str, str]) -> Callable[[object], str]:
+    """A Styler function: the cell's text in its value's colour (values without one keep the default)."""
+    return lambda value: f"color: {colours[value]}; font-weight: 600" if value in colours else ""
+
 
 ctx = q.page_context()
 st.title("Data quality")
@@ -55,7 +75,12 @@ else:
         },
         labels={"started_at": "started (UTC)", "duration_s": "duration (s)"},
     )
-    chart.update_layout(height=360, margin={"l": 10, "r": 10, "t": 20, "b": 10}, legend={"orientation": "h"})
+    chart.update_layout(
+        height=360,
+        margin={"l": 10, "r": 10, "t": 20, "b": 10},
+        # above the plot: below it, the legend covers the x axis's title
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0},
+    )
     st.plotly_chart(chart, key="runs_chart")
     st.dataframe(
         summary,
@@ -69,13 +94,15 @@ freshness = q.load_freshness(ctx.url, ctx.schema, q.freshness_thresholds(ctx.set
 if freshness.empty:
     st.info(f"No gold tables with data in `{ctx.schema}` yet.", icon=":material/hourglass_empty:")
 else:
-    freshness["status"] = freshness["fresh"].map({True: "🟢 fresh", False: "🔴 stale"})
+    freshness["status"] = freshness["fresh"].map({True: "fresh", False: "stale"})
     st.dataframe(
-        freshness[["table_name", "status", "newest", "age_h", "threshold_h"]],
+        freshness[["table_name", "status", "newest", "age_h", "threshold_h"]].style.map(
+            text_colour(FRESHNESS_COLOURS), subset=["status"]
+        ),
         hide_index=True,
         key="freshness",
         column_config={
-            "newest": st.column_config.DatetimeColumn("newest data (UTC)"),
+            "newest": st.column_config.DatetimeColumn("newest data (UTC)", format=TIME_FORMAT),
             "age_h": st.column_config.NumberColumn("age (h)", format="%.1f"),
             "threshold_h": st.column_config.NumberColumn("threshold (h)", format="%.0f"),
         },
@@ -87,9 +114,16 @@ if checks.empty:
     st.info("No data-quality checks have run yet (`cryptoflow check`).", icon=":material/hourglass_empty:")
 else:
     counts = checks["outcome"].value_counts()
-    st.caption(" · ".join(f"{OUTCOME_ICON[o]}: {int(counts.get(o, 0))}" for o in OUTCOME_ICON))
-    checks["outcome"] = checks["outcome"].map(OUTCOME_ICON)
-    st.dataframe(checks, hide_index=True, key="checks")
+    st.caption(" · ".join(f"{icon} {o}: {int(counts.get(o, 0))}" for o, icon in OUTCOME_ICONS.items()))
+    st.dataframe(
+        checks.style.map(text_colour(OUTCOME_COLOURS), subset=["outcome"]),
+        hide_index=True,
+        key="checks",
+        column_config={
+            "measured_value": st.column_config.NumberColumn(format="plain"),
+            "checked_at": st.column_config.DatetimeColumn(format=TIME_FORMAT),
+        },
+    )
 
 left, right = st.columns(2)
 with left:
@@ -109,13 +143,14 @@ with right:
     else:
         st.caption(
             " · ".join(
-                f"{GAP_CLASSES.get(r.gap_class, r.gap_class)}: {r.hours}" for r in gap_counts.itertuples()
+                f"{GAP_CLASSES.get(str(r.gap_class), r.gap_class)}: {r.hours}"
+                for r in gap_counts.itertuples()
             )
         )
         st.dataframe(q.load_gaps(ctx.url), hide_index=True, key="gaps")
 
 
-def table_or_all_clear(title: str, frame, all_clear: str, caption: str, key: str) -> None:
+def table_or_all_clear(title: str, frame: pd.DataFrame, all_clear: str, caption: str, key: str) -> None:
     st.subheader(title)
     if frame.empty:
         st.success(all_clear, icon=":material/check_circle:")

@@ -7,6 +7,7 @@ import pandas as pd
 import streamlit as st
 
 SPARKLINE_DAYS = 7
+NO_PAIR = "—"  # a coin without a pair the pipeline knows (USDT itself, coins off the universe)
 
 ctx = q.page_context()
 st.title("Market overview")
@@ -48,10 +49,11 @@ c4.metric(
 sparks = q.load_sparklines(ctx.url, ctx.schema, tuple(top10["symbol"].dropna()), SPARKLINE_DAYS)
 table = top10.merge(sparks, on="symbol", how="left")
 table["change_pct"] = table["change_24h"] * 100
+table["symbol"] = table["symbol"].fillna(NO_PAIR)
 
 
-def _colour(value: float) -> str:
-    if value != value:  # NaN
+def _colour(value: object) -> str:
+    if not isinstance(value, int | float) or value != value:  # NaN
         return ""
     return "color: #0a8f3c" if value > 0 else "color: #d32f2f" if value < 0 else ""
 

@@ -1,6 +1,6 @@
 MODEL (
   name gold.mart_market_overview,
-  description 'The dashboard Overview''s top 10 coins by market cap in the latest snapshot, with CoinGecko''s 24 h change and, for tracked pairs, the newest hourly close and change from fct_prices. One row per coin.',
+  description 'The dashboard Overview''s top 10 coins by market cap in the latest snapshot, with CoinGecko''s 24 h change and, for coins with a pair the pipeline knows (gold.dim_pair), that pair and its newest hourly close and change from fct_prices. One row per coin.',
   kind VIEW,
   owner analytics,
   grain coin_id,
@@ -21,6 +21,13 @@ WITH top10 AS (
       FROM gold.fct_market_ranks
     )
     AND position <= 10
+), known_pair AS (
+  /* pairs the exchange lists or listed, as the pipeline saw them: a coin off the universe has none, nor USDT itself (the quote asset) */
+  SELECT
+    symbol
+  FROM gold.dim_pair
+  WHERE
+    NOT listed_from IS NULL
 ), last_price AS (
   SELECT DISTINCT ON (symbol)
     symbol,
@@ -38,7 +45,7 @@ SELECT
   t.position::INT AS position, /* 1-10 by market cap */
   t.coin_id::TEXT AS coin_id, /* CoinGecko id */
   t.coin_name::TEXT AS coin_name, /* display name */
-  t.symbol::TEXT AS symbol, /* Binance pair it maps to */
+  k.symbol::TEXT AS symbol, /* its Binance pair, from gold.dim_pair (NULL if the pipeline knows none, e.g. USDT) */
   t.price_usd::DOUBLE PRECISION AS price_usd, /* CoinGecko price */
   t.market_cap_usd::DOUBLE PRECISION AS market_cap_usd, /* market cap, USD */
   t.volume_24h_usd::DOUBLE PRECISION AS volume_24h_usd, /* 24 h volume, USD */
@@ -48,5 +55,7 @@ SELECT
   p.open_time::TIMESTAMPTZ AS last_candle_open_time, /* open time of that candle */
   t.snapshot_ts::TIMESTAMPTZ AS snapshot_ts /* when the snapshot was taken */
 FROM top10 AS t
+LEFT JOIN known_pair AS k
+  ON k.symbol = t.symbol
 LEFT JOIN last_price AS p
-  USING (symbol)
+  ON p.symbol = k.symbol
