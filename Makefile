@@ -8,7 +8,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export RUNTIME__DLTHUB_TELEMETRY := false
 export SQLMESH__DISABLE_ANONYMIZED_ANALYTICS := true
 
-.PHONY: install install-runtime tools demo test stack-test lint format bench docs clean
+.PHONY: install install-runtime tools demo test test-fast typecheck stack-test lint format bench docs clean
 
 $(UV):
 	@mkdir -p $(UV_HOME)
@@ -55,11 +55,22 @@ tools:
 stack-test: install tools
 	$(VENV)/bin/python -m pytest -p no:cacheprovider tests/test_stack.py
 
-test: install tools
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
-	@$(VENV)/bin/pytest $(PYTEST_ARGS); rc=$$?; \
-	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit 5): failing" >&2; exit 1; fi; exit $$rc
+# pytest exits 5 when it collected no tests: a failure here, never a pass
+PYTEST = rc=0; $(VENV)/bin/pytest $(1) $(PYTEST_ARGS) || rc=$$?; \
+  if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit 5): failing" >&2; exit 1; fi; exit $$rc
+
+# Everything: lint, types, every test (the end-to-end ones marked slow included). CI's command (.ci/run).
+test: install tools lint typecheck
+	@$(call PYTEST,)
+
+# The inner loop: lint, types, and the tests not marked slow (unit, model and single-process ones; a few
+# minutes on 2 cores). CI runs it first, in its own job.
+test-fast: install tools lint typecheck
+	@$(call PYTEST,-m "not slow")
+
+# mypy over pipelines/ and app/, strict on pipelines/ingest/ and pipelines/runtime/ (pyproject [tool.mypy])
+typecheck: install
+	$(VENV)/bin/mypy
 
 lint: install
 	$(VENV)/bin/ruff check .

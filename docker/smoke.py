@@ -27,6 +27,7 @@ DAGS = {
     "data_quality",
     "ingest_market_data_daily",
     "ingest_ohlcv_hourly",
+    "maintenance_daily",
     "transform_sqlmesh",
 }
 SMOKE_DAG = "ingest_market_data_daily"  # two API calls to the sandbox, bronze on MinIO, raw in Postgres

@@ -168,7 +168,7 @@ def closed_before(settings: Settings, now: dt.datetime) -> dt.date:
     return (now - reach).date()
 
 
-def _day_of(partition: str) -> dt.date:
+def day_of(partition: str) -> dt.date:
     parts = dict(p.split("=", 1) for p in partition.split("/") if "=" in p)
     return dt.date(int(parts["year"]), int(parts["month"]), int(parts["day"]))
 
@@ -183,14 +183,14 @@ def compact_table(settings: Settings, table: catalog.Table, now: dt.datetime) ->
         recover(lake, table.name)
         partitions = existing_files(lake, table.name)
     for partition, files in sorted(partitions.items()):
-        if len(files) < 2 or _day_of(partition) >= before:
+        if len(files) < 2 or day_of(partition) >= before:
             continue
         with db.advisory_lock(
             settings, f"ingest:{table.source}", settings.database.lock_wait_s, also=[bronze_lock(table.name)]
         ):
-            current = existing_files(lake, table.name, [_day_of(partition)]).get(partition, [])
+            current = existing_files(lake, table.name, [day_of(partition)]).get(partition, [])
             if len(current) > 1:
-                done.append(compact_partition(lake, table, _day_of(partition), sorted(current)))
+                done.append(compact_partition(lake, table, day_of(partition), sorted(current)))
     with db.advisory_lock(
         settings, f"ingest:{table.source}", settings.database.lock_wait_s, also=[bronze_lock(table.name)]
     ):

@@ -23,7 +23,7 @@ def describe_data(settings: Settings, elapsed_s: float) -> str:
         for table in (KLINES.name, MARKETS.name, FEAR_GREED.name, "dead_letter"):
             lines.append(f"  raw.{table:<20} {count_rows(settings, table):>12,} rows")
         cur.execute("SELECT count(*) FILTER (WHERE status = 'known_gap'), count(*) FROM ops.gaps")
-        known, total = cur.fetchone()
+        known, total = db.one(cur)
         lines.append(
             f"  ops.gaps                 {total:>12,} missing hours seen ({known} the exchange does not have)"
         )
@@ -51,7 +51,7 @@ def describe_exchange(settings: Settings, runs: list[RunSummary]) -> str:
             "SELECT count(DISTINCT open_time) FILTER (WHERE gap_class = 'exchange_outage'), "
             "count(*) FILTER (WHERE gap_class = 'pair_halt') FROM ops.gaps"
         )
-        outage_hours, halt_hours = cur.fetchone()
+        outage_hours, halt_hours = db.one(cur)
     successors = settings.universe.successors
     lines = ["", "what the exchange did (ops.pairs, ops.gaps, ops.revisions):"]
     lines.append(
@@ -89,6 +89,7 @@ def run(
     their successors, outages and revisions."""
     from pipelines import ingest, quality
     from pipelines.sandbox import SandboxServer
+    from pipelines.sqlmesh_console import sqlmesh_console_to_log
     from pipelines.transform import describe_gold, transform
 
     started = time.perf_counter()
@@ -114,7 +115,8 @@ def run(
         server.set_now(None)
     for summary in (klines, hourly, markets, fng):
         print_summary(summary)
-    built = transform(settings)
+    with sqlmesh_console_to_log():  # SQLMesh's plan and per-model lines: the log; here its progress bars
+        built = transform(settings)
     print(f"transform: silver and gold built in {built.plan_s + built.run_s:.1f} s")
     logging.getLogger("soda").setLevel(logging.WARNING)  # one summary line below instead of every check
     checks = quality.run_checks(settings)

@@ -218,7 +218,7 @@ def _complete_symbols(
     db.ensure_database(settings)
     with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
         cur.execute("SELECT to_regclass('raw.binance_klines')")
-        if cur.fetchone()[0] is None:
+        if db.one(cur)[0] is None:
             return set()
         cur.execute(
             """
@@ -291,3 +291,11 @@ def digest() -> dict[str, Any]:
             raise RuntimeError("the digest could not be delivered (see ops.alerts_sent)")
         return {"sent": False, "reason": "alerts.smtp_host / alerts.email_to not configured"}
     return {"sent": True}
+
+
+def maintain() -> dict[str, Any]:
+    """maintenance_daily: `cryptoflow maintain` (retention.*), its lines as the task's result."""
+    from pipelines.maintenance import maintain as run_maintenance
+
+    with _plain_errors():
+        return {"done": run_maintenance(task_settings())}

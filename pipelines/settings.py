@@ -273,8 +273,9 @@ class Orchestration(_Strict):
     close_grace_s: float = Field(5, ge=0, le=600)  # the hourly ingest starts this long after the close
     market_data_schedule: str = "10 0 * * *"  # after the Fear & Greed index's daily update at 00:00 UTC
     digest_schedule: str = "0 7 * * *"
+    maintenance_schedule: str = "30 3 * * *"  # maintenance_daily: `cryptoflow maintain` (retention.*)
 
-    @field_validator("ohlcv_schedule", "market_data_schedule", "digest_schedule")
+    @field_validator("ohlcv_schedule", "market_data_schedule", "digest_schedule", "maintenance_schedule")
     @classmethod
     def _cron(cls, value: str) -> str:
         if not re.fullmatch(r"(\S+\s+){4}\S+|@(hourly|daily|weekly|monthly)", value.strip()):

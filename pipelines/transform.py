@@ -8,6 +8,7 @@ import hashlib
 import logging
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from pipelines import catalog
 from pipelines.runtime import db
 from pipelines.settings import Settings
+from pipelines.sqlmesh_console import LITERAL_IS_NOT, recording_console
 
 log = logging.getLogger(__name__)
 PROJECT_DIR = Path(__file__).resolve().parent.parent / "sqlmesh_project"
@@ -82,22 +84,6 @@ def sqlmesh_config(settings: Settings) -> Any:
     )
 
 
-def _recording_console() -> Any:
-    """SQLMesh's terminal console (the Python API is silent by default), also keeping the failures it shows."""
-    from sqlmesh.core.console import TerminalConsole
-
-    class RecordingConsole(TerminalConsole):
-        def __init__(self) -> None:
-            super().__init__()
-            self.failures: list[Any] = []
-
-        def log_failed_models(self, errors: list[Any]) -> None:
-            self.failures[:] = errors
-            super().log_failed_models(errors)
-
-    return RecordingConsole()
-
-
 def context(settings: Settings, *, load: bool = True) -> Any:
     """A SQLMesh Context on this deployment's database; load=False reads nothing of the project (a run of
     what is already planned works from the state's snapshots)."""
@@ -106,7 +92,8 @@ def context(settings: Settings, *, load: bool = True) -> Any:
     from sqlmesh.core.console import get_console, set_console
 
     if not hasattr(get_console(), "failures"):
-        set_console(_recording_console())
+        set_console(recording_console())
+    warnings.filterwarnings("ignore", LITERAL_IS_NOT, SyntaxWarning, "<string>")
     db.ensure_database(settings)
     return Context(paths=str(PROJECT_DIR), config=sqlmesh_config(settings), load=load)
 
@@ -195,7 +182,8 @@ def transform(
         if ctx is None:
             ctx = context(settings)
         context_s = time.perf_counter() - started
-        get_console().failures.clear()
+        console: Any = get_console()  # ours (context() installs it): it keeps the failures it shows
+        console.failures.clear()
         changed: list[str] = []
         plan_s = restate_s = 0.0
         restated = None
@@ -221,8 +209,13 @@ def transform(
                 env = ctx.state_reader.get_environment(environment)
                 _record_plan(settings, environment, fingerprint, env.plan_id if env else "")
             started = time.perf_counter()
-            # up to the run's clock (the sandbox's when given; by default SQLMesh stops at the wall clock)
-            status = ctx.run(environment, execution_time=execution_time, end=execution_time)
+            # up to the run's clock (the sandbox's when given; by default SQLMesh stops at the wall clock);
+            # right after a plan, which built everything due, SQLMesh's "no models are ready" goes to the log
+            console.after_plan = not unchanged
+            try:
+                status = ctx.run(environment, execution_time=execution_time, end=execution_time)
+            finally:
+                console.after_plan = False
             run_s = time.perf_counter() - started
         except SQLMeshError as exc:
             raise TransformError(_failure_message(settings, environment, str(exc))) from None
@@ -312,7 +305,7 @@ def _restate(
     # A restatement changes no model (SQLMesh plans it from prod's own snapshots, whatever the project files
     # say) but is a plan of its own: when prod was as this pipeline's last plan left it, it still is, under the
     # restatement's plan id, and the next hourly run may skip planning. Else the next run plans as it would.
-    if ours:
+    if ours and planned is not None:
         env = ctx.state_reader.get_environment("prod")
         _record_plan(settings, "prod", planned[0], env.plan_id if env else "")
 
@@ -320,6 +313,7 @@ def _restate(
 # How far forward a changed candle reaches in gold: fct_prices reads 721 hours of candles before its range (its
 # 30-day windows), so the indicators of the 721 hours after a changed hour change with it.
 GOLD_REACH = dt.timedelta(hours=721)
+STAGING_MODEL = catalog.KLINES.incremental_model or ""  # the model late kline loads restate (and downstream)
 HOUR = dt.timedelta(hours=1)
 
 
@@ -348,7 +342,7 @@ class LateLoads:
             rows = cur.fetchall()
         if not rows:
             return None
-        until, lookback = _processed_until(ctx, catalog.KLINES.incremental_model)
+        until, lookback = _processed_until(ctx, STAGING_MODEL)
         # in UTC, whatever the session's time zone: the window starts on a whole UTC hour
         spans = [(first.astimezone(dt.UTC), last.astimezone(dt.UTC)) for _, first, last in rows]
         return cls([r[0] for r in rows], spans, until, lookback)
@@ -405,7 +399,7 @@ def restate_late_loads(
     window restated, if any."""
     if late is None:
         return None
-    window = late.window(_processed_until(ctx, catalog.KLINES.incremental_model)[0])
+    window = late.window(_processed_until(ctx, STAGING_MODEL)[0])
     if window is not None:
         _restate(ctx if loaded else context(settings), settings, *window, execution_time)
         log.info("late raw loads restated in silver and gold", extra={"from": window[0], "to": window[1]})
@@ -436,7 +430,7 @@ def _grant_reader(settings: Settings, schema: str) -> None:
             "SELECT to_regnamespace(%s) IS NOT NULL AND EXISTS (SELECT 1 FROM pg_roles WHERE rolname = %s)",
             (schema, reader),
         )
-        if cur.fetchone()[0]:  # the schema exists and so does the reader role
+        if db.one(cur)[0]:  # the schema exists and so does the reader role
             cur.execute(f'GRANT USAGE ON SCHEMA "{schema}" TO "{reader}"')
             cur.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA "{schema}" TO "{reader}"')
 
@@ -446,10 +440,10 @@ def gold_newest_close(settings: Settings, environment: str = "prod") -> dt.datet
     schema = "gold" if environment == "prod" else f"gold__{environment}"
     with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
         cur.execute("SELECT to_regclass(%s)", (f"{schema}.fct_prices",))
-        if cur.fetchone()[0] is None:
+        if db.one(cur)[0] is None:
             return None
         cur.execute(f'SELECT max(open_time) FROM "{schema}".fct_prices')
-        newest = cur.fetchone()[0]
+        newest = db.one(cur)[0]
     return None if newest is None else newest.astimezone(dt.UTC) + dt.timedelta(hours=1)
 
 
@@ -482,10 +476,11 @@ def _failure_message(settings: Settings, environment: str, headline: str, sample
 
 
 def _causes(error: BaseException) -> list[BaseException]:
-    chain = []
-    while error is not None and error not in chain:
-        chain.append(error)
-        error = error.__cause__
+    chain: list[BaseException] = []
+    cause: BaseException | None = error
+    while cause is not None and cause not in chain:
+        chain.append(cause)
+        cause = cause.__cause__
     return chain
 
 
@@ -494,7 +489,7 @@ def _sample_rows(settings: Settings, audit_sql: str, samples: int) -> list[str]:
     try:
         with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
             cur.execute(f"SELECT * FROM ({audit_sql}) AS failed LIMIT {samples}")
-            names = [d.name for d in cur.description]
+            names = [d.name for d in cur.description or ()]
             return [f"    {dict(zip(names, row, strict=True))}" for row in cur.fetchall()]
     except Exception as exc:
         return [f"    (sample rows unavailable: {exc})"]
@@ -509,7 +504,7 @@ def require_raw_tables(settings: Settings) -> None:
         missing = []
         for table in catalog.RAW:
             cur.execute("SELECT to_regclass(%s)", (table.qualified,))
-            if cur.fetchone()[0] is None:
+            if db.one(cur)[0] is None:
                 missing.append((table.name, table.ingest_step))
     if missing:
         tables = ", ".join(f"raw.{t}" for t, _ in missing)
@@ -523,7 +518,7 @@ def describe_gold(settings: Settings, symbol: str = "BTCUSDT", rows: int = 5) ->
     with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
         for table in ("fct_prices", "fct_daily_summary", "fct_market_sentiment", "dim_crypto", "dim_date"):
             cur.execute(f"SELECT count(*) FROM gold.{table}")
-            lines.append(f"  gold.{table:<22} {cur.fetchone()[0]:>12,} rows")
+            lines.append(f"  gold.{table:<22} {db.one(cur)[0]:>12,} rows")
         cur.execute(
             "SELECT open_time, close, change_24h, ma_7d, vwap_24h, volatility_30d, fng_label FROM gold.fct_prices "
             "WHERE symbol = %s ORDER BY open_time DESC LIMIT %s",

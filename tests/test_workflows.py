@@ -124,6 +124,19 @@ def test_tests_workflow_runs_ci_on_push_and_pull_request() -> None:
     assert job["env"]["UV_CACHE_DIR"].startswith("${{ github.workspace }}/"), job["env"]
 
 
+def test_the_fast_lane_runs_first_in_its_own_job() -> None:
+    """`make test-fast` (lint, types, the tests not marked slow) in a job of its own; the full suite waits
+    for it, so a broken change fails in minutes."""
+    jobs = load("tests.yml")["jobs"]
+    fast = jobs["fast"]
+    assert [s["run"] for s in fast["steps"] if "run" in s] == ["make test-fast"]
+    assert jobs["test"]["needs"] == "fast"
+    make = (ROOT / "Makefile").read_text()
+    rule = re.search(r"^test-fast:(.*)$", make, re.M)
+    assert rule and "typecheck" in rule.group(1) and "lint" in rule.group(1), rule
+    assert '-m "not slow"' in make.split("test-fast:", 1)[1].split("\n\n", 1)[0]
+
+
 def test_data_quality_workflow_checks_the_warehouse_on_a_schedule() -> None:
     workflow = load("data_quality.yml")
     on = triggers(workflow)

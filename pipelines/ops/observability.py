@@ -210,9 +210,16 @@ class RunRecord:
         self._write("running", None)
         return self
 
-    def finish(self, error: BaseException | None = None, status: str | None = None) -> None:
-        status = status or ("failed" if error else "success")
-        message = redact(f"{type(error).__name__}: {error}") if error else None
+    def finish(
+        self, error: BaseException | None = None, status: str | None = None, *, message: str | None = None
+    ) -> None:
+        """Record the outcome; the error column says `message` when given (a cause as the operator reads
+        it), else the exception as `<type>: <text>`."""
+        status = status or ("failed" if error or message else "success")
+        if message is not None:
+            message = redact(message)
+        elif error:
+            message = redact(f"{type(error).__name__}: {error}")
         try:
             self._write(status, message)
         except db.DatabaseUnavailable:
@@ -220,7 +227,7 @@ class RunRecord:
                 "could not record the run outcome", extra={"run_id": self.run_id}
             )
         logging.getLogger(__name__).log(
-            logging.ERROR if status == "failed" else logging.WARNING if error else logging.INFO,
+            logging.ERROR if status == "failed" else logging.WARNING if message else logging.INFO,
             f"run {status}",
             extra={
                 "run_id": self.run_id,

@@ -17,8 +17,10 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, BinaryIO, TypeVar
 
 import psutil
 
@@ -26,6 +28,7 @@ from pipelines.http import answers
 from pipelines.runtime import db
 from pipelines.settings import Settings
 
+T = TypeVar("T")
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DAGS_FOLDER = PROJECT_ROOT / "airflow" / "dags"
 AIRFLOW_USER = "admin"
@@ -78,6 +81,12 @@ def airflow_env(settings: Settings, config_file: Path) -> dict[str, str]:
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(port + 1),
         "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(port + 2),
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+        # standalone starts the scheduler (LocalExecutor) beside the api-server, and the scheduler queues the
+        # cron DAGs' latest runs at once. A worker that cannot reach the execution API gives up after
+        # [workers] execution_api_retries tries (5: about 4-15 s) and Airflow fails the try from outside,
+        # without an error. 10 tries wait about 2.5 min on average (over 30 s in all but 1 in 20,000 starts)
+        # for an api-server that starts slowly on a busy machine.
+        "AIRFLOW__WORKERS__EXECUTION_API_RETRIES": "10",
         "CRYPTOFLOW_CONFIG": str(config_file),
         # standalone spawns `airflow ...` from PATH: this environment's bin first
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -131,7 +140,7 @@ def _services(settings: Settings, config_file: Path) -> list[Service]:
     return found
 
 
-def _alive(record: dict) -> psutil.Process | None:
+def _alive(record: dict[str, Any]) -> psutil.Process | None:
     """The recorded process, if it still runs and is the same process (not a recycled pid)."""
     try:
         proc = psutil.Process(record["pid"])
@@ -142,7 +151,7 @@ def _alive(record: dict) -> psutil.Process | None:
     return None
 
 
-def _records(settings: Settings) -> dict[str, dict]:
+def _records(settings: Settings) -> dict[str, dict[str, Any]]:
     folder = _run_dir(settings)
     if not folder.exists():
         return {}
@@ -227,7 +236,7 @@ def up(settings: Settings, config_file: Path, timeout_s: float = 240, paused: bo
 PASSWORDS_FILE = "simple_auth_manager_passwords.json.generated"  # Airflow's simple auth manager writes it
 
 
-def _private_log(path: Path):
+def _private_log(path: Path) -> BinaryIO:
     """A service's log, readable by its user only: Airflow prints the admin password into it."""
     path.parent.chmod(0o700)
     log = os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
@@ -239,7 +248,8 @@ def airflow_password(settings: Settings) -> str | None:
     path = settings.path(settings.services.airflow_home) / PASSWORDS_FILE
     if not path.exists():
         return None
-    return json.loads(path.read_text()).get(AIRFLOW_USER)
+    password: str | None = json.loads(path.read_text()).get(AIRFLOW_USER)
+    return password
 
 
 def _describe(settings: Settings) -> list[str]:
@@ -256,7 +266,7 @@ def _describe(settings: Settings) -> list[str]:
     return lines
 
 
-def wait_for(predicate, timeout_s: float, what: str, every_s: float = 1.0):
+def wait_for(predicate: Callable[[], T], timeout_s: float, what: str, every_s: float = 1.0) -> T:
     """Poll predicate until it returns something truthy (returned); ServiceError after timeout_s."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -277,24 +287,25 @@ class AirflowApi:
         login = {"username": AIRFLOW_USER, "password": password or airflow_password(settings)}
         self.token = self.call("POST", "/auth/token", login)["access_token"]
 
-    def call(self, method: str, path: str, body: dict | None = None) -> dict:
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         headers = {"Content-Type": "application/json"}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(self.base + path, data=data, method=method, headers=headers)
         with urllib.request.urlopen(request, timeout=30) as response:
-            return json.loads(response.read() or b"{}")
+            answer: dict[str, Any] = json.loads(response.read() or b"{}")
+            return answer
 
     def dag_ids(self) -> set[str]:
         return {d["dag_id"] for d in self.call("GET", "/api/v2/dags?limit=100")["dags"]}
 
-    def trigger(self, dag_id: str, conf: dict | None = None) -> str:
+    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
         body = {"logical_date": None, **({"conf": conf} if conf else {})}
-        return self.call("POST", f"/api/v2/dags/{dag_id}/dagRuns", body)["dag_run_id"]
+        return str(self.call("POST", f"/api/v2/dags/{dag_id}/dagRuns", body)["dag_run_id"])
 
     def state(self, dag_id: str, run_id: str) -> str:
-        return self.call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")["state"]
+        return str(self.call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")["state"])
 
     def pause(self, dag_id: str, paused: bool = True) -> None:
         self.call("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": paused})
