@@ -198,6 +198,19 @@ def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
     return 1 if run.failed else 0
 
 
+def cmd_soak(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines.soak import run_soak
+
+    if not 1 <= args.pairs <= 5 or args.days < 1:
+        raise ConfigError("soak: --days must be at least 1 and --pairs between 1 and 5")
+    report = run_soak(settings, args.days, seed=args.seed, pairs=args.pairs)
+    text = json.dumps(report, indent=2, default=str)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+    print(text)
+    return 0 if all(report["targets"].values()) else 1
+
+
 def cmd_maintain(settings: Settings, args: argparse.Namespace) -> int:
     from pipelines.maintenance import maintain
 
@@ -358,6 +371,7 @@ COMMANDS = {
     "docs": cmd_docs,
     "digest": cmd_digest,
     "maintain": cmd_maintain,
+    "soak": cmd_soak,
     "metrics": cmd_metrics,
     "up": cmd_up,
     "airflow": cmd_airflow,

@@ -179,6 +179,15 @@ def parser() -> argparse.ArgumentParser:
     )
 
     sub.add_parser("digest", parents=[common], help="email the last 24 h summary to alerts.email_to")
+    p = sub.add_parser(
+        "soak",
+        parents=[common],
+        help="time-lapse: the hourly cycle once per simulated hour on the sandbox clock, with faults and maintenance",
+    )
+    p.add_argument("--days", type=int, default=2, help="simulated days (24 cycles each; default 2)")
+    p.add_argument("--pairs", type=int, default=3, help="tracked pairs (1-5; default 3)")
+    p.add_argument("--seed", type=int, default=7, help="the market's and the fault schedule's seed")
+    p.add_argument("--json", metavar="FILE", help="also write the report to FILE")
     sub.add_parser(
         "maintain",
         parents=[common],

@@ -125,6 +125,11 @@ def _pgserver() -> ModuleType:
     return pgserver
 
 
+def server_program(name: str) -> Path:
+    """A program of the embedded server's PostgreSQL (pg_dump, psql ...), the server's own version."""
+    return Path(str(_pgserver().__file__)).parent / "pginstall" / "bin" / name
+
+
 def embedded_status(settings: Settings) -> EmbeddedStatus:
     PostmasterInfo = _pgserver().utils.PostmasterInfo
 
@@ -156,6 +161,11 @@ def stop_embedded(settings: Settings) -> bool:
         return False
     user = "pgserver" if os.geteuid() == 0 else None
     pg_ctl(["-w", "stop", "-m", "fast"], pgdata=status.datadir, user=user)
+    # pgserver keeps a handle per data folder and hands it out again as a running server: forget it, so a
+    # start in this process (a restart) starts the server again
+    instances = _pgserver().PostgresServer._instances
+    for folder in [f for f in instances if Path(f).resolve() == status.datadir.resolve()]:
+        instances.pop(folder)
     return True
 
 
