@@ -72,14 +72,20 @@ def _counts(table: pa.Table) -> dict[str, int]:
 
 
 def _roll_forward(lake: BronzeLake, record_path: str) -> None:
-    with lake.fs.open_input_stream(record_path) as stream:
-        record = json.loads(stream.read())
-    if _exists(lake, record["staged"]):
-        for old in record["old"]:
-            if _exists(lake, old):
-                lake.fs.delete_file(old)
-        lake.fs.move(record["staged"], record["final"])
-    lake.fs.delete_file(record_path)
+    """Finish a recorded swap. Idempotent, and safe beside another process finishing the same one (two
+    backfill batches recovering at once): whatever the other already did is skipped."""
+    try:
+        with lake.fs.open_input_stream(record_path) as stream:
+            record = json.loads(stream.read())
+    except FileNotFoundError:
+        return  # finished by another process
+    with contextlib.suppress(FileNotFoundError):
+        if _exists(lake, record["staged"]):
+            for old in record["old"]:
+                if _exists(lake, old):
+                    lake.fs.delete_file(old)
+            lake.fs.move(record["staged"], record["final"])
+        lake.fs.delete_file(record_path)
 
 
 def recover(lake: BronzeLake, table: str) -> int:
@@ -182,21 +188,28 @@ def compact_table(settings: Settings, table: catalog.Table, now: dt.datetime) ->
     with db.advisory_lock(settings, bronze_lock(table.name), settings.database.lock_wait_s):
         recover(lake, table.name)
         partitions = existing_files(lake, table.name)
-    for partition, files in sorted(partitions.items()):
-        if len(files) < 2 or day_of(partition) >= before:
-            continue
+    pruned, busy = 0, ""
+    try:
+        for partition, files in sorted(partitions.items()):
+            if len(files) < 2 or day_of(partition) >= before:
+                continue
+            with db.advisory_lock(
+                settings,
+                f"ingest:{table.source}",
+                settings.database.lock_wait_s,
+                also=[bronze_lock(table.name)],
+            ):
+                current = existing_files(lake, table.name, [day_of(partition)]).get(partition, [])
+                if len(current) > 1:
+                    done.append(compact_partition(lake, table, day_of(partition), sorted(current)))
         with db.advisory_lock(
             settings, f"ingest:{table.source}", settings.database.lock_wait_s, also=[bronze_lock(table.name)]
         ):
-            current = existing_files(lake, table.name, [day_of(partition)]).get(partition, [])
-            if len(current) > 1:
-                done.append(compact_partition(lake, table, day_of(partition), sorted(current)))
-    with db.advisory_lock(
-        settings, f"ingest:{table.source}", settings.database.lock_wait_s, also=[bronze_lock(table.name)]
-    ):
-        pruned = prune_manifests(lake, table.name)
+            pruned = prune_manifests(lake, table.name)
+    except db.LockBusy:  # a run of the source is loading: it goes first, the next maintain goes on
+        busy = "; stopped for a run of its source in progress (the next maintain goes on)"
     merged = sum(c.files for c in done)
     return (
         f"bronze {table.name}: compacted {len(done):,} closed days ({merged:,} files into {len(done):,}), "
-        f"{pruned:,} load manifests without files deleted"
+        f"{pruned:,} load manifests without files deleted{busy}"
     )

@@ -12,6 +12,7 @@ import pytest
 from pipelines import catalog, compaction, ingest, quality
 from pipelines.bronze import existing_files, open_lake, read_bronze, rows_per_load
 from pipelines.cli import sandboxed
+from pipelines.runtime import db
 from pipelines.sandbox import SandboxServer
 
 START = dt.datetime(2026, 3, 1, 20, 30, tzinfo=dt.UTC)  # the sandbox's clock at the first load
@@ -127,3 +128,18 @@ def test_a_crash_in_the_swap_leaves_the_old_files_or_the_new_never_both(lake_set
         )
         == []
     )  # nothing left behind
+
+
+def test_a_run_of_the_source_goes_first_and_the_next_maintain_compacts(lake_settings):
+    settings, lake = lake_settings, open_lake(lake_settings)
+    before = existing_files(lake, "binance_klines")
+    with db.advisory_lock(settings, "ingest:binance"):  # an hourly ingest in progress
+        line = compaction.compact_table(settings, catalog.KLINES, START + 4 * DAY)
+    assert line == (
+        "bronze binance_klines: compacted 0 closed days (0 files into 0), 0 load manifests without files "
+        "deleted; stopped for a run of its source in progress (the next maintain goes on)"
+    )
+    assert existing_files(lake, "binance_klines") == before
+    assert compaction.compact_table(settings, catalog.KLINES, START + 4 * DAY).startswith(
+        "bronze binance_klines: compacted 2 closed days (7 files into 2)"
+    )

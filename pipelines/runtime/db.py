@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import json
@@ -165,7 +166,7 @@ def stop_embedded(settings: Settings) -> bool:
     # start in this process (a restart) starts the server again
     instances = _pgserver().PostgresServer._instances
     for folder in [f for f in instances if Path(f).resolve() == status.datadir.resolve()]:
-        instances.pop(folder)
+        atexit.unregister(instances.pop(folder)._cleanup)  # its exit hook would look it up again
     return True
 
 
