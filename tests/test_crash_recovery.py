@@ -483,9 +483,13 @@ INTERRUPTED = "interrupted; nothing half-written was kept (re-run to resume)"
 
 
 @pytest.mark.slow
-def test_sigint_at_20_random_moments_stops_cleanly_and_a_rerun_is_exact(config, settings):
+def test_sigint_at_20_random_moments_stops_cleanly_and_a_rerun_is_exact(config, settings, sandbox):
     """Ctrl-C anywhere in a backfill: out within 10 s, one line, the lock released, nothing half-written."""
     import random
+
+    # every page a little slow, so a backfill outlasts the latest signal (5 s) however fast the machine: what
+    # the signals hit must not depend on its speed
+    sandbox.set_fault("klines", "slow", delay=0.3)
 
     rng = random.Random(20261202)
     outcomes = []
@@ -515,6 +519,7 @@ def test_sigint_at_20_random_moments_stops_cleanly_and_a_rerun_is_exact(config, 
         if raw_rows(settings):  # what any try committed, bronze holds too (same keys, same load ids)
             assert bronze_rows(settings) == raw_rows(settings), f"try {i}"
     assert outcomes.count(130) >= 10  # most signals landed inside a run
+    sandbox.clear_faults()
 
     summary = ingest.ingest_ohlcv(settings, days=DAYS, command="backfill")
     raw = raw_rows(settings)

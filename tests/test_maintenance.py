@@ -132,4 +132,8 @@ def test_the_janitor_removes_an_expired_dev_environment(settings, tmp_path):
     assert ("gold__dev",) not in execute(settings, "SELECT nspname FROM pg_namespace")
     assert execute(settings, "SELECT count(*) > 0 FROM gold.fct_prices") == [(True,)]  # prod untouched
     assert os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN") is None
-    assert maintenance.airflow_db_clean(settings, NOW) == "Airflow: no metadata database yet"
+    assert maintenance.airflow_db_clean(settings, NOW) == (
+        "Airflow: metadata older than 30 days cleaned (`airflow db clean`)"  # an Airflow test made it
+        if db.airflow_metadata_exists(settings)
+        else "Airflow: no metadata database yet"
+    )
