@@ -59,7 +59,7 @@ def sandboxed(settings: Settings, server: SandboxServer) -> Settings:
 
 
 def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
-    from pipelines.runtime import db
+    from pipelines.runtime import db, schema
 
     if args.action == "migrate":
         from pipelines.upgrade import migrate_all
@@ -75,7 +75,7 @@ def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
                 f"database.url is set: using {db.redact(settings.database.url)}; no embedded server to {args.action}"
             )
             if args.action == "start":
-                db.ensure_schema(settings)
+                schema.ensure_schema(settings)
         return 0
     if args.action == "start":
         status = db.start_embedded(settings)

@@ -11,7 +11,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from pipelines.runtime import db
+from pipelines.runtime import db, schema
 from pipelines.settings import Settings
 
 
@@ -19,7 +19,7 @@ def migrate_all(settings: Settings, config_file: Path | None = None) -> list[str
     """Every migration this release needs, ours first (the others' state lives in our database)."""
     if settings.database.embedded:
         db.start_embedded(settings, check_schema=False)
-    lines = [f"cryptoflow: {line}" for line in db.migrate(settings)]
+    lines = [f"cryptoflow: {line}" for line in schema.migrate(settings)]
     lines.append(f"SQLMesh: {migrate_sqlmesh(settings)}")
     lines.append(f"Airflow: {migrate_airflow(settings, config_file)}")
     lines.append("dlt: nothing to do (it upgrades its own state at a pipeline's next load)")

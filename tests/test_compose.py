@@ -39,6 +39,7 @@ from pipelines.bronze import open_lake, read_bronze
 from pipelines.cli import sandboxed
 from pipelines.cli_args import parser as _parser
 from pipelines.runtime import db, stack
+from pipelines.runtime.schema import ensure_schema
 from pipelines.sandbox import SandboxServer
 from pipelines.settings import SECRET_ENV, ConfigError, Settings, load_settings
 
@@ -748,7 +749,7 @@ def test_postgres_init_script_creates_roles_and_databases(fresh_postgres, tmp_pa
         f"postgresql://cryptoflow_writer@localhost/cryptoflow?host={socket_dir}"
     )
     settings = url_of(writer_env)
-    db.ensure_schema(settings)
+    ensure_schema(settings)
 
     def connect(role: str, database: str):
         return contextlib.closing(psycopg2.connect(host=socket_dir, user=role, dbname=database))

@@ -452,7 +452,7 @@ def test_the_refusal_names_the_backend_holding_the_lock(settings):
     with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
         cur.execute("SELECT pg_backend_pid()")
         (mine,) = cur.fetchone()
-        cur.execute("SELECT pg_advisory_lock(%s)", (db._lock_key("ingest:binance"),))
+        cur.execute("SELECT pg_advisory_lock(%s)", (db.lock_key("ingest:binance"),))
         with pytest.raises(db.LockBusy) as refused:
             ingest.ingest_ohlcv(settings, days=1)
     assert str(refused.value) == (

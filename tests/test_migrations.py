@@ -14,7 +14,7 @@ import psycopg2
 import pytest
 import yaml
 
-from pipelines.runtime import db, migrations
+from pipelines.runtime import db, migrations, schema
 
 BASELINE = migrations.MIGRATIONS_DIR / "0001_baseline.sql"
 
@@ -50,13 +50,13 @@ def tables(settings, schema: str) -> set[str]:
 
 def test_a_new_database_gets_every_migration_once_with_its_checksum(make_settings):
     settings = fresh(make_settings, auto_migrate=False)  # a new database is migrated whatever the setting
-    assert db.ensure_schema(settings) == ["applied migration 0001_baseline"]
+    assert schema.ensure_schema(settings) == ["applied migration 0001_baseline"]
     shipped = migrations.available()
     assert ledger(settings) == [(m.version, m.name, m.checksum) for m in shipped]
     assert {"pipeline_runs", "gaps", "pairs", "revisions", "raw_changes", "schema_migrations"} <= tables(
         settings, "ops"
     )
-    assert db.ensure_schema(settings) == []  # every later command: one query, nothing applied
+    assert schema.ensure_schema(settings) == []  # every later command: one query, nothing applied
     assert len(ledger(settings)) == len(shipped)
 
 
@@ -78,7 +78,7 @@ def test_a_database_built_before_versioned_migrations_is_recognised_and_keeps_it
     before = rows(settings, "SELECT * FROM ops.pipeline_runs"), rows(settings, "SELECT * FROM ops.gaps")
 
     with pytest.raises(migrations.SchemaError) as refused:
-        db.ensure_schema(settings)  # a configured server: any command refuses until `db migrate`
+        schema.ensure_schema(settings)  # a configured server: any command refuses until `db migrate`
     assert str(refused.value) == (
         "the database's schema is from before versioned migrations (v0.1.0); this cryptoflow needs version "
         f"{len(migrations.available())}: back it up, then run `cryptoflow db migrate` (or set "
@@ -86,7 +86,7 @@ def test_a_database_built_before_versioned_migrations_is_recognised_and_keeps_it
     )
     assert "\n" not in str(refused.value)
 
-    assert db.migrate(settings)[:2] == [
+    assert schema.migrate(settings)[:2] == [
         "recognised a database built before versioned migrations (v0.1.0): its schema is migration 1",
         "applied migration 0001_baseline",
     ]
@@ -95,7 +95,7 @@ def test_a_database_built_before_versioned_migrations_is_recognised_and_keeps_it
         rows(settings, "SELECT * FROM ops.gaps"),
     ) == before
     assert [v for v, *_ in ledger(settings)] == [m.version for m in migrations.available()]
-    assert db.migrate(settings) == [
+    assert schema.migrate(settings) == [
         f"the schema is at version {len(migrations.available())}: nothing to migrate"
     ]
 
@@ -104,17 +104,17 @@ def test_embedded_mode_migrates_by_itself(make_settings):
     settings = fresh(make_settings)  # database.auto_migrate unset: true in embedded mode
     execute(settings, BASELINE.read_text())
     assert settings.database.migrates_itself
-    assert db.ensure_schema(settings)[-1] == "applied migration 0001_baseline"
+    assert schema.ensure_schema(settings)[-1] == "applied migration 0001_baseline"
 
 
 def test_a_newer_or_an_edited_schema_is_refused_in_one_line(make_settings, tmp_path):
     settings = fresh(make_settings)
-    db.ensure_schema(settings)
+    schema.ensure_schema(settings)
     execute(
         settings, "INSERT INTO ops.schema_migrations (version, name, checksum) VALUES (99, 'future', 'x')"
     )
     with pytest.raises(migrations.SchemaError) as newer:
-        db.ensure_schema(settings)
+        schema.ensure_schema(settings)
     assert str(newer.value) == (
         "the database's schema is at version 99, newer than this cryptoflow knows "
         f"({len(migrations.available())}): a newer release migrated it; run that release (or restore the backup "
@@ -125,7 +125,7 @@ def test_a_newer_or_an_edited_schema_is_refused_in_one_line(make_settings, tmp_p
     with pytest.raises(
         migrations.SchemaError, match=r"^migration 0001_baseline differs from the one applied"
     ):
-        db.ensure_schema(settings)
+        schema.ensure_schema(settings)
 
 
 def _folder(tmp_path: Path, extra: dict[str, str]) -> Path:

@@ -19,7 +19,7 @@ from pipelines import ingest
 from pipelines.cli import sandboxed
 from pipelines.http import RateLimiter
 from pipelines.ingest import dlq
-from pipelines.runtime import db
+from pipelines.runtime import db, schema
 from pipelines.sandbox import SandboxServer
 
 HOUR = 3_600_000
@@ -97,7 +97,7 @@ def test_dlq_replay_takes_the_sources_lock(settings):
     an abandoned run: it waits for the source's lock like every writer, and is refused when it stays held."""
     before = execute(settings, "SELECT count(*) FROM raw.binance_klines")
     with contextlib.closing(db.connect(settings)) as holder, holder.cursor() as cur:
-        cur.execute("SELECT pg_backend_pid(), pg_advisory_lock(%s)", (db._lock_key("ingest:binance"),))
+        cur.execute("SELECT pg_backend_pid(), pg_advisory_lock(%s)", (db.lock_key("ingest:binance"),))
         ((pid, _),) = cur.fetchall()
         with pytest.raises(
             db.LockBusy, match=f"another 'ingest:binance' run is in progress \\(Postgres backend pid {pid}\\)"
@@ -150,7 +150,7 @@ def test_on_a_configured_server_the_reader_is_created_and_reader_url_is_never_th
         f"postgresql://{reader}@localhost/{settings.database.name}?host={status.socket_dir}"
     )  # no password known: libpq's own (.pgpass), still the reader
     configured = load_settings(None, environ={**environ, "CRYPTOFLOW_READER_PASSWORD": "r3ad-only"})
-    db.ensure_schema(configured)
+    schema.ensure_schema(configured)
     with contextlib.closing(psycopg2.connect(db.reader_url(configured))) as conn, conn.cursor() as cur:
         cur.execute("SELECT current_user, count(*) FROM raw.binance_klines")
         assert cur.fetchone() == (reader, 89)  # 96 candles, 7 of them dead letters
@@ -273,13 +273,13 @@ def test_every_advisory_lock_wait_is_bounded(make_settings):
     settings = make_settings(database={"lock_timeout_s": 1})
     db.ensure_database(settings)
     with contextlib.closing(db.connect(settings)) as holder, holder.cursor() as cur:
-        cur.execute("SELECT pg_advisory_lock(%s)", (db._lock_key("cryptoflow:schema"),))
+        cur.execute("SELECT pg_advisory_lock(%s)", (db.lock_key("cryptoflow:schema"),))
         with pytest.raises(psycopg2.errors.LockNotAvailable) as waited:
-            db.ensure_schema(settings)
+            schema.ensure_schema(settings)
         assert user_facing(waited.value).startswith(
             "the database kept a lock this run needs for longer than database.lock_timeout_s"
         )
-        cur.execute("SELECT pg_advisory_lock(%s)", (db._lock_key("cryptoflow:bootstrap"),))
+        cur.execute("SELECT pg_advisory_lock(%s)", (db.lock_key("cryptoflow:bootstrap"),))
         with pytest.raises(psycopg2.errors.LockNotAvailable):
             db.start_embedded(settings)
 
@@ -310,7 +310,7 @@ def test_shared_runs_go_side_by_side_and_a_run_wanting_the_source_alone_goes_fir
         alone = threading.Thread(target=run_alone)
         alone.start()
         deadline = time.monotonic() + 10
-        turn = db._lock_key(f"{source}:next")
+        turn = db.lock_key(f"{source}:next")
         while not execute(
             settings,
             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "

@@ -178,7 +178,7 @@ def _bootstrap(admin_uri: str, settings: Settings, check_schema: bool = True) ->
     conn = _admin_connect(settings, admin_uri)
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT pg_advisory_lock(%s)", (_lock_key("cryptoflow:bootstrap"),))
+            cur.execute("SELECT pg_advisory_lock(%s)", (lock_key("cryptoflow:bootstrap"),))
             # Bulk builds write GBs of WAL: fewer forced checkpoints (reloadable settings, no restart).
             for name, value in EMBEDDED_SETTINGS.items():
                 cur.execute(f"ALTER SYSTEM SET {name} = %s", (value,))
@@ -202,7 +202,9 @@ def _bootstrap(admin_uri: str, settings: Settings, check_schema: bool = True) ->
             conn2.close()
             _require_passwords(cur, settings)
             if check_schema:
-                ensure_schema(settings)
+                from pipelines.runtime import schema
+
+                schema.ensure_schema(settings)
     finally:
         conn.close()  # releases the session lock
 
@@ -233,7 +235,7 @@ def airflow_metadata_url(settings: Settings) -> str:
     conn = _admin_connect(settings, _pgserver().get_server(_datadir(settings), cleanup_mode=None).get_uri())
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT pg_advisory_lock(%s)", (_lock_key("cryptoflow:bootstrap"),))
+            cur.execute("SELECT pg_advisory_lock(%s)", (lock_key("cryptoflow:bootstrap"),))
             cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (AIRFLOW_ROLE,))
             verb = "ALTER" if cur.fetchone() else "CREATE"
             cur.execute(f'{verb} ROLE "{AIRFLOW_ROLE}" LOGIN PASSWORD %s', (password,))
@@ -330,88 +332,12 @@ def ensure_database(settings: Settings) -> None:
     if settings.database.embedded:
         start_embedded(settings)
     else:
-        ensure_schema(settings)
+        from pipelines.runtime import schema
+
+        schema.ensure_schema(settings)
 
 
-def ensure_schema(settings: Settings) -> list[str]:
-    """The schema as this code needs it (pipelines.runtime.migrations.check: migrated if allowed, else a
-    one-line refusal), then the reader's grants. Returns what was migrated, one line each."""
-    from pipelines.runtime import migrations
-
-    with contextlib.closing(connect(settings)) as conn:
-        conn.autocommit = True  # each migration commits on its own; the session lock spans them
-        with conn.cursor() as cur:
-            cur.execute("SELECT pg_advisory_lock(%s)", (_lock_key(migrations.LOCK),))
-            done = migrations.check(cur, settings.database.migrates_itself)
-        conn.autocommit = False
-        with conn, conn.cursor() as cur:
-            _grant_reader(cur, settings)
-    return done  # closing the session released the lock
-
-
-def migrate(settings: Settings) -> list[str]:
-    """`cryptoflow db migrate`: apply this code's pending migrations (whatever database.auto_migrate says)."""
-    from pipelines.runtime import migrations
-
-    with contextlib.closing(connect(settings)) as conn:
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute("SELECT pg_advisory_lock(%s)", (_lock_key(migrations.LOCK),))
-            done = migrations.migrate(cur)
-            state = migrations.status(cur)
-    ensure_schema(settings)  # the grants
-    return done or [f"the schema is at version {state.current}: nothing to migrate"]
-
-
-def _grant_reader(cur: Cursor, settings: Settings) -> None:
-    """The reader reads gold, ops and raw (created on a configured server when its password is given)."""
-    reader = settings.database.reader_role
-    cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (reader,))
-    exists = cur.fetchone() is not None
-    if not exists and not settings.database.embedded:
-        exists = _create_reader(cur, settings)
-    if exists:
-        for schema in READER_SCHEMAS:
-            cur.execute(f'GRANT USAGE ON SCHEMA {schema} TO "{reader}"')
-            cur.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO "{reader}"')
-            cur.execute(f'ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT SELECT ON TABLES TO "{reader}"')
-
-
-READER_SCHEMAS = ("gold", "ops", "raw")  # read-only: the dashboard reads gold and ops, the metrics raw too
-
-
-def _create_reader(cur: Cursor, settings: Settings) -> bool:
-    """A configured server without the reader role: create it (read-only by default) with the password from
-    CRYPTOFLOW_READER_PASSWORD. Returns whether the role exists afterwards."""
-    reader = settings.database.reader_role
-    if not settings.secrets.reader_password:
-        log.warning(
-            f"the reader role {reader} does not exist: set CRYPTOFLOW_READER_PASSWORD and run `cryptoflow db "
-            "start` to create it (the dashboard and the metrics connect only as the reader)"
-        )
-        return False
-    cur.execute("SAVEPOINT create_reader")
-    try:
-        cur.execute(f'CREATE ROLE "{reader}" LOGIN PASSWORD %s', (settings.secrets.reader_password,))
-        cur.execute(f'ALTER ROLE "{reader}" SET default_transaction_read_only = on')
-        cur.execute(f'GRANT CONNECT ON DATABASE "{_current_database(cur)}" TO "{reader}"')
-    except psycopg2.errors.InsufficientPrivilege:
-        cur.execute("ROLLBACK TO SAVEPOINT create_reader")
-        log.warning(
-            f"the reader role {reader} does not exist and the writer may not create roles: create it as an "
-            "administrator (docker/postgres-init.sh shows how), with the password in CRYPTOFLOW_READER_PASSWORD"
-        )
-        return False
-    log.info("created the read-only reader role", extra={"role": reader})
-    return True
-
-
-def _current_database(cur: Cursor) -> str:
-    cur.execute("SELECT current_database()")
-    return str(one(cur)[0])
-
-
-def _lock_key(name: str) -> int:
+def lock_key(name: str) -> int:
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
 
 
@@ -438,7 +364,7 @@ def advisory_lock(
     deadline = time.monotonic() + wait_s
 
     def take(cur: Cursor, lock: str, take_shared: bool) -> None:
-        key, next_key = _lock_key(lock), _lock_key(f"{lock}:next")
+        key, next_key = lock_key(lock), lock_key(f"{lock}:next")
         while True:
             if take_shared:  # only while no exclusive run waits: take its turn-lock for a moment
                 cur.execute("SELECT pg_try_advisory_lock(%s)", (next_key,))
@@ -482,9 +408,9 @@ def advisory_lock(
 def lock_is_free(settings: Settings, name: str) -> bool:
     """Whether nobody holds the advisory lock `name` right now (taken and given back at once to tell)."""
     with contextlib.closing(connect(settings)) as conn, conn.cursor() as cur:
-        cur.execute("SELECT pg_try_advisory_lock(%s)", (_lock_key(name),))
+        cur.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(name),))
         free = bool(one(cur)[0])
         if free:
-            cur.execute("SELECT pg_advisory_unlock(%s)", (_lock_key(name),))
+            cur.execute("SELECT pg_advisory_unlock(%s)", (lock_key(name),))
         conn.rollback()
     return free
