@@ -14,7 +14,6 @@ import datetime as dt
 import logging
 import os
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,23 +130,7 @@ def airflow_db_clean(settings: Settings, now: dt.datetime, config_file: Path | N
         return "Airflow: AIRFLOW__DATABASE__SQL_ALCHEMY_CONN is not set: its scheduler's host cleans it"
     days = settings.retention.airflow_days
     before = (now - dt.timedelta(days=days)).isoformat()
-    env = {**os.environ, **services.airflow_env(settings, config_file or Path("config.yaml").resolve())}
-    done = subprocess.run(
-        [
-            services.bin_path("airflow"),
-            "db",
-            "clean",
-            "--clean-before-timestamp",
-            before,
-            "--yes",
-            "--skip-archive",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
+    services.run_airflow(
+        settings, config_file, "db", "clean", "--clean-before-timestamp", before, "--yes", "--skip-archive"
     )
-    if done.returncode != 0:
-        last = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["(no output)"]
-        raise RuntimeError(f"`airflow db clean` failed (exit {done.returncode}): {last[0]}")
     return f"Airflow: metadata older than {days} days cleaned (`airflow db clean`)"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 from pathlib import Path
 
 from pipelines.runtime import db, schema
@@ -62,11 +61,5 @@ def migrate_airflow(settings: Settings, config_file: Path | None) -> str:
         return "no metadata database yet (`cryptoflow up` creates it)"
     if not settings.database.embedded and not os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"):
         return "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN is not set: run `airflow db migrate` where Airflow runs"
-    env = {**os.environ, **services.airflow_env(settings, config_file or Path("config.yaml").resolve())}
-    done = subprocess.run(
-        [services.bin_path("airflow"), "db", "migrate"], env=env, capture_output=True, text=True, check=False
-    )
-    if done.returncode != 0:
-        last = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["(no output)"]
-        raise db.DatabaseUnavailable(f"`airflow db migrate` failed (exit {done.returncode}): {last[0]}")
+    services.run_airflow(settings, config_file, "db", "migrate")
     return "metadata database migrated (`airflow db migrate`)"

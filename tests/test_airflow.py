@@ -517,7 +517,23 @@ def test_failure_callback_alerts_even_when_the_database_is_down(tmp_path, monkey
     assert "database went away" in text and "scheduled__2026-11-29T15:00:00+00:00" in text
 
 
-def test_retry_callback_records_the_cause_with_or_without_an_exception(make_settings, tmp_path, monkeypatch):
+@pytest.fixture
+def task_config(make_settings, tmp_path, monkeypatch):
+    """Settings on a database of their own, and the config file naming it that task code reads
+    (CRYPTOFLOW_CONFIG), as a task Airflow runs would."""
+    settings = make_settings()
+    db.ensure_database(settings)
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {"database": {"embedded_dir": settings.database.embedded_dir, "name": settings.database.name}}
+        )
+    )
+    monkeypatch.setenv("CRYPTOFLOW_CONFIG", str(config))
+    return settings
+
+
+def test_retry_callback_records_the_cause_with_or_without_an_exception(task_config, tmp_path, monkeypatch):
     """A try that raised: its ledger row says what, as the operator reads it (our error behind its wrappers).
     A try Airflow failed from outside (the scheduler found its worker done before the task started or
     reported, e.g. the worker could not reach the API server while `airflow standalone` was starting; or a
@@ -528,15 +544,7 @@ def test_retry_callback_records_the_cause_with_or_without_an_exception(make_sett
     from pipelines import airflow_callbacks
     from pipelines.runtime.db import LockBusy
 
-    settings = make_settings()
-    db.ensure_database(settings)
-    config = tmp_path / "config.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {"database": {"embedded_dir": settings.database.embedded_dir, "name": settings.database.name}}
-        )
-    )
-    monkeypatch.setenv("CRYPTOFLOW_CONFIG", str(config))
+    settings = task_config
     # Airflow's configuration, read to name the try's log file: from here, nothing from ~/airflow
     monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow_home"))
     monkeypatch.setenv("AIRFLOW__LOGGING__BASE_LOG_FOLDER", str(tmp_path / "airflow_logs"))
@@ -595,7 +603,7 @@ def test_retry_callback_records_the_cause_with_or_without_an_exception(make_sett
     ]
 
 
-def test_transform_task_skips_until_every_raw_table_has_loaded(make_settings, tmp_path, monkeypatch):
+def test_transform_task_skips_until_every_raw_table_has_loaded(task_config, monkeypatch):
     """A new deployment: the first raw table's asset event starts transform_sqlmesh before the other sources
     have loaded. The task is skipped, naming what is missing, and records no failed run (nothing to page
     for); the next raw update starts it again."""
@@ -603,15 +611,7 @@ def test_transform_task_skips_until_every_raw_table_has_loaded(make_settings, tm
 
     from pipelines import orchestration
 
-    settings = make_settings()
-    db.ensure_database(settings)
-    config = tmp_path / "config.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {"database": {"embedded_dir": settings.database.embedded_dir, "name": settings.database.name}}
-        )
-    )
-    monkeypatch.setenv("CRYPTOFLOW_CONFIG", str(config))
+    settings = task_config
     with pytest.raises(AirflowSkipException, match=r"raw\.binance_klines, raw\.coingecko_markets, raw\.fear"):
         orchestration.transform("prod")
     assert query(settings, "SELECT count(*) FROM ops.pipeline_runs") == [(0,)]

@@ -51,6 +51,16 @@ def bin_path(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
+def run_airflow(settings: Settings, config_file: Path | None, *args: str) -> None:
+    """`airflow <args>` as `cryptoflow up` runs Airflow (its environment, this deployment's config file);
+    ServiceError with its last line when it fails."""
+    env = {**os.environ, **airflow_env(settings, config_file or Path("config.yaml").resolve())}
+    done = subprocess.run([bin_path("airflow"), *args], env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        last = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["(no output)"]
+        raise ServiceError(f"`airflow {' '.join(args)}` failed (exit {done.returncode}): {last[0]}")
+
+
 def _run_dir(settings: Settings) -> Path:
     return settings.state_dir / "run"
 
