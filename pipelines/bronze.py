@@ -29,6 +29,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from pipelines.errors import LakeUnavailable
 from pipelines.settings import Settings
 
 MS_PER_DAY = 86_400_000
@@ -46,6 +47,21 @@ class BronzeLake:
 
     def table_dir(self, table: str) -> str:
         return f"{self.root}/crypto/{table}"
+
+
+@contextlib.contextmanager
+def lake_errors(lake: BronzeLake) -> Iterator[None]:
+    """The filesystem's OSError (pyarrow's S3 errors carry the whole AWS SDK message) as one line that says
+    which lake and what to do."""
+    try:
+        yield
+    except OSError as exc:
+        text = str(exc)
+        cause = text.rsplit("Details: ", 1)[-1] if "Details: " in text else text
+        raise LakeUnavailable(
+            f"the bronze lake at {lake.url} cannot be reached ({cause.strip()[:160]}): nothing half-written "
+            "is kept; re-run once it is back (storage.bronze_url, storage.s3_endpoint_url)"
+        ) from exc
 
 
 def open_lake(settings: Settings) -> BronzeLake:
@@ -108,6 +124,14 @@ def existing_files(
 ) -> dict[str, list[str]]:
     """Partition directory -> the parquet files in it (temporary files skipped): one recursive listing of the
     table, or, for a few days, only those days' partitions (an hourly run touches one or two of ~1,100)."""
+    found: dict[str, list[str]] = {}
+    for info in data_files(lake, table, days):
+        found.setdefault(info.path.rsplit("/", 1)[0], []).append(info.path)
+    return found
+
+
+def data_files(lake: BronzeLake, table: str, days: Sequence[dt.date] | None = None) -> list[pafs.FileInfo]:
+    """The table's data files with their size and modification time, as existing_files lists them."""
     if days is None or len(days) > 31:
         selectors = [pafs.FileSelector(lake.table_dir(table), recursive=True, allow_not_found=True)]
     else:
@@ -117,12 +141,12 @@ def existing_files(
             )
             for d in days
         ]
-    found: dict[str, list[str]] = {}
-    for selector in selectors:
-        for info in lake.fs.get_file_info(selector):
-            if info.type == pafs.FileType.File and load_of(info.path):
-                found.setdefault(info.path.rsplit("/", 1)[0], []).append(info.path)
-    return found
+    return [
+        info
+        for selector in selectors
+        for info in lake.fs.get_file_info(selector)
+        if info.type == pafs.FileType.File and load_of(info.path)
+    ]
 
 
 def _rewrite(lake: BronzeLake, path: str, rows: pa.Table) -> None:
@@ -314,10 +338,41 @@ def union_schema(schemas: list[pa.Schema]) -> pa.Schema:
     return pa.schema(list(fields.values()))
 
 
-def rows_per_load(lake: BronzeLake, table: str) -> dict[str, int]:
-    """Rows per load id in a bronze table, reading only the load_id column (the reconciliation check)."""
-    if lake.fs.get_file_info(lake.table_dir(table)).type == pafs.FileType.NotFound:
-        return {}
-    dataset = ds.dataset(lake.table_dir(table), filesystem=lake.fs, format="parquet", partitioning="hive")
-    loads = dataset.to_table(columns=["load_id"])["load_id"]
-    return {c["values"].as_py(): c["counts"].as_py() for c in pc.value_counts(loads)} if len(loads) else {}
+@dataclass(frozen=True)
+class FileLoads:
+    """Rows per load id in one bronze file, and the file's size and modification time when they were read."""
+
+    size: int
+    mtime_ns: int
+    loads: dict[str, int]
+
+
+def rows_per_load(
+    lake: BronzeLake, table: str, known: dict[str, FileLoads] | None = None
+) -> tuple[dict[str, int], dict[str, FileLoads]]:
+    """Rows per load id in a bronze table (the reconciliation check), and what each file holds. `known` is
+    what an earlier call returned: a file whose size and modification time are unchanged is not read again,
+    so an hourly check reads the files written since the last one, not years of partitions (each a request
+    on S3). Others are read in one parallel scan of their load_id column, never every column."""
+    known = known or {}
+    index, unread = {}, []
+    for info in data_files(lake, table):
+        entry = known.get(info.path)
+        mtime = info.mtime_ns or 0
+        if entry is not None and (entry.size, entry.mtime_ns) == (info.size, mtime):
+            index[info.path] = entry
+        else:
+            unread.append((info.path, int(info.size or 0), mtime))
+    if unread:
+        counts: dict[str, dict[str, int]] = {path: {} for path, _, _ in unread}
+        dataset = ds.dataset([path for path, _, _ in unread], filesystem=lake.fs, format="parquet")
+        for tagged in dataset.scanner(columns=["load_id"]).scan_batches():
+            found = counts[tagged.fragment.path]
+            for c in pc.value_counts(tagged.record_batch["load_id"]):
+                found[c["values"].as_py()] = found.get(c["values"].as_py(), 0) + c["counts"].as_py()
+        index |= {path: FileLoads(size, mtime, counts[path]) for path, size, mtime in unread}
+    totals: dict[str, int] = {}
+    for entry in index.values():
+        for load, rows in entry.loads.items():
+            totals[load] = totals.get(load, 0) + rows
+    return totals, index

@@ -130,3 +130,32 @@ def assets() -> dict[str, str]:
 def column_max_age_hours(settings: Settings, tables: tuple[Table, ...] = TABLES) -> dict[str, float]:
     """Qualified table name -> how old its fresh_column's newest value may be, in hours (tables with a rule)."""
     return {t.qualified: hours for t in tables if (hours := t.column_max_age_h(settings)) is not None}
+
+
+# Autovacuum and analyze per hot table; every other table keeps Postgres's defaults (a table is vacuumed once
+# 20% of it is dead and analysed once 10% changed, checked every minute). The ops tables get theirs through
+# a migration (pipelines/migrations/0002_autovacuum.sql); a raw table, which dlt creates at its first load,
+# from the ingest engine right after that load. tests/test_maintenance.py holds the database to this table.
+AUTOVACUUM: dict[str, dict[str, str]] = {
+    # A year of one pair is 8,760 candles; every hourly run merges back the restate window (48 h per pair),
+    # leaving dead rows behind. At 20% a table of 50 pairs x 3 years would carry 260k dead rows before a
+    # vacuum; at 2%, about a day's churn. New hours must reach the statistics (the transform and the
+    # dashboard filter on the newest open_time), so analyse at 2% too, and vacuum appended pages at 5%
+    # (the visibility map keeps index-only scans of the key cheap).
+    "raw.binance_klines": {
+        "autovacuum_vacuum_scale_factor": "0.02",
+        "autovacuum_analyze_scale_factor": "0.02",
+        "autovacuum_vacuum_insert_scale_factor": "0.05",
+    },
+    # One row per API and minute, updated on every request (the shared weight budget): leave room on each
+    # page for the updates (fillfactor: they stay on their page, no index change) and vacuum by count.
+    "ops.request_weight": {
+        "fillfactor": "50",
+        "autovacuum_vacuum_scale_factor": "0",
+        "autovacuum_vacuum_threshold": "1000",
+    },
+    # Queues: a row per load, deleted by the next transform (raw_changes) or gap check. Nearly all of such a
+    # table is dead most of the time; a percentage of its live rows never triggers.
+    "ops.raw_changes": {"autovacuum_vacuum_scale_factor": "0", "autovacuum_vacuum_threshold": "200"},
+    "ops.pending_gap_checks": {"autovacuum_vacuum_scale_factor": "0", "autovacuum_vacuum_threshold": "200"},
+}

@@ -7,11 +7,15 @@ from pipelines.runtime.db import DatabaseUnavailable, LockBusy
 from pipelines.settings import ConfigError
 
 
+class LakeUnavailable(Exception):
+    """The bronze lake could not be read or written (an S3 endpoint gone, a bucket or folder missing)."""
+
+
 class UniverseError(Exception):
     """A requested symbol is not a TRADING Binance pair (or the universe came out empty)."""
 
 
-USER_ERRORS = (ApiError, DatabaseUnavailable, LockBusy, ConfigError, ValueError)
+USER_ERRORS = (ApiError, DatabaseUnavailable, LakeUnavailable, LockBusy, ConfigError, ValueError)
 
 
 def root_cause(exc: BaseException) -> BaseException:

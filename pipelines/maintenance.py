@@ -1,6 +1,7 @@
 """`cryptoflow maintain` (and the maintenance_daily DAG): what a year of hourly runs leaves behind, expired
 by `retention.*` - the ops ledgers, dlt's completed load packages, SQLMesh's expired environments and
-snapshots (its janitor), Airflow's old metadata (`airflow db clean`). One line per step.
+snapshots (its janitor), Airflow's old metadata (`airflow db clean`) - and the dead rows autovacuum has not
+reached yet (VACUUM ANALYZE of those tables). One line per step.
 
 History is never expired: settled gaps, applied revisions, pair status spells, schema changes, archive files
 and migrations are what an operator reads to explain the data. `ops.raw_changes` empties itself (the transform
@@ -16,6 +17,8 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+
+import psycopg2
 
 from pipelines import catalog, compaction
 from pipelines.runtime import db
@@ -71,7 +74,44 @@ def maintain(
     lines.append(prune_dlt_packages(settings, now))
     lines.append(sqlmesh_janitor(settings))
     lines.append(airflow_db_clean(settings, now, config_file))
+    lines.append(vacuum_behind(settings))  # last: the deletes above leave dead rows too
     return lines
+
+
+# A table autovacuum has fallen behind on: more dead rows than this many, and than this share of its live ones
+# (autovacuum itself would have started at 20% and 50 rows, or at the hot tables' own catalog.AUTOVACUUM).
+BEHIND_ROWS, BEHIND_SHARE = 1000, 0.2
+VACUUM_LOCK_TIMEOUT = "5s"  # a table locked by a running load or plan is left for tomorrow
+
+
+def vacuum_behind(settings: Settings) -> str:
+    """VACUUM (ANALYZE) each of the pipeline's tables (raw, ops, SQLMesh's) that autovacuum has fallen behind
+    on: a server whose autovacuum is off, starved or cancelled by the loads. Normally none."""
+    done, dead, skipped = [], 0, []
+    with contextlib.closing(db.connect(settings)) as conn:
+        conn.autocommit = True  # VACUUM runs outside a transaction
+        with conn.cursor() as cur:
+            cur.execute(f"SET lock_timeout = '{VACUUM_LOCK_TIMEOUT}'")
+            cur.execute(
+                "SELECT schemaname, relname, n_dead_tup FROM pg_stat_user_tables "
+                "WHERE (schemaname IN ('raw', 'ops') OR schemaname LIKE 'sqlmesh%%') "
+                "AND n_dead_tup > greatest(%s, %s * n_live_tup) ORDER BY n_dead_tup DESC",
+                (BEHIND_ROWS, BEHIND_SHARE),
+            )
+            for schema, table, rows in cur.fetchall():
+                try:
+                    cur.execute(f'VACUUM (ANALYZE) "{schema}"."{table}"')
+                except (psycopg2.errors.LockNotAvailable, psycopg2.errors.UndefinedTable):
+                    skipped.append(f"{schema}.{table}")  # in use, or dropped meanwhile (a janitor, a plan)
+                    continue
+                done.append(f"{schema}.{table}")
+                dead += rows
+    line = f"Postgres: vacuumed {len(done)} tables autovacuum had not reached ({dead:,} dead rows)"
+    if done:
+        line += f": {', '.join(done[:5])}{' ...' if len(done) > 5 else ''}"
+    if skipped:
+        line += f"; skipped (locked): {', '.join(skipped)}"
+    return line
 
 
 def expire_ops(settings: Settings, now: dt.datetime) -> list[str]:

@@ -8,7 +8,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
@@ -18,6 +18,9 @@ from pipelines.ops.observability import new_run_id
 from pipelines.redaction import redact
 from pipelines.runtime import db
 from pipelines.settings import Settings
+
+if TYPE_CHECKING:
+    from pipelines.bronze import BronzeLake
 
 log = logging.getLogger(__name__)
 CHECKS_DIR = Path(__file__).resolve().parent.parent / "audits"
@@ -141,7 +144,8 @@ COMPACTION_WAIT_S = 120  # a compaction holds a table's bronze for one partition
 def bronze_reconciliation(settings: Settings) -> list[CheckResult]:
     """Bronze rows equal raw rows per load id (Parquet is outside Soda's reach, so this one is Python)."""
     from pipelines import compaction
-    from pipelines.bronze import open_lake, rows_per_load
+    from pipelines.bronze import lake_errors, open_lake
+    from pipelines.errors import LakeUnavailable
 
     lake = open_lake(settings)
     results = []
@@ -150,9 +154,17 @@ def bronze_reconciliation(settings: Settings) -> list[CheckResult]:
             cur.execute("SELECT now()")
             began = db.one(cur)[0]
         # never in the middle of a compaction's swap (it holds the lock while it swaps a partition's files)
-        with db.advisory_lock(settings, compaction.bronze_lock(table), COMPACTION_WAIT_S, shared=True):
-            compaction.recover(lake, table)
-            in_bronze = rows_per_load(lake, table)  # the load_id column only, never every column
+        name = f"bronze rows equal raw rows per load id ({table})"
+        try:
+            with (
+                db.advisory_lock(settings, compaction.bronze_lock(table), COMPACTION_WAIT_S, shared=True),
+                lake_errors(lake),
+            ):
+                compaction.recover(lake, table)
+                in_bronze = _bronze_rows_per_load(settings, lake, table)
+        except LakeUnavailable as exc:  # the check cannot be made: an error of this check, not of the run
+            results.append(CheckResult("raw", name, table, "fail", "error", None, {"error": str(exc)}))
+            continue
         with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
             cur.execute("SELECT to_regclass(%s)", (f"raw.{table}",))
             in_raw = {}
@@ -176,7 +188,7 @@ def bronze_reconciliation(settings: Settings) -> list[CheckResult]:
         results.append(
             CheckResult(
                 "raw",
-                f"bronze rows equal raw rows per load id ({table})",
+                name,
                 table,
                 "fail",
                 "fail" if mismatched else "pass",
@@ -191,6 +203,33 @@ def bronze_reconciliation(settings: Settings) -> list[CheckResult]:
             )
         )
     return results
+
+
+def _bronze_rows_per_load(settings: Settings, lake: BronzeLake, table: str) -> dict[str, int]:
+    """Rows per load id in bronze, reading only the files ops.bronze_index does not hold as they are now;
+    the index is brought up to date in the same go (files gone deleted, files new or rewritten replaced)."""
+    from pipelines.bronze import FileLoads, rows_per_load
+
+    with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT path, size, mtime_ns, load_id, rows FROM ops.bronze_index WHERE table_name = %s", (table,)
+        )
+        known: dict[str, FileLoads] = {}
+        for path, size, mtime_ns, load_id, rows in cur.fetchall():
+            known.setdefault(path, FileLoads(size, mtime_ns, {})).loads[load_id] = rows
+        totals, index = rows_per_load(lake, table, known)
+        stale = [path for path, entry in known.items() if index.get(path) != entry]
+        fresh = [(path, e) for path, e in index.items() if known.get(path) != e]
+        cur.execute("DELETE FROM ops.bronze_index WHERE table_name = %s AND path = ANY(%s)", (table, stale))
+        rows_ = [(path, e.size, e.mtime_ns, load, n) for path, e in fresh for load, n in e.loads.items()]
+        cur.execute(
+            "INSERT INTO ops.bronze_index (table_name, path, size, mtime_ns, load_id, rows) "
+            "SELECT %s, * FROM unnest(%s::text[], %s::bigint[], %s::bigint[], %s::text[], %s::bigint[]) "
+            "ON CONFLICT (table_name, path, load_id) DO UPDATE SET size = EXCLUDED.size, "
+            "mtime_ns = EXCLUDED.mtime_ns, rows = EXCLUDED.rows",
+            (table, *([list(column) for column in zip(*rows_, strict=True)] if rows_ else [[]] * 5)),
+        )
+    return totals
 
 
 def _loads_in_flight(settings: Settings, loads: list[str], began: dt.datetime) -> set[str]:

@@ -1,9 +1,16 @@
 """`cryptoflow soak --days N`: weeks of production in minutes. The real hourly cycle - ingest every source,
 transform, checks with their alerts - runs once per simulated hour on the sandbox's clock, with the daily
-maintenance (compaction, retention) at its hour, on a deployment of its own (its own embedded Postgres, lake
-and Slack receiver). Faults arrive on a seeded schedule: a 429 storm past what the client waits, an exchange
-outage hour, a run killed by SIGKILL, a Postgres restart; the market itself revises candles and moves
-through its listings. The report says whether a long run stays fast, small and exact.
+maintenance (compaction, retention, vacuum) at its hour, on a deployment of its own: its own embedded
+Postgres, its lake on an S3 endpoint (moto, in this process) and its Slack receiver. Faults arrive on a seeded
+schedule: a 429 storm past what the client waits, an exchange outage hour, a run killed by SIGKILL, a Postgres
+restart, the S3 endpoint gone for an hour, a pair delisted (BREAK, then removed a day later) and a burst of
+revised candles; the market itself revises candles too. The report says whether a long run stays fast, small
+and exact.
+
+Time-lapse: an hour takes seconds here, so autovacuum's nap (a minute between rounds) would span half a
+simulated day. The soak's server naps AUTOVACUUM_NAPTIME instead: about as many rounds per simulated hour as a
+real server makes per real hour's share of its work, so dead rows pile up as they would in production, not
+17 times faster.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ import datetime as dt
 import functools
 import json
 import logging
-import math
+import os
 import random
 import shutil
 import signal
@@ -30,8 +37,7 @@ from typing import Any
 
 import yaml
 
-from pipelines import catalog, compaction, maintenance, quality, transform
-from pipelines.bronze import existing_files, open_lake
+from pipelines import maintenance, quality, soak_report, transform
 from pipelines.runtime import db
 from pipelines.settings import Settings
 from pipelines.sqlmesh_console import sqlmesh_console_to_log
@@ -42,16 +48,21 @@ HOUR = dt.timedelta(hours=1)
 START = dt.datetime(2026, 3, 1, 0, 30, tzinfo=dt.UTC)  # the sandbox's clock at the first cycle's start
 HISTORY_DAYS = 7  # backfilled before the first cycle: the 7-day indicators have their window
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT"]
-FAULTS = ("429_storm", "outage_hour", "killed_run", "postgres_restart")
-MAINTENANCE_HOUR = 3  # as orchestration.maintenance_schedule's default (03:30)
-OPENED = ("Data-quality check failing", "Pipeline run failed")  # the first words of an opening alert
-RTOL = 1e-9  # gold against a rebuild: volatility's float sums may differ in the last bits
-FACTS = (
-    "SELECT symbol, open_time, close, change_1h, change_24h, change_7d, ma_7d, ma_30d, vwap_24h, "
-    "volatility_24h, volatility_7d, volatility_30d, candles_in_7d, returns_in_30d, fng_value "
-    "FROM gold.fct_prices ORDER BY symbol, open_time"
+FAULTS = (
+    "429_storm",
+    "outage_hour",
+    "killed_run",
+    "postgres_restart",
+    "s3_gone",
+    "pair_delisted",
+    "revision_burst",
 )
-DAILY = "SELECT symbol, day, close, candles, ma_7d, ma_30d FROM gold.fct_daily_summary ORDER BY 1, 2"
+BUCKET = "soak-bronze"
+AWS_KEYS = {"AWS_ACCESS_KEY_ID": "soak", "AWS_SECRET_ACCESS_KEY": "soak"}  # moto takes any
+AUTOVACUUM_NAPTIME = "1s"
+REMOVED_AFTER = dt.timedelta(days=1)  # a delisted pair: BREAK first, gone from exchangeInfo a day later
+BURST_HOURS = 30  # a revision burst re-publishes the closed hours of the last 30 h (inside restate_hours)
+MAINTENANCE_HOUR = 3  # as orchestration.maintenance_schedule's default (03:30)
 
 
 class _Webhook:
@@ -81,6 +92,46 @@ class _Webhook:
         self.server.server_close()
 
 
+class _S3:
+    """The lake's S3 endpoint: moto in this process (its buckets live in the process, so they outlive a stop),
+    which the s3_gone fault takes away - the port closed, connections refused - and brings back."""
+
+    def __init__(self) -> None:
+        try:
+            from moto.server import ThreadedMotoServer
+        except ImportError as exc:
+            raise RuntimeError(
+                "the soak's S3 endpoint is moto, from the dev dependencies: run `make install` (or `uv sync`)"
+            ) from exc
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per S3 request otherwise
+        self._server_class = ThreadedMotoServer
+        self.port = 0
+        self.start()
+        import boto3
+
+        boto3.client(
+            "s3",
+            endpoint_url=self.url,
+            region_name="us-east-1",
+            aws_access_key_id="soak",
+            aws_secret_access_key="soak",
+        ).create_bucket(Bucket=BUCKET)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.server = self._server_class(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self.server.start()
+        self.port = self.server.get_host_and_port()[1]
+
+    def stop(self) -> None:
+        self.server.stop()  # stops serving; closing the socket makes connections fail at once, as a dead host's
+        if self.server._server is not None:
+            self.server._server.server_close()
+
+
 def schedule(cycles: int, seed: int) -> dict[int, str]:
     """Cycle -> fault: each fault once, at seeded cycles after the first two and before the last."""
     room = list(range(3, cycles - 1))
@@ -95,7 +146,9 @@ class Soak:
     config: Path
     sandbox: Any  # a SandboxServer
     webhook: _Webhook
+    s3: _S3
     failures: list[dict[str, Any]]
+    delisted: str | None = None
 
     def step(self, cycle: int, name: str, call: Callable[[], Any]) -> Any:
         from pipelines.ops import slack
@@ -130,6 +183,7 @@ class Soak:
             [sys.executable, "-m", "pipelines.cli", "--config", str(self.config), "ingest", "ohlcv"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            env={**os.environ, **AWS_KEYS},
         )
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None and not self._running():
@@ -141,6 +195,41 @@ class Soak:
             "klines", "slow", delay=0.0
         )  # replaces it; other klines faults (an outage) stay
 
+    def inject(self, fault: str | None, now: dt.datetime) -> None:
+        """The cycle's fault, before its hourly run (the S3 endpoint comes back the hour after it went)."""
+        closed = now.replace(minute=0) - HOUR  # the hour that just closed
+        if fault == "postgres_restart":
+            db.stop_embedded(self.settings)
+            db.start_embedded(self.settings)
+        elif fault == "killed_run":
+            self.killed_run()
+        elif fault == "429_storm":  # Retry-After past what the client waits: the run stops at once
+            self.sandbox.set_fault("klines", "429", times=1, retry_after=600)
+        elif fault == "outage_hour":  # the exchange never has the hour that just closed
+            self.sandbox.set_fault(
+                "klines", "missing_hours", start_ms=_ms(closed), end_ms=_ms(closed + HOUR) - 1
+            )
+        elif fault == "s3_gone":
+            self.s3.stop()
+        elif fault == "pair_delisted":  # the universe's last pair: no candle from the hour that just closed
+            self.delisted = self.settings.universe.symbols[-1]
+            self.sandbox.set_lifecycle(
+                self.delisted, halted_ms=_ms(closed), removed_ms=_ms(closed + REMOVED_AFTER)
+            )
+        elif fault == "revision_burst":  # every pair re-publishes its closed hours of the last BURST_HOURS
+            self.sandbox.set_fault(
+                "klines",
+                "revised",
+                start_ms=_ms(closed - (BURST_HOURS - 1) * HOUR),
+                end_ms=_ms(closed),
+                per_mille=5,
+            )
+
+    def recover(self, fault: str | None) -> None:
+        """After the hour a fault lasts: the S3 endpoint is back."""
+        if fault == "s3_gone":
+            self.s3.start()
+
 
 def _running_run(settings: Settings) -> bool:
     with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
@@ -148,18 +237,20 @@ def _running_run(settings: Settings) -> bool:
         return bool(db.one(cur)[0])
 
 
-def _settings(base: Settings, workdir: Path, pairs: int, webhook: str) -> Settings:
+def _settings(base: Settings, workdir: Path, pairs: int, webhook: str, s3: str) -> Settings:
     raw = {
         "universe": {"mode": "pinned", "symbols": SYMBOLS[:pairs]},
         "database": {"embedded_dir": str(workdir / "pg"), "name": "soak"},
-        "storage": {"bronze_url": str(workdir / "bronze")},
+        "storage": {"bronze_url": f"s3://{BUCKET}/lake", "s3_endpoint_url": s3},
         "sources": {"binance": {"max_retries": 2, "backoff_base_s": 0.05, "backoff_max_s": 0.2}},
         "alerts": {"route": "slack"},
     }
     from pipelines.settings import load_settings
 
     (workdir / "config.yaml").write_text(yaml.safe_dump(raw))
-    loaded = load_settings(workdir / "config.yaml", environ={"CRYPTOFLOW_SLACK_WEBHOOK_URL": webhook})
+    loaded = load_settings(
+        workdir / "config.yaml", environ={"CRYPTOFLOW_SLACK_WEBHOOK_URL": webhook, **AWS_KEYS}
+    )
     return loaded.model_copy(update={"project_dir": workdir, "sandbox": base.sandbox})
 
 
@@ -190,36 +281,26 @@ def run_soak(
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     faults = schedule(cycles, seed)
-    webhook = _Webhook()
-    settings = _settings(base, workdir, pairs, webhook.url)
+    webhook, s3 = _Webhook(), _S3()
+    settings = _settings(base, workdir, pairs, webhook.url, s3.url)
     try:
         with SandboxServer(seed=seed, now_ms=_ms(START), calm=False) as sandbox, sqlmesh_console_to_log():
             settings = settings.with_sandbox(sandbox.url)
             _point_config_at(workdir / "config.yaml", sandbox.url)
-            soak = Soak(settings, workdir / "config.yaml", sandbox, webhook, [])
+            soak = Soak(settings, workdir / "config.yaml", sandbox, webhook, s3, [])
             db.ensure_database(settings)
+            db.configure_embedded(settings, {"autovacuum_naptime": AUTOVACUUM_NAPTIME})
             ingest.ingest_ohlcv(settings, days=HISTORY_DAYS, command="soak backfill")
             ingest.ingest_markets(settings, command="soak")
             ingest.ingest_fear_greed(settings, command="soak")
             transform.transform(settings, execution_time=START)
-            db_bytes_start = _db_bytes(settings)
+            db_bytes_start = soak_report.db_bytes(settings)
             durations = []
             for cycle in range(1, cycles + 1):
                 now = START + cycle * HOUR
                 sandbox.set_now(_ms(now))
-                fault = faults.get(cycle)
-                if fault == "postgres_restart":
-                    db.stop_embedded(settings)
-                    db.start_embedded(settings)
-                elif fault == "killed_run":
-                    soak.killed_run()
-                elif fault == "429_storm":  # Retry-After past what the client waits: the run stops at once
-                    sandbox.set_fault("klines", "429", times=1, retry_after=600)
-                elif fault == "outage_hour":  # the exchange never has the hour that just closed
-                    closed = now.replace(minute=0) - HOUR
-                    sandbox.set_fault(
-                        "klines", "missing_hours", start_ms=_ms(closed), end_ms=_ms(closed + HOUR) - 1
-                    )
+                soak.recover(faults.get(cycle - 1))
+                soak.inject(faults.get(cycle), now)
                 started = time.perf_counter()
                 soak.step(cycle, "ingest ohlcv", lambda: ingest.ingest_ohlcv(settings, command="soak"))
                 if now.hour == 0:
@@ -240,10 +321,19 @@ def run_soak(
                     progress(
                         f"soak: day {cycle // 24} of {days} done ({statistics.median(durations[-24:]):.1f} s a cycle)"
                     )
-            end = START + cycles * HOUR
-            report = _report(settings, soak, faults, durations, db_bytes_start, end, cycles)
+            report = soak_report.report(
+                settings,
+                received=webhook.received,
+                failures=soak.failures,
+                faults=faults,
+                durations=durations,
+                db_bytes_start=db_bytes_start,
+                end=START + cycles * HOUR,
+                delisted=soak.delisted,
+            )
     finally:
         webhook.close()
+        s3.stop()
         with contextlib.suppress(Exception):
             db.stop_embedded(settings)
     return report
@@ -251,140 +341,3 @@ def run_soak(
 
 def _ms(t: dt.datetime) -> int:
     return int(t.timestamp() * 1000)
-
-
-def _db_bytes(settings: Settings) -> int:
-    with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
-        cur.execute("SELECT pg_database_size(current_database())")
-        return int(db.one(cur)[0])
-
-
-def _ops_rows(settings: Settings) -> dict[str, int]:
-    with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
-        cur.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = 'ops' ORDER BY 1")
-        tables = [name for (name,) in cur.fetchall()]
-        counts = {}
-        for table in tables:
-            cur.execute(f'SELECT count(*) FROM ops."{table}"')
-            counts[table] = int(db.one(cur)[0])
-    return counts
-
-
-def _bronze_files(settings: Settings, end: dt.datetime) -> tuple[dict[str, int], int]:
-    """Files per bronze table, and the most any closed day's partition of any table holds."""
-    lake, closed = open_lake(settings), compaction.closed_before(settings, end)
-    files, most = {}, 0
-    for table in catalog.RAW:
-        partitions = existing_files(lake, table.name)
-        files[table.name] = sum(len(f) for f in partitions.values())
-        most = max([most, *(len(f) for p, f in partitions.items() if compaction.day_of(p) < closed)])
-    return files, most
-
-
-def gold_differences(a: Settings, b: Settings) -> list[str]:
-    """Where two databases' gold facts differ: keys, prices and counts exactly, floats to RTOL."""
-    found = []
-    for sql in (FACTS, DAILY):
-        rows = []
-        for settings in (a, b):
-            with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
-                cur.execute(sql)
-                rows.append(cur.fetchall())
-        if len(rows[0]) != len(rows[1]) or not rows[0]:
-            found.append(f"{sql.split('FROM ')[1].split()[0]}: {len(rows[0])} rows against {len(rows[1])}")
-            continue
-        for x, y in zip(*rows, strict=True):
-            if not all(
-                math.isclose(u, v, rel_tol=RTOL) if isinstance(u, float) and isinstance(v, float) else u == v
-                for u, v in zip(x, y, strict=True)
-            ):
-                found.append(f"{x} != {y}")
-    return found
-
-
-def _rebuild(settings: Settings, end: dt.datetime) -> Settings:
-    """The same raw (and ops.pairs, which gold reads) in a database of its own, transformed from scratch."""
-    fresh = settings.model_copy(
-        update={"database": settings.database.model_copy(update={"name": "soak_rebuild"})}
-    )
-    db.ensure_database(fresh)
-    dump = subprocess.run(
-        [str(db.server_program("pg_dump")), "--no-owner", "--clean", "--if-exists", "-t", "raw.*", "-t", "ops.pairs",
-         db.writer_url(settings)],
-        capture_output=True, check=True,
-    )  # fmt: skip
-    subprocess.run([str(db.server_program("psql")), "-q", "-v", "ON_ERROR_STOP=1", db.writer_url(fresh)],
-                   input=dump.stdout, capture_output=True, check=True)  # fmt: skip
-    transform.transform(fresh, execution_time=end)
-    return fresh
-
-
-def _report(
-    settings: Settings,
-    soak: Soak,
-    faults: dict[int, str],
-    durations: list[float],
-    db_bytes_start: int,
-    end: dt.datetime,
-    cycles: int,
-) -> dict[str, Any]:
-    files, most = _bronze_files(settings, end)
-    reconciled = all(r.outcome == "pass" for r in quality.bronze_reconciliation(settings))
-    differences = gold_differences(settings, _rebuild(settings, end))
-    # an incident: a check or a run going from passing to failing (ops.alerts_sent has each one's delivery);
-    # an alert: what reached Slack saying so
-    with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
-        cur.execute("SELECT check_name FROM ops.alerts_sent WHERE kind = 'opened' ORDER BY id")
-        incidents = [name for (name,) in cur.fetchall()]
-        cur.execute(
-            "SELECT gap_class, count(*) FROM ops.gaps WHERE gap_class IS NOT NULL GROUP BY 1 ORDER BY 1"
-        )
-        gaps = dict(cur.fetchall())
-        cur.execute("SELECT count(*) FROM ops.revisions")
-        revisions = int(db.one(cur)[0])
-        cur.execute("SELECT count(*) FROM ops.pipeline_runs WHERE error LIKE '%%abandoned%%'")
-        abandoned = int(db.one(cur)[0])
-    alerts = sum(body["text"].startswith(OPENED) for body in soak.webhook.received)
-    ops = _ops_rows(settings)
-    retention = settings.retention
-    report = {
-        "cycles": cycles,
-        "cycle_s_first_day_median": round(statistics.median(durations[:24]), 2),
-        "cycle_s_last_day_median": round(statistics.median(durations[-24:]), 2),
-        "bronze_files": files,
-        "bronze_files_per_closed_day_max": most,
-        "ops_rows": ops,
-        "db_bytes": {"start": db_bytes_start, "end": _db_bytes(settings)},
-        "incidents": len(incidents),
-        "incident_names": incidents,
-        "alerts_sent": alerts,
-        "faults": [{"cycle": c, "fault": f} for c, f in sorted(faults.items())],
-        "known_gaps": gaps,  # missing (pair, hour)s by class: the outage hour is an exchange_outage
-        "revisions": revisions,  # candles the market revised after their close, restated
-        "abandoned_runs": abandoned,  # killed runs the next run recovered
-        "failures": soak.failures,
-        "exact": reconciled and not differences,
-        "exact_details": {"bronze_equals_raw": reconciled, "gold_differences": differences[:10]},
-    }
-    report["targets"] = {
-        "cycle_time_flat": report["cycle_s_last_day_median"] <= 1.2 * report["cycle_s_first_day_median"],
-        "one_bronze_file_per_closed_day": most <= 1,
-        "ops_within_retention": _within_retention(settings, end, retention),
-        "one_alert_per_incident": alerts == len(incidents),
-        "exact": report["exact"],
-    }
-    return report
-
-
-def _within_retention(settings: Settings, end: dt.datetime, retention: Any) -> bool:
-    with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
-        cur.execute(
-            "SELECT (SELECT count(*) FROM ops.dq_results WHERE checked_at < %(c)s AND run_id <> "
-            "(SELECT run_id FROM ops.dq_results ORDER BY checked_at DESC LIMIT 1)) + "
-            "(SELECT count(*) FROM ops.alerts_sent WHERE sent_at < %(a)s)",
-            {
-                "c": end - dt.timedelta(days=retention.checks_days + 1),
-                "a": end - dt.timedelta(days=retention.alerts_days + 1),
-            },
-        )
-        return int(db.one(cur)[0]) == 0

@@ -164,8 +164,10 @@ def transform(
     from sqlmesh.utils.errors import SQLMeshError
 
     from pipelines.ops.observability import run_ledger
+    from pipelines.upgrade import check_sqlmesh
 
     db.ensure_database(settings)
+    check_sqlmesh(settings)  # SQLMesh's state from another SQLMesh version: migrated, or a one-line refusal
     with (
         db.advisory_lock(settings, LOCK, wait_s=wait_s),
         run_ledger(settings, "sqlmesh", f"transform {environment}") as run,

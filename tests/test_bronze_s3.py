@@ -236,6 +236,54 @@ def test_s3_rerun_replaces_objects_and_never_duplicates_rows(settings, s3, bucke
         assert not set(zip(kept["symbol"].to_pylist(), kept_ms, strict=True)) & set(revised)
 
 
+def test_the_s3_endpoint_gone_for_an_hour_fails_in_one_line_and_the_next_run_completes(
+    pg_dir, tmp_path, sandbox
+):
+    """The endpoint stops answering (its port closed, as a dead host's) between two hourly runs: the run
+    fails saying which lake and what to do, raw keeps what it had, the reconciliation check reports an
+    error instead of crashing the check run; back an hour later, the next run loads both hours."""
+    from pipelines import quality
+    from pipelines.errors import user_facing
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    port = server.get_host_and_port()[1]
+    endpoint = f"http://127.0.0.1:{port}"
+    client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=KEY_ID,
+                          aws_secret_access_key=SECRET, region_name="us-east-1")  # fmt: skip
+    client.create_bucket(Bucket="gone")
+    settings = _settings(
+        pg_dir, tmp_path, sandbox, {"bronze_url": "s3://gone/lake", "s3_endpoint_url": endpoint}
+    )
+    try:
+        ingest.ingest_ohlcv(settings, days=1)
+        before = raw_keys(settings)
+        server.stop()
+        server._server.server_close()  # moto keeps its buckets in this process; the port now refuses
+        sandbox.set_now(NOW_MS + HOUR)
+        with pytest.raises(Exception) as failed:
+            ingest.ingest_ohlcv(settings)
+        line = user_facing(failed.value)
+        assert line is not None and "\n" not in line
+        assert line.startswith("the bronze lake at s3://gone/lake cannot be reached (")
+        assert line.endswith("): nothing half-written is kept; re-run once it is back "
+                             "(storage.bronze_url, storage.s3_endpoint_url)")  # fmt: skip
+        assert raw_keys(settings) == before
+        check = next(r for r in quality.bronze_reconciliation(settings) if r.table == "binance_klines")
+        assert (check.outcome, check.diagnostics["error"]) == ("error", line)
+
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        server.start()
+        sandbox.set_now(NOW_MS + 2 * HOUR)
+        ingest.ingest_ohlcv(settings)
+        after = raw_keys(settings)
+        assert len(after) == len(before) + 2 * len(SYMBOLS)  # the hour it missed and the new one
+        assert bronze_keys(settings) == after
+        assert all(r.outcome == "pass" for r in quality.bronze_reconciliation(settings))
+    finally:
+        server.stop()
+
+
 def test_the_reconciliation_reads_only_the_load_id_column_of_bronze(tmp_path):
     """The raw checks run every hour, from S3 in compose: counting rows per load id must not read every
     column of every file. A filesystem that counts the bytes it hands out shows what the count reads: a
@@ -282,7 +330,8 @@ def test_the_reconciliation_reads_only_the_load_id_column_of_bronze(tmp_path):
             return handle
 
     counting = BronzeLake(pafs.PyFileSystem(pafs.FSSpecHandler(CountingFileSystem())), lake.root, lake.url)
-    assert rows_per_load(counting, "binance_klines") == {"load-1": n}
+    totals, index = rows_per_load(counting, "binance_klines")
+    assert totals == {"load-1": n}
     on_disk = sum(
         os.path.getsize(os.path.join(d, f))
         for d, _, files in os.walk(lake.table_dir("binance_klines"))
@@ -290,6 +339,19 @@ def test_the_reconciliation_reads_only_the_load_id_column_of_bronze(tmp_path):
     )
     assert on_disk > 2_000_000
     assert 0 < CountingFileSystem.bytes_read < on_disk / 10, (CountingFileSystem.bytes_read, on_disk)
+
+    # what the last read returned: unchanged files are not read again, only the new load's file is
+    CountingFileSystem.bytes_read = 0
+    assert rows_per_load(counting, "binance_klines", index) == (totals, index)
+    assert CountingFileSystem.bytes_read == 0
+    later = rows.slice(0, 24).set_column(
+        rows.schema.get_field_index("load_id"), "load_id", pa.array(["load-2"] * 24)
+    )
+    assert write_bronze(lake, "binance_klines", later, "open_time", "load-2") == 24
+    totals, updated = rows_per_load(counting, "binance_klines", index)
+    assert totals == {"load-1": n, "load-2": 24}
+    assert [p for p in updated if p not in index] == [p for p in updated if "load-2" in p] != []
+    assert 0 < CountingFileSystem.bytes_read < 20_000
     CountingFileSystem.bytes_read = 0  # the same files read whole, as the check once did: all of it
     ds.dataset(
         counting.table_dir("binance_klines"), filesystem=counting.fs, format="parquet", partitioning="hive"

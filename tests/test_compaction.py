@@ -40,7 +40,7 @@ def lake_settings(make_settings):
 def snapshot(lake, table: str) -> tuple[list[dict], dict[str, int]]:
     rows = read_bronze(lake, table).drop_columns(["year", "month", "day"])
     rows = rows.sort_by([("symbol", "ascending"), ("open_time", "ascending")])
-    return rows.to_pylist(), rows_per_load(lake, table)
+    return rows.to_pylist(), rows_per_load(lake, table)[0]
 
 
 def reconciles(settings) -> bool:

@@ -41,6 +41,11 @@ def ledger(settings):
     return rows(settings, "SELECT version, name, checksum FROM ops.schema_migrations ORDER BY version")
 
 
+def applied() -> list[str]:
+    """What applying every shipped migration says, one line each."""
+    return [f"applied migration {m.path.stem}" for m in migrations.available()]
+
+
 def tables(settings, schema: str) -> set[str]:
     found = rows(
         settings, "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (schema,)
@@ -50,7 +55,7 @@ def tables(settings, schema: str) -> set[str]:
 
 def test_a_new_database_gets_every_migration_once_with_its_checksum(make_settings):
     settings = fresh(make_settings, auto_migrate=False)  # a new database is migrated whatever the setting
-    assert schema.ensure_schema(settings) == ["applied migration 0001_baseline"]
+    assert schema.ensure_schema(settings) == applied()
     shipped = migrations.available()
     assert ledger(settings) == [(m.version, m.name, m.checksum) for m in shipped]
     assert {"pipeline_runs", "gaps", "pairs", "revisions", "raw_changes", "schema_migrations"} <= tables(
@@ -86,9 +91,9 @@ def test_a_database_built_before_versioned_migrations_is_recognised_and_keeps_it
     )
     assert "\n" not in str(refused.value)
 
-    assert schema.migrate(settings)[:2] == [
+    assert schema.migrate(settings) == [
         "recognised a database built before versioned migrations (v0.1.0): its schema is migration 1",
-        "applied migration 0001_baseline",
+        *applied(),
     ]
     assert (
         rows(settings, "SELECT * FROM ops.pipeline_runs"),
@@ -104,7 +109,7 @@ def test_embedded_mode_migrates_by_itself(make_settings):
     settings = fresh(make_settings)  # database.auto_migrate unset: true in embedded mode
     execute(settings, BASELINE.read_text())
     assert settings.database.migrates_itself
-    assert schema.ensure_schema(settings)[-1] == "applied migration 0001_baseline"
+    assert schema.ensure_schema(settings)[1:] == applied()
 
 
 def test_a_newer_or_an_edited_schema_is_refused_in_one_line(make_settings, tmp_path):
@@ -202,7 +207,7 @@ def test_cryptoflow_db_migrate_says_what_it_did_and_other_commands_wait_for_it(m
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
         "cryptoflow: recognised a database built before versioned migrations (v0.1.0): its schema is migration 1",
-        "cryptoflow: applied migration 0001_baseline",
+        *(f"cryptoflow: {line}" for line in applied()),
         "SQLMesh: no state yet (the first transform creates it)",
         # the session's server has Airflow's metadata database once an Airflow test made it: it is migrated
         "Airflow: metadata database migrated (`airflow db migrate`)"
@@ -210,3 +215,56 @@ def test_cryptoflow_db_migrate_says_what_it_did_and_other_commands_wait_for_it(m
         else "Airflow: no metadata database yet (`cryptoflow up` creates it)",
         "dlt: nothing to do (it upgrades its own state at a pipeline's next load)",
     ]
+
+
+def test_a_sqlmesh_state_from_another_sqlmesh_version_is_migrated_and_carries_on(make_settings):
+    """An upgrade that moves the SQLMesh pin: its state records the version that wrote it. The transform
+    refuses it until `cryptoflow db migrate` runs SQLMesh's migrate; afterwards the models carry on in the
+    same physical tables, with no rebuild."""
+    from pipelines import ingest, transform, upgrade
+    from pipelines.cli import sandboxed
+    from pipelines.sandbox import SandboxServer
+
+    settings = make_settings(database={"auto_migrate": False})  # a configured server's default
+    db.ensure_database(settings)
+    with SandboxServer(seed=5, calm=True) as sandbox:
+        active = sandboxed(settings, sandbox)
+        ingest.ingest_ohlcv(active, days=2)
+        ingest.ingest_markets(active)
+        ingest.ingest_fear_greed(active)
+    transform.transform(settings)
+    physical = "SELECT definition FROM pg_views WHERE schemaname = 'gold' AND viewname = 'fct_prices'"
+    built = rows(settings, physical), rows(settings, "SELECT count(*) FROM gold.fct_prices")
+    assert upgrade.migrate_sqlmesh(settings).endswith(": nothing to migrate")
+
+    current, state_schema = rows(settings, "SELECT sqlmesh_version, schema_version FROM sqlmesh._versions")[0]
+    execute(settings, "UPDATE sqlmesh._versions SET sqlmesh_version = '0.200.0'")  # an older release's pin
+    with pytest.raises(migrations.SchemaError) as refused:
+        transform.transform(settings)
+    assert str(refused.value) == (
+        f"SQLMesh's state was written by sqlmesh 0.200.0 (schema {state_schema}); this cryptoflow runs sqlmesh "
+        f"{current} (schema {state_schema}): back it up, then run `cryptoflow db migrate` (or set "
+        "database.auto_migrate: true)"
+    )
+    assert upgrade.migrate_sqlmesh(settings).startswith("migrated its state from sqlmesh 0.200.0 (schema ")
+    assert rows(settings, "SELECT sqlmesh_version FROM sqlmesh._versions") == [(current,)]
+    assert upgrade.migrate_sqlmesh(settings).endswith(": nothing to migrate")
+    transform.transform(settings)
+    assert (rows(settings, physical), rows(settings, "SELECT count(*) FROM gold.fct_prices")) == built
+
+    # embedded mode's default (database.auto_migrate unset): the transform migrates it by itself
+    execute(settings, "UPDATE sqlmesh._versions SET sqlmesh_version = '0.200.0'")
+    unset = settings.database.model_copy(update={"auto_migrate": None})
+    transform.transform(settings.model_copy(update={"database": unset}))
+    assert rows(settings, "SELECT sqlmesh_version FROM sqlmesh._versions") == [(current,)]
+
+    # a state a newer SQLMesh wrote (the previous release restored over a newer one): refused, untouched
+    execute(settings, "UPDATE sqlmesh._versions SET sqlmesh_version = '9.1.0'")
+    with pytest.raises(migrations.SchemaError) as newer:
+        upgrade.migrate_sqlmesh(settings)
+    assert str(newer.value) == (
+        f"SQLMesh's state was written by sqlmesh 9.1.0 (schema {state_schema}), newer than the installed "
+        f"sqlmesh {current} (schema {state_schema}): run that release (or restore the backup taken before the upgrade)"
+    )
+    assert rows(settings, "SELECT sqlmesh_version FROM sqlmesh._versions") == [("9.1.0",)]
+    assert (rows(settings, physical), rows(settings, "SELECT count(*) FROM gold.fct_prices")) == built

@@ -550,6 +550,39 @@ def _missing_hours_persist(srv: SandboxServer) -> None:
     assert get_json(klines_url(srv, "ADAUSDT", startTime=day, limit=24))[2] == clean_h
 
 
+def test_fault_revised_is_a_persistent_burst_of_republished_candles() -> None:
+    with SandboxServer(seed=42, now_ms=NOW, calm=True) as srv:  # calm: nothing else is revised
+        day = (NOW - 3 * DAY) // DAY * DAY
+        clean = get_json(klines_url(srv, "ETHUSDT", startTime=day, limit=24))[2]
+        srv.set_fault("klines", "revised", start_ms=day + 2 * HOUR, end_ms=day + 4 * HOUR, per_mille=10)
+        for _ in range(2):  # it stays: a re-published candle does not change back
+            revised = get_json(klines_url(srv, "ETHUSDT", startTime=day, limit=24))[2]
+            changed = [b[0] for a, b in zip(clean, revised, strict=True) if a != b]
+            assert changed == [day + 2 * HOUR, day + 3 * HOUR, day + 4 * HOUR]
+            for a, b in zip(clean, revised, strict=True):
+                assert b[1:5] == a[1:5]  # prices never change
+                if b[0] in changed:
+                    assert Decimal(b[5]) > Decimal(a[5]) and Decimal(b[7]) > Decimal(a[7])
+        with pytest.raises(ValueError, match="revised needs int start_ms and end_ms"):
+            srv.set_fault("klines", "revised", start_ms=day)
+
+
+def test_set_lifecycle_delists_one_pair_on_the_servers_date() -> None:
+    with SandboxServer(seed=42, now_ms=NOW, calm=True) as srv:
+        halted, removed = NOW // HOUR * HOUR - 5 * HOUR, NOW // HOUR * HOUR + 5 * HOUR
+        srv.set_lifecycle("SOLUSDT", halted_ms=halted, removed_ms=removed)
+        bars = get_json(klines_url(srv, "SOLUSDT", startTime=halted - 3 * HOUR, limit=10))[2]
+        assert [r[0] for r in bars] == [halted - 3 * HOUR, halted - 2 * HOUR, halted - HOUR]
+        info = get_json(f"{srv.binance_url}/api/v3/exchangeInfo")[2]
+        statuses = {s["symbol"]: s["status"] for s in info["symbols"]}
+        assert statuses["SOLUSDT"] == "BREAK" and statuses["BTCUSDT"] == "TRADING"
+        srv.set_now(removed)
+        status, _, body = get_json(klines_url(srv, "SOLUSDT", startTime=halted - 3 * HOUR, limit=10))
+        assert (status, body["code"]) == (400, -1121)
+        info = get_json(f"{srv.binance_url}/api/v3/exchangeInfo")[2]
+        assert "SOLUSDT" not in {s["symbol"] for s in info["symbols"]}
+
+
 def test_fault_control_over_http_and_validation(srv: SandboxServer) -> None:
     status, _, body = call(
         srv.url + "/__sandbox/faults", "POST", {"route": "ping", "kind": "503", "times": 1}

@@ -16,11 +16,12 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pytest
 import yaml
-from helpers.gold import assert_same_gold, execute
+from helpers.gold import assert_same_gold, execute, stored_options
 
-from pipelines import ingest, transform
+from pipelines import catalog, ingest, transform
 from pipelines.bronze import open_lake, read_bronze
 from pipelines.cli import sandboxed
+from pipelines.runtime import migrations
 from pipelines.sandbox import SandboxServer
 from pipelines.settings import load_settings
 
@@ -116,12 +117,13 @@ def test_v0_1_0_deployment_upgrades_in_place_with_its_data_exact(tmp_path, pg_di
         assert len(old_candles) == len(SYMBOLS) * int((first.replace(minute=0) - since) / HOUR)
 
         migrated = cli(new, config, "db", "migrate").stdout.splitlines()
-        assert migrated[:2] == [
+        shipped = [f"cryptoflow: applied migration {m.path.stem}" for m in migrations.available()]
+        assert migrated[: 1 + len(shipped)] == [
             "cryptoflow: recognised a database built before versioned migrations (v0.1.0): its schema is "
             "migration 1",
-            "cryptoflow: applied migration 0001_baseline",
+            *shipped,
         ]
-        assert migrated[2].startswith("SQLMesh: state at schema version"), migrated  # the same SQLMesh pin
+        assert migrated[1 + len(shipped)].startswith("SQLMesh: state at schema version"), migrated  # same pin
         sandbox.set_now(int(second.timestamp() * 1000))
         cli(new, config, "run")  # the hourly cycle, checks included
 
@@ -138,6 +140,8 @@ def test_v0_1_0_deployment_upgrades_in_place_with_its_data_exact(tmp_path, pg_di
         in_bronze = dict(zip(*pc.value_counts(bronze["load_id"]).flatten(), strict=True))
         in_raw = dict(execute(deployment, "SELECT load_id, count(*) FROM raw.binance_klines GROUP BY 1"))
         assert {str(k): int(v) for k, v in in_bronze.items()} == in_raw
+        # the hot tables' autovacuum settings: the ops ones by migration, raw's by the first load after it
+        assert stored_options(deployment) == catalog.AUTOVACUUM
         # SQLMesh carried on: fct_prices is still the table v0.1.0 built, now with the new hours
         assert execute(deployment, FCT_PRICES_TABLE) == built_by_old
         assert execute(deployment, "SELECT count(*) FROM gold.fct_prices") == [(len(candles),)]

@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 from dlt.common.schema.typing import TWriteDisposition
 
 from pipelines import catalog, compaction
-from pipelines.bronze import delete_load, open_lake, settle_bronze, write_bronze
+from pipelines.bronze import delete_load, lake_errors, open_lake, settle_bronze, write_bronze
 from pipelines.catalog import Table
 from pipelines.errors import root_cause
 from pipelines.http import ApiClient
@@ -37,7 +37,7 @@ from pipelines.ingest import revisions
 from pipelines.ingest.schema_drift import record_fields
 from pipelines.ops.observability import RunRecord, new_run_id, run_ledger
 from pipelines.redaction import redact
-from pipelines.runtime import db
+from pipelines.runtime import db, schema
 from pipelines.settings import Settings
 from pipelines.sources.common import ExtractSink, Rejected
 
@@ -150,13 +150,14 @@ def deliver(
             raise root_cause(exc) from None
     queue_dead_letters(settings, source, spec.name, sink, load_id)
     lake = open_lake(settings)
-    compaction.recover(lake, spec.name)  # a compaction a crash interrupted: finished before we write
+    with lake_errors(lake):
+        compaction.recover(lake, spec.name)  # a compaction a crash interrupted: finished before we write
     rows = pa.concat_tables(sink.tables) if sink.tables else None
     if rows is None or rows.num_rows == 0:
         pipeline.abort_packages()
         return 0, 0
     try:
-        with stage(sink, "bronze"), _one_run_at_a_time(settings, f"bronze:{spec.name}"):
+        with stage(sink, "bronze"), _one_run_at_a_time(settings, f"bronze:{spec.name}"), lake_errors(lake):
             rows_bronze = write_bronze(lake, spec.name, rows, spec.time_column, load_id, spec.replaces)
         sink.time_range = time_range = (
             pc.min(rows[spec.time_column]).as_py(),
@@ -261,11 +262,13 @@ def stage(sink: ExtractSink, name: str) -> Iterator[None]:
 
 
 def ensure_unique_key(settings: Settings, spec: Table) -> None:
-    """A unique index on the natural key: the database itself refuses a duplicate."""
+    """A unique index on the natural key: the database itself refuses a duplicate. And the table's autovacuum
+    settings (catalog.AUTOVACUUM), which a raw table dlt just created does not have yet."""
     with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
         cur.execute(
             f"CREATE UNIQUE INDEX IF NOT EXISTS {spec.name}_natural_key ON raw.{spec.name} ({', '.join(spec.key)})"
         )
+        schema.ensure_storage_options(cur, spec.qualified)
 
 
 def count_rows(settings: Settings, table: str, load_id: str | None = None) -> int:

@@ -153,6 +153,19 @@ def start_embedded(settings: Settings, *, check_schema: bool = True) -> Embedded
     return embedded_status(settings)
 
 
+def configure_embedded(settings: Settings, options: dict[str, str]) -> None:
+    """Server settings of the embedded Postgres beyond EMBEDDED_SETTINGS (reloadable ones: no restart), kept
+    across restarts (ALTER SYSTEM). The soak shortens autovacuum's nap to its own clock with it."""
+    conn = _admin_connect(settings, _pgserver().get_server(_datadir(settings), cleanup_mode=None).get_uri())
+    try:
+        with conn.cursor() as cur:
+            for name, value in options.items():
+                cur.execute(f"ALTER SYSTEM SET {name} = %s", (value,))
+            cur.execute("SELECT pg_reload_conf()")
+    finally:
+        conn.close()
+
+
 def stop_embedded(settings: Settings) -> bool:
     """Stop the embedded server; returns False when it was not running."""
     pg_ctl = _pgserver().pg_ctl

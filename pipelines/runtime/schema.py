@@ -8,6 +8,7 @@ import logging
 
 import psycopg2
 
+from pipelines import catalog
 from pipelines.runtime import db, migrations
 from pipelines.settings import Settings
 
@@ -86,3 +87,25 @@ def _create_reader(cur: db.Cursor, settings: Settings) -> bool:
 def _current_database(cur: db.Cursor) -> str:
     cur.execute("SELECT current_database()")
     return str(db.one(cur)[0])
+
+
+def storage_options(cur: db.Cursor) -> dict[str, dict[str, str]]:
+    """The storage parameters (autovacuum, fillfactor) set on each table catalog.AUTOVACUUM names, as the
+    database has them; a table not created yet is left out."""
+    cur.execute(
+        "SELECT n.nspname || '.' || c.relname, coalesce(c.reloptions, '{}') FROM pg_class c "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname || '.' || c.relname = ANY(%s)",
+        (list(catalog.AUTOVACUUM),),
+    )
+    return {name: dict(o.split("=", 1) for o in options) for name, options in cur.fetchall()}
+
+
+def ensure_storage_options(cur: db.Cursor, table: str) -> bool:
+    """Set a table's storage parameters from catalog.AUTOVACUUM where the database's differ (a raw table dlt
+    just created; one an older release created). Returns whether it changed them. Compared first: ALTER
+    TABLE ... SET would otherwise wait for (and cancel) an autovacuum of the table on every load."""
+    wanted = catalog.AUTOVACUUM.get(table)
+    if not wanted or storage_options(cur).get(table, {}) == wanted:
+        return False
+    cur.execute(f"ALTER TABLE {table} SET ({', '.join(f'{k} = {v}' for k, v in wanted.items())})")
+    return True

@@ -8,14 +8,14 @@ early_bar) are applied here because they change the rows of an otherwise normal 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import cache
 from typing import Any
 
 import numpy as np
 
 from . import events
-from .bars import HOUR_MS, INTERVAL_HOURS, Bars
+from .bars import HOUR_MS, INTERVAL_HOURS, QVOL, TBASE, TQUOTE, VOL, Bars
 from .coins import COIN_BY_SYMBOL
 from .kline_wire import binance_decimal, klines_json, rows_from_bars
 from .replies import Reply, Request, int_param, json_body
@@ -70,7 +70,7 @@ def klines(req: Request) -> Reply:
         return _mandatory("interval", headers)
     if interval not in INTERVAL_HOURS:
         return error(400, -1120, "Invalid interval.", headers)
-    if symbol not in COIN_BY_SYMBOL or events.status(symbol, req.now_ms, req.calm) is None:
+    if symbol not in COIN_BY_SYMBOL or events.status(symbol, req.now_ms, req.calm, req.lifecycles) is None:
         return error(400, -1121, "Invalid symbol.", headers)
     values: dict[str, int | None] = {}
     for name in ("startTime", "endTime", "limit"):
@@ -86,11 +86,24 @@ def klines(req: Request) -> Reply:
     if start is not None and any(f.kind == "early_bar" for f in faults):
         start, limit = start - INTERVAL_HOURS[interval] * HOUR_MS, limit + 1
     bars = events.exchange_bars(
-        req.market, symbol, interval, start, values["endTime"], req.now_ms, limit, missing, req.calm
+        req.market,
+        symbol,
+        interval,
+        start,
+        values["endTime"],
+        req.now_ms,
+        limit,
+        missing,
+        req.calm,
+        req.lifecycles,
     )
     for f in faults:
         if f.kind == "duplicate_rows":
             bars = duplicate(bars, int(f.params.get("every", 1)))
+        elif f.kind == "revised":
+            bars = revise(
+                bars, f.params["start_ms"], f.params["end_ms"], int(f.params.get("per_mille", 5)), req.now_ms
+            )
     invalid = [f for f in faults if f.kind == "invalid_rows"]
     if not invalid:
         return Reply(200, klines_json(bars), CONTENT_TYPE, headers)
@@ -131,6 +144,25 @@ def corrupt_rows(
             row[4] = "abc"
 
 
+def revise(bars: Bars, start_ms: int, end_ms: int, per_mille: int, now_ms: int) -> Bars:
+    """The `revised` fault: every closed bar opening in [start_ms, end_ms] reports per_mille more volume
+    (a burst of re-published candles; prices never change), for as long as the fault stays. Hourly bars
+    only, as the market's own revisions (sandbox/events.py)."""
+    if bars.interval_ms != HOUR_MS:
+        return bars
+    hit = (
+        (bars.open_time >= start_ms)
+        & (bars.open_time <= end_ms)
+        & (bars.open_time + bars.interval_ms <= now_ms)
+    )
+    if not hit.any():
+        return bars
+    data = bars.data.copy()
+    for row in (VOL, QVOL, TBASE, TQUOTE):
+        data[row, hit] += data[row, hit] * per_mille // 1000
+    return bars._replace(data=data)
+
+
 def duplicate(bars: Bars, every: int = 1) -> Bars:
     """Every bar whose number % every == 0 appears twice in a row (the duplicate_rows fault)."""
     chosen = (bars.open_time // bars.interval_ms) % every == 0
@@ -144,7 +176,7 @@ def duplicate(bars: Bars, every: int = 1) -> Bars:
 def exchange_info(req: Request) -> Reply:
     """GET /api/v3/exchangeInfo: every listed pair, or those of symbol= / symbols=[...]."""
     q, headers = req.query, req.headers
-    symbols = _exchange_symbols(req.now_ms, req.calm)
+    symbols = _exchange_symbols(req.now_ms, req.calm, req.lifecycles)
     if q.get("symbol"):
         wanted = [q["symbol"]]
     elif q.get("symbols"):
@@ -197,13 +229,15 @@ HANDLERS: dict[str, Callable[[Request], Reply]] = {
 }
 
 
-def _exchange_symbols(now_ms: int, calm: bool) -> tuple[dict[str, Any], ...]:
+def _exchange_symbols(
+    now_ms: int, calm: bool, overrides: Mapping[str, events.Lifecycle] | None = None
+) -> tuple[dict[str, Any], ...]:
     """exchangeInfo `symbols` at now_ms: each sandbox pair with its status (sandbox/events.py; a removed or
     not yet listed pair is absent), plus long-delisted (BREAK) and non-USDT pairs."""
     listed = []
     for entry in _symbol_entries():
         state = (
-            events.status(entry["symbol"], now_ms, calm)
+            events.status(entry["symbol"], now_ms, calm, overrides)
             if entry["symbol"] in COIN_BY_SYMBOL
             else entry["status"]
         )

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,13 +69,18 @@ REVISE_AFTER_MS = 24 * HOUR_MS  # ... within a day of its close (inside the 48 h
 REVISE_PER_MILLE = 2  # volumes grow by 0.2%
 
 
-def lifecycle(symbol: str, calm: bool = False) -> Lifecycle:
+def lifecycle(symbol: str, calm: bool = False, overrides: Mapping[str, Lifecycle] | None = None) -> Lifecycle:
+    """A pair's life: a server's own override first (SandboxServer.set_lifecycle), then the fixed events."""
+    if overrides and symbol in overrides:
+        return overrides[symbol]
     return Lifecycle() if calm else LIFECYCLES.get(symbol, Lifecycle())
 
 
-def status(symbol: str, now_ms: int, calm: bool = False) -> str | None:
+def status(
+    symbol: str, now_ms: int, calm: bool = False, overrides: Mapping[str, Lifecycle] | None = None
+) -> str | None:
     """exchangeInfo's status at now_ms: TRADING, BREAK, or None (not listed yet, or removed: -1121)."""
-    life = lifecycle(symbol, calm)
+    life = lifecycle(symbol, calm, overrides)
     if now_ms < life.listed_ms or (life.removed_ms is not None and now_ms >= life.removed_ms):
         return None
     if life.halted_ms is not None and now_ms >= life.halted_ms:
@@ -86,12 +92,12 @@ def on_coingecko(cg_id: str, now_ms: int, calm: bool = False) -> bool:
     return calm or now_ms >= COINGECKO_SINCE.get(cg_id, T0_MS)
 
 
-def missing_ranges(symbol: str, calm: bool = False) -> list[tuple[int, int]]:
+def missing_ranges(
+    symbol: str, calm: bool = False, overrides: Mapping[str, Lifecycle] | None = None
+) -> list[tuple[int, int]]:
     """Inclusive open-time ranges the exchange has no candle for (before listing, after halting, outages)."""
-    if calm:
-        return []
-    life = lifecycle(symbol)
-    ranges = [*OUTAGES, *PAIR_HALTS.get(symbol, ())]
+    life = lifecycle(symbol, calm, overrides)
+    ranges = [] if calm else [*OUTAGES, *PAIR_HALTS.get(symbol, ())]
     if life.listed_ms > T0_MS:
         ranges.append((T0_MS, life.listed_ms - HOUR_MS))
     if life.halted_ms is not None:
@@ -117,6 +123,7 @@ def exchange_bars(
     limit: int | None,
     extra_missing: list[tuple[int, int]] | None = None,
     calm: bool = False,
+    overrides: Mapping[str, Lifecycle] | None = None,
 ) -> Bars:
     """The bars the exchange serves at now_ms: the synthetic series with this module's events applied."""
     lo = T0_MS if start_ms is None else start_ms
@@ -125,7 +132,7 @@ def exchange_bars(
     # before `start`-less requests' first hour, so those keep every range before `hi`.
     missing = [
         (a, b)
-        for a, b in [*(extra_missing or []), *missing_ranges(symbol, calm)]
+        for a, b in [*(extra_missing or []), *missing_ranges(symbol, calm, overrides)]
         if b >= (lo if start_ms is not None else T0_MS) and a <= hi
     ]
     bars = market.bars(symbol, interval, start_ms, end_ms, now_ms, limit, missing or None)

@@ -34,6 +34,8 @@ FAULT_PARAMS: dict[str, set[str]] = {
     "invalid_rows": {"every", "rows"},
     "duplicate_rows": {"every"},
     "missing_hours": {"start_ms", "end_ms"},
+    # klines: closed bars opening in [start_ms, end_ms] re-published with per_mille more volume (default 5)
+    "revised": {"start_ms", "end_ms", "per_mille"},
     # klines: the answer starts one bar before startTime (a server that rounds the start down)
     "early_bar": set(),
     # markets: schema drift as the real feed shows it - a field added (a number per coin), a field dropped,
@@ -49,7 +51,7 @@ FAULT_PARAMS: dict[str, set[str]] = {
     "archive_reupload": {"file"},
 }
 MODIFYING_KINDS = frozenset({"slow", "drip", "oversized"})  # change how the normal answer is sent
-DATA_KINDS = frozenset({"invalid_rows", "duplicate_rows", "missing_hours", "early_bar"})
+DATA_KINDS = frozenset({"invalid_rows", "duplicate_rows", "missing_hours", "revised", "early_bar"})
 ROUTE_KINDS = {
     "schema_drift": ("markets",),
     "replay": ("markets", "fng"),
@@ -125,8 +127,10 @@ def make_fault(route: str, kind: str, times: int | None, symbol: str | None, par
         )
     if times is not None and (not isinstance(times, int) or times < 1):
         raise ValueError("times must be None or a positive int")
-    if kind == "missing_hours" and not all(isinstance(params.get(k), int) for k in ("start_ms", "end_ms")):
-        raise ValueError("missing_hours needs int start_ms and end_ms (inclusive open-time range)")
+    if kind in ("missing_hours", "revised") and not all(
+        isinstance(params.get(k), int) for k in ("start_ms", "end_ms")
+    ):
+        raise ValueError(f"{kind} needs int start_ms and end_ms (inclusive open-time range)")
     if kind == "truncated" and params.get("content_length", "full") not in ("full", "truncated"):
         raise ValueError("truncated content_length must be 'full' or 'truncated'")
     if kind in ("invalid_rows", "duplicate_rows") and int(params.get("every", 1)) < 1:

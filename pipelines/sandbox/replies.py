@@ -7,10 +7,12 @@ HTTP server (which imports them).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .events import Lifecycle
     from .faults import Fault
     from .series import Market
 
@@ -44,6 +46,7 @@ class Request:
     now_ms: int
     calm: bool
     weight_limit: int
+    lifecycles: Mapping[str, Lifecycle] = field(default_factory=dict)  # the server's own (set_lifecycle)
 
 
 def json_body(obj: Any) -> bytes:

@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from . import archive, binance_api, coingecko_api, fear_greed_api, markets
+from . import archive, binance_api, coingecko_api, events, fear_greed_api, markets
 from .coins import SYMBOLS
 from .faults import REPLACING_KINDS, Fault, apply_modifiers, classify, fault_reply, make_fault
 from .replies import Reply, Request, json_body
@@ -137,6 +137,7 @@ class SandboxServer:
         self.market = markets.market(seed)
         self._now = now_ms
         self._faults: list[Fault] = []
+        self._lifecycles: dict[str, events.Lifecycle] = {}
         self._lock = threading.Lock()
         self._weight_minute = -1
         self._weight_used = 0
@@ -235,6 +236,24 @@ class SandboxServer:
                 )  # archive faults: per file
             ]
             self._faults.append(fault)
+
+    def set_lifecycle(
+        self,
+        symbol: str,
+        *,
+        listed_ms: int | None = None,
+        halted_ms: int | None = None,
+        removed_ms: int | None = None,
+    ) -> None:
+        """Give one pair a life of this server's own (a delisting on a date a test chooses): from halted_ms
+        it reports BREAK and has no candles; from removed_ms exchangeInfo drops it and klines answer -1121."""
+        life = events.Lifecycle(
+            listed_ms=events.Lifecycle.listed_ms if listed_ms is None else listed_ms,
+            halted_ms=halted_ms,
+            removed_ms=removed_ms,
+        )
+        with self._lock:
+            self._lifecycles[symbol] = life
 
     def clear_faults(self, route: str | None = None) -> None:
         """Remove every fault, or only those of one route."""
@@ -338,7 +357,16 @@ class SandboxServer:
         if first is not None and first.kind in REPLACING_KINDS:
             reply = fault_reply(api, first, headers, self.weight_limit)
         else:
-            request = Request(q, data, headers, self.market, self.now(), self.calm, self.weight_limit)
+            request = Request(
+                q,
+                data,
+                headers,
+                self.market,
+                self.now(),
+                self.calm,
+                self.weight_limit,
+                dict(self._lifecycles),
+            )
             reply = HANDLERS[route](request)
             if first is not None:
                 reply.truncate = first.params.get("content_length", "full")

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import contextlib
 
-from pipelines.runtime import db
-from pipelines.soak import RTOL, gold_differences
+from pipelines.runtime import db, schema
+from pipelines.soak_report import RTOL, gold_differences
 
-__all__ = ["RTOL", "assert_same_gold", "execute"]
+__all__ = ["RTOL", "assert_same_gold", "execute", "stored_options"]
 
 
 def execute(settings, sql: str, params=()) -> list[tuple]:
@@ -22,3 +22,9 @@ def assert_same_gold(late, fresh) -> None:
     float running sums since the pair's first candle in the query, so rows built in another pass can differ
     in the last bits)."""
     assert gold_differences(late, fresh) == []
+
+
+def stored_options(settings) -> dict[str, dict[str, str]]:
+    """The storage parameters the database has on the tables catalog.AUTOVACUUM names."""
+    with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
+        return schema.storage_options(cur)
