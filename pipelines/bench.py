@@ -27,7 +27,7 @@ import pyarrow.csv as pacsv
 
 from pipelines.bronze import open_lake, read_bronze
 from pipelines.ingest import ingest_fear_greed, ingest_markets, ingest_ohlcv
-from pipelines.runtime import db
+from pipelines.runtime import db, embedded
 from pipelines.settings import Settings
 from pipelines.sources.binance.settings import KLINES_SCHEMA
 from pipelines.sources.binance.settings import TABLE as KLINES_TABLE
@@ -149,7 +149,7 @@ def run(settings: Settings, *, symbols: int = 50, days: int = 1095, stack: bool 
         )
         rows = _bronze_rows(active)
         copy_s = _copy_reference(active, rows)
-    db.stop_embedded(settings)  # the benchmark's own server (its data stays in the work folder)
+    embedded.stop(settings)  # the benchmark's own server (its data stays in the work folder)
     on_stack = {}
     if stack:
         from pipelines import bench_stack

@@ -19,7 +19,7 @@ from typing import Any
 
 import psycopg2
 
-from pipelines.runtime import db, services
+from pipelines.runtime import compose_spec, db, services
 from pipelines.runtime import stack as native
 from pipelines.settings import Settings, load_settings
 
@@ -75,7 +75,7 @@ def backfill_through_airflow(sandbox: Any, symbols: list[str], days: int, worker
         )
         login = stack.start_airflow(workers=workers, extra=sources)
         host, port = stack.addresses["airflow-apiserver"]
-        settings = load_settings(native.ROOT / "config.yaml", environ=writer)
+        settings = load_settings(compose_spec.ROOT / "config.yaml", environ=writer)
         api = services.AirflowApi(settings, login["password"], base=f"http://{host}:{port}")
         native.wait_until(lambda: "backfill_historical" in api.dag_ids(), "the DAGs to be parsed", 300)
         api.pause("backfill_historical", False)

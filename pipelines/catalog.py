@@ -37,7 +37,7 @@ class Table:
     ingest_step: str | None = None  # `cryptoflow ingest <step>` loads it
     replace_on: tuple[str, ...] | None = None  # bronze: a new load replaces older copies by these columns
     # The silver model reading it by time range: a load of hours SQLMesh already processed (a backfill, a gap
-    # re-fetch, a verified revision) is restated there and downstream (pipelines/transform.py)
+    # re-fetch, a verified revision) is restated there and downstream (pipelines/restatement.py)
     incremental_model: str | None = None
 
     @property

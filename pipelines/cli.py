@@ -59,7 +59,7 @@ def sandboxed(settings: Settings, server: SandboxServer) -> Settings:
 
 
 def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
-    from pipelines.runtime import db, schema
+    from pipelines.runtime import db, embedded, schema
 
     if args.action == "migrate":
         from pipelines.upgrade import migrate_all
@@ -78,12 +78,12 @@ def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
                 schema.ensure_schema(settings)
         return 0
     if args.action == "start":
-        status = db.start_embedded(settings)
+        status = embedded.start(settings)
         print(f"embedded Postgres running (pid {status.pid}), data in {status.datadir}")
     elif args.action == "stop":
-        print("stopped" if db.stop_embedded(settings) else "not running")
+        print("stopped" if embedded.stop(settings) else "not running")
     elif args.action == "status":
-        status = db.embedded_status(settings)
+        status = embedded.status(settings)
         print(f"running (pid {status.pid}), data in {status.datadir}" if status.running else "not running")
         return 0 if status.running else 3
     else:
@@ -155,7 +155,7 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
             f"{len(found.missing_on_exchange)} missing on the exchange, {found.details['unchanged']} equal"
         )
         if args.apply and (found.changed or found.missing_in_raw):
-            from pipelines.transform import restate_pending
+            from pipelines.restatement import restate_pending
 
             seconds, window = restate_pending(settings, execution_time=_exchange_now(active))
             if window is None:  # gold had not processed those hours yet: its next run takes them as they are

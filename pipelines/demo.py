@@ -90,7 +90,8 @@ def run(
     from pipelines import ingest, quality
     from pipelines.sandbox import SandboxServer
     from pipelines.sqlmesh_console import sqlmesh_console_to_log
-    from pipelines.transform import describe_gold, transform
+    from pipelines.transform import transform
+    from pipelines.transform_report import describe_gold
 
     started = time.perf_counter()
     db.ensure_database(settings)

@@ -39,7 +39,7 @@ def build_docs(settings: Settings, out_dir: Path | None = None, *, context: Any 
     is written then.
     """
     if context is None:
-        from pipelines.transform import context as load_context
+        from pipelines.sqlmesh_context import context as load_context
 
         context = load_context(settings)
     models = dict(context.models)

@@ -21,7 +21,7 @@ from pathlib import Path
 import psycopg2
 
 from pipelines import catalog, compaction
-from pipelines.runtime import db
+from pipelines.runtime import db, embedded
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -164,7 +164,7 @@ def airflow_db_clean(settings: Settings, now: dt.datetime, config_file: Path | N
     """`airflow db clean` of metadata older than retention.airflow_days, once this deployment has one."""
     from pipelines.runtime import services
 
-    if settings.database.embedded and not db.airflow_metadata_exists(settings):
+    if settings.database.embedded and not embedded.airflow_metadata_exists(settings):
         return "Airflow: no metadata database yet"
     if not settings.database.embedded and not os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"):
         return "Airflow: AIRFLOW__DATABASE__SQL_ALCHEMY_CONN is not set: its scheduler's host cleans it"

@@ -38,7 +38,7 @@ from typing import Any
 import yaml
 
 from pipelines import maintenance, quality, soak_report, transform
-from pipelines.runtime import db
+from pipelines.runtime import db, embedded
 from pipelines.settings import Settings
 from pipelines.sqlmesh_console import sqlmesh_console_to_log
 
@@ -199,8 +199,8 @@ class Soak:
         """The cycle's fault, before its hourly run (the S3 endpoint comes back the hour after it went)."""
         closed = now.replace(minute=0) - HOUR  # the hour that just closed
         if fault == "postgres_restart":
-            db.stop_embedded(self.settings)
-            db.start_embedded(self.settings)
+            embedded.stop(self.settings)
+            embedded.start(self.settings)
         elif fault == "killed_run":
             self.killed_run()
         elif fault == "429_storm":  # Retry-After past what the client waits: the run stops at once
@@ -289,7 +289,7 @@ def run_soak(
             _point_config_at(workdir / "config.yaml", sandbox.url)
             soak = Soak(settings, workdir / "config.yaml", sandbox, webhook, s3, [])
             db.ensure_database(settings)
-            db.configure_embedded(settings, {"autovacuum_naptime": AUTOVACUUM_NAPTIME})
+            embedded.configure(settings, {"autovacuum_naptime": AUTOVACUUM_NAPTIME})
             ingest.ingest_ohlcv(settings, days=HISTORY_DAYS, command="soak backfill")
             ingest.ingest_markets(settings, command="soak")
             ingest.ingest_fear_greed(settings, command="soak")
@@ -335,7 +335,7 @@ def run_soak(
         webhook.close()
         s3.stop()
         with contextlib.suppress(Exception):
-            db.stop_embedded(settings)
+            embedded.stop(settings)
     return report
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from pipelines import catalog, compaction, quality, transform
 from pipelines.bronze import existing_files, open_lake
-from pipelines.runtime import db
+from pipelines.runtime import db, embedded
 from pipelines.settings import Settings
 
 OPENED = ("Data-quality check failing", "Pipeline run failed")  # the first words of an opening alert
@@ -83,7 +83,7 @@ def _rebuild(settings: Settings, end: dt.datetime) -> Settings:
     db.ensure_database(fresh)
     dump = subprocess.run(
         [
-            str(db.server_program("pg_dump")),
+            str(embedded.server_program("pg_dump")),
             "--no-owner",
             "--clean",
             "--if-exists",
@@ -97,7 +97,7 @@ def _rebuild(settings: Settings, end: dt.datetime) -> Settings:
         check=True,
     )
     subprocess.run(
-        [str(db.server_program("psql")), "-q", "-v", "ON_ERROR_STOP=1", db.writer_url(fresh)],
+        [str(embedded.server_program("psql")), "-q", "-v", "ON_ERROR_STOP=1", db.writer_url(fresh)],
         input=dump.stdout,
         capture_output=True,
         check=True,

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.runtime import db, schema
+from pipelines.runtime import db, embedded, schema
 from pipelines.runtime.migrations import SchemaError
 from pipelines.settings import Settings
 
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 def migrate_all(settings: Settings, config_file: Path | None = None) -> list[str]:
     """Every migration this release needs, ours first (the others' state lives in our database)."""
     if settings.database.embedded:
-        db.start_embedded(settings, check_schema=False)
+        embedded.start(settings, check_schema=False)
     lines = [f"cryptoflow: {line}" for line in schema.migrate(settings)]
     lines.append(f"SQLMesh: {migrate_sqlmesh(settings)}")
     lines.append(f"Airflow: {migrate_airflow(settings, config_file)}")
@@ -115,7 +115,7 @@ def migrate_airflow(settings: Settings, config_file: Path | None) -> str:
     `cryptoflow up` made it; on a configured server, when AIRFLOW__DATABASE__SQL_ALCHEMY_CONN names it."""
     from pipelines.runtime import services
 
-    if settings.database.embedded and not db.airflow_metadata_exists(settings):
+    if settings.database.embedded and not embedded.airflow_metadata_exists(settings):
         return "no metadata database yet (`cryptoflow up` creates it)"
     if not settings.database.embedded and not os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"):
         return "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN is not set: run `airflow db migrate` where Airflow runs"

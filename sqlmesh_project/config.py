@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from pipelines.settings import load_settings
-from pipelines.transform import sqlmesh_config
+from pipelines.sqlmesh_context import sqlmesh_config
 
 config = sqlmesh_config(
     load_settings(

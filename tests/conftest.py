@@ -30,14 +30,14 @@ def fixtures_dir() -> Path:
 @pytest.fixture(scope="session")
 def pg_dir(tmp_path_factory: pytest.TempPathFactory):
     """One embedded Postgres for the whole session, stopped at the end (we started it)."""
-    from pipelines.runtime import db
+    from pipelines.runtime import embedded
     from pipelines.settings import load_settings
 
     root = tmp_path_factory.mktemp("pg")
     settings = load_settings(environ={}, overrides={"database": {"embedded_dir": str(root / "pg")}})
-    db.start_embedded(settings)
+    embedded.start(settings)
     yield root / "pg"
-    db.stop_embedded(settings)
+    embedded.stop(settings)
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,7 @@ import pytest
 import yaml
 from helpers.webhook import Receiver
 
-from pipelines.runtime import db, services
+from pipelines.runtime import db, embedded, services
 from pipelines.sandbox import SandboxServer
 from pipelines.settings import load_settings
 
@@ -433,7 +433,7 @@ def test_cryptoflow_up_runs_airflow_standalone_and_down_stops_it(tmp_path, pg_di
         for port in (airflow_port, metrics_port, dashboard_port):
             with socket.socket() as sock:
                 assert sock.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still answers after down"
-        assert db.embedded_status(settings).running  # it was running before `up`: left alone
+        assert embedded.status(settings).running  # it was running before `up`: left alone
 
 
 @pytest.mark.slow

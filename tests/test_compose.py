@@ -38,7 +38,7 @@ from pipelines import ingest
 from pipelines.bronze import open_lake, read_bronze
 from pipelines.cli import sandboxed
 from pipelines.cli_args import parser as _parser
-from pipelines.runtime import db, stack
+from pipelines.runtime import compose_spec, db
 from pipelines.runtime.schema import ensure_schema
 from pipelines.sandbox import SandboxServer
 from pipelines.settings import SECRET_ENV, ConfigError, Settings, load_settings
@@ -66,11 +66,11 @@ LAST_CLOSED = NOW_MS // HOUR * HOUR - HOUR
 
 
 def env_example() -> dict[str, str]:
-    return stack.env_file(ENV_EXAMPLE)
+    return compose_spec.env_file(ENV_EXAMPLE)
 
 
 def compose() -> dict:
-    return stack.compose(env_example())
+    return compose_spec.compose(env_example())
 
 
 def services() -> dict[str, dict]:
@@ -333,7 +333,9 @@ def test_the_celery_executor_loads(tmp_path):
     )
     env = {
         **airflow_env(tmp_path),
-        "AIRFLOW__CORE__EXECUTOR": stack.environment(services()["airflow-worker"])["AIRFLOW__CORE__EXECUTOR"],
+        "AIRFLOW__CORE__EXECUTOR": compose_spec.environment(services()["airflow-worker"])[
+            "AIRFLOW__CORE__EXECUTOR"
+        ],
     }
     run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=180)
     assert run.returncode == 0, run.stderr[-1500:]
@@ -400,7 +402,7 @@ def test_airflow_configuration_names_are_real_options(tmp_path):
     names = {
         name: value
         for service in ours().values()
-        for name, value in stack.environment(service).items()
+        for name, value in compose_spec.environment(service).items()
         if name.startswith("AIRFLOW__")
     }
     script = (
@@ -436,7 +438,7 @@ def test_airflow_configuration_names_are_real_options(tmp_path):
     assert urlsplit(names["AIRFLOW__CELERY__BROKER_URL"]).hostname == "redis"
     # every Airflow component has the same configuration (tokens signed by one are checked by another)
     airflow_envs = [
-        {k: v for k, v in stack.environment(s).items() if k.startswith("AIRFLOW__")}
+        {k: v for k, v in compose_spec.environment(s).items() if k.startswith("AIRFLOW__")}
         for name, s in ours().items()
         if name.startswith("airflow-")
     ]
@@ -470,7 +472,7 @@ def test_mounted_host_paths_exist_and_named_volumes_are_declared():
 
 
 def test_env_example_lists_exactly_the_variables_compose_uses():
-    used = stack.referenced_vars(stack.raw_compose())
+    used = compose_spec.referenced_vars(compose_spec.raw_compose())
     listed = set(env_example())
     assert used - listed == set(), "used in docker-compose.yml but missing from .env.example"
     assert listed - used == set(), "in .env.example but not used by docker-compose.yml"
@@ -488,7 +490,7 @@ READERS = ("dashboard", "metrics")  # they connect as the reader role and hold n
 def test_cryptoflow_environment_names_are_real_settings_keys():
     checked = 0
     for name, service in ours().items():
-        env = stack.environment(service)
+        env = compose_spec.environment(service)
         for key, value in env.items():
             if key.startswith("CRYPTOFLOW__"):
                 try:
@@ -519,7 +521,7 @@ def test_each_service_of_ours_loads_its_settings_from_compose():
     init = POSTGRES_INIT.read_text()
     example = env_example()
     for name, service in ours().items():
-        env = stack.environment(service)
+        env = compose_spec.environment(service)
         settings = url_of(env)
         url = urlsplit(settings.database.url)
         assert (url.hostname, url.port, url.path) == ("postgres", 5432, "/cryptoflow"), name
@@ -546,7 +548,7 @@ def test_each_service_of_ours_loads_its_settings_from_compose():
             assert settings.storage.is_s3 and settings.storage.s3_endpoint_url == "http://minio:9000", name
             assert settings.secrets.aws_access_key_id and settings.secrets.database_password, name
             assert "CRYPTOFLOW_READER_PASSWORD" not in env, name
-    postgres = stack.environment(services()["postgres"])
+    postgres = compose_spec.environment(services()["postgres"])
     for key in ("CRYPTOFLOW_DB_PASSWORD", "CRYPTOFLOW_READER_PASSWORD", "AIRFLOW_DB_PASSWORD"):
         assert postgres[key] == example[key]
 
@@ -659,11 +661,11 @@ def test_minio_init_creates_the_bucket_of_the_bronze_url(tmp_path):
         f'#!/bin/sh\nprintf "%s\\n" "$*" >> {log}\n[ "$2 $3" = "user info" ] && echo readwrite\nexit 0\n'
     )
     fake.chmod(0o755)
-    env = {**stack.environment(service), "PATH": f"{fake.parent}{os.pathsep}/usr/bin:/bin"}
+    env = {**compose_spec.environment(service), "PATH": f"{fake.parent}{os.pathsep}/usr/bin:/bin"}
     run = subprocess.run(["/bin/sh", "-c", script], env=env, capture_output=True, text=True, timeout=30)
     assert run.returncode == 0, run.stderr
     calls = log.read_text().splitlines()
-    bucket = urlsplit(url_of(stack.environment(services()["db-init"])).storage.bronze_url).hostname
+    bucket = urlsplit(url_of(compose_spec.environment(services()["db-init"])).storage.bronze_url).hostname
     e = env_example()
     assert (
         calls[0]
@@ -687,7 +689,7 @@ def test_airflow_init_sets_the_admin_password_the_api_server_keeps(tmp_path):
     passwords = tmp_path / "auth" / "passwords.json"
     passwords.parent.mkdir()
     env = {
-        **stack.environment(service),
+        **compose_spec.environment(service),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
         "PATH": f"{fake.parent}{os.pathsep}{BIN}{os.pathsep}/usr/bin:/bin",
     }
@@ -704,7 +706,7 @@ def test_airflow_init_sets_the_admin_password_the_api_server_keeps(tmp_path):
     )
     api_env = {
         **airflow_env(tmp_path),
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": stack.environment(services()["airflow-apiserver"])[
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": compose_spec.environment(services()["airflow-apiserver"])[
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"
         ],
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
@@ -733,7 +735,7 @@ def test_postgres_init_script_creates_roles_and_databases(fresh_postgres, tmp_pa
 
     socket_dir = urlsplit(fresh_postgres.get_uri()).query.split("host=")[1].split("&")[0]
     env = {
-        **stack.environment(services()["postgres"]),
+        **compose_spec.environment(services()["postgres"]),
         "PATH": f"{POSTGRES_BIN_PATH}{os.pathsep}/usr/bin:/bin",
         "PGHOST": socket_dir,
     }
@@ -744,7 +746,7 @@ def test_postgres_init_script_creates_roles_and_databases(fresh_postgres, tmp_pa
     assert run.returncode == 0, run.stdout + run.stderr
 
     # `cryptoflow db start` (db-init) on that server: schemas, tables and the reader's grants
-    writer_env = {**stack.environment(services()["db-init"])}
+    writer_env = {**compose_spec.environment(services()["db-init"])}
     writer_env["CRYPTOFLOW__DATABASE__URL"] = (
         f"postgresql://cryptoflow_writer@localhost/cryptoflow?host={socket_dir}"
     )
@@ -809,7 +811,7 @@ def test_compose_storage_settings_work_against_an_s3_endpoint(s3_endpoint, make_
     """The pipeline's storage environment from compose (bronze_url s3://..., credentials), with the MinIO
     endpoint swapped for a real S3 server on 127.0.0.1: a real ingest writes bronze there and it reads back
     equal to raw."""
-    env = stack.environment(services()["airflow-worker"])  # where the tasks run
+    env = compose_spec.environment(services()["airflow-worker"])  # where the tasks run
     assert env["CRYPTOFLOW__STORAGE__S3_ENDPOINT_URL"] == "http://minio:9000"
     env["CRYPTOFLOW__STORAGE__S3_ENDPOINT_URL"] = s3_endpoint
     compose_settings = url_of(env)
@@ -877,7 +879,7 @@ def test_the_smoke_env_starts_compose_with_fresh_secrets_and_the_sandbox(tmp_pat
         [sys.executable, str(ROOT / "docker" / "smoke.py"), "env"], capture_output=True, text=True, check=True
     )
     (tmp_path / ".env").write_text(made.stdout)
-    env = stack.env_file(tmp_path / ".env")
+    env = compose_spec.env_file(tmp_path / ".env")
     example = env_example()
     assert env.keys() == example.keys()
     replaced = {k for k, v in example.items() if "change-me" in v}
@@ -887,7 +889,7 @@ def test_the_smoke_env_starts_compose_with_fresh_secrets_and_the_sandbox(tmp_pat
         k: v for k, v in example.items() if k not in replaced | {"CRYPTOFLOW__SANDBOX__ENABLED"}
     }
     assert (
-        stack.compose(env)["services"]["postgres"]["environment"]["POSTGRES_PASSWORD"]
+        compose_spec.compose(env)["services"]["postgres"]["environment"]["POSTGRES_PASSWORD"]
         == env["POSTGRES_PASSWORD"]
     )
 

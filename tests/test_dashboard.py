@@ -21,7 +21,7 @@ import yaml
 from helpers.dashboard_data import DAYS, HISTORICAL_NOW, NOW, SNAPSHOT, SYMBOLS, execute, write_config
 from streamlit.testing.v1 import AppTest
 
-from pipelines import dashboard_bench, transform
+from pipelines import dashboard_bench, sqlmesh_context, transform
 from pipelines.runtime import dashboard_server, db
 
 APP = str(Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py")
@@ -414,7 +414,7 @@ def test_environment_selector_shows_a_dev_environment(gold_db, monkeypatch, tmp_
     price page's daily rows come from it, and models dev did not change are read from prod."""
     settings, config = gold_db
     project = tmp_path / "sqlmesh_project"
-    shutil.copytree(transform.PROJECT_DIR, project, ignore=shutil.ignore_patterns(".cache", "logs"))
+    shutil.copytree(sqlmesh_context.PROJECT_DIR, project, ignore=shutil.ignore_patterns(".cache", "logs"))
     model = project / "models" / "marts" / "fct_daily_summary.sql"
     vwap = "(d.quote_volume / NULLIF(d.volume, 0))::DOUBLE PRECISION AS vwap,"
     assert vwap in model.read_text()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import transform
+from pipelines import sqlmesh_context, transform
 from pipelines.docs import build_docs
 from pipelines.runtime import db
 
@@ -109,13 +109,13 @@ def test_a_column_without_description_fails_the_build(make_settings, tmp_path: P
 
     settings = make_settings()
     project = tmp_path / "project"
-    shutil.copytree(transform.PROJECT_DIR, project, ignore=shutil.ignore_patterns(".cache", "logs"))
+    shutil.copytree(sqlmesh_context.PROJECT_DIR, project, ignore=shutil.ignore_patterns(".cache", "logs"))
     model = project / "models" / "staging" / "stg_binance__ohlcv.sql"
     source = model.read_text()
     assert " /* traded value in USDT */" in source
     model.write_text(source.replace(" /* traded value in USDT */", ""))
     db.ensure_database(settings)  # the (empty) test database the config points at
-    ctx = Context(paths=str(project), config=transform.sqlmesh_config(settings))
+    ctx = Context(paths=str(project), config=sqlmesh_context.sqlmesh_config(settings))
 
     with pytest.raises(ValueError, match=r"silver\.stg_binance__ohlcv\.quote_volume"):
         build_docs(settings, tmp_path / "site", context=ctx)

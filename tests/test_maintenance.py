@@ -11,7 +11,7 @@ from helpers.gold import execute, stored_options
 
 from pipelines import catalog, ingest, maintenance, transform
 from pipelines.cli import sandboxed
-from pipelines.runtime import db
+from pipelines.runtime import db, embedded
 from pipelines.sandbox import SandboxServer
 
 NOW = dt.datetime(2026, 12, 7, 12, 0, tzinfo=dt.UTC)
@@ -168,6 +168,6 @@ def test_the_janitor_removes_an_expired_dev_environment(settings, tmp_path):
     assert os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN") is None
     assert maintenance.airflow_db_clean(settings, NOW) == (
         "Airflow: metadata older than 30 days cleaned (`airflow db clean`)"  # an Airflow test made it
-        if db.airflow_metadata_exists(settings)
+        if embedded.airflow_metadata_exists(settings)
         else "Airflow: no metadata database yet"
     )

@@ -14,7 +14,7 @@ import psycopg2
 import pytest
 import yaml
 
-from pipelines.runtime import db, migrations, schema
+from pipelines.runtime import db, embedded, migrations, schema
 
 BASELINE = migrations.MIGRATIONS_DIR / "0001_baseline.sql"
 
@@ -22,7 +22,7 @@ BASELINE = migrations.MIGRATIONS_DIR / "0001_baseline.sql"
 def fresh(make_settings, **database):
     """Settings on a database of their own, started without touching its schema."""
     settings = make_settings(database=database)
-    db.start_embedded(settings, check_schema=False)
+    embedded.start(settings, check_schema=False)
     return settings
 
 
@@ -211,7 +211,7 @@ def test_cryptoflow_db_migrate_says_what_it_did_and_other_commands_wait_for_it(m
         "SQLMesh: no state yet (the first transform creates it)",
         # the session's server has Airflow's metadata database once an Airflow test made it: it is migrated
         "Airflow: metadata database migrated (`airflow db migrate`)"
-        if db.airflow_metadata_exists(settings)
+        if embedded.airflow_metadata_exists(settings)
         else "Airflow: no metadata database yet (`cryptoflow up` creates it)",
         "dlt: nothing to do (it upgrades its own state at a pipeline's next load)",
     ]

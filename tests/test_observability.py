@@ -205,10 +205,10 @@ def test_loading_the_sqlmesh_config_starts_no_server(tmp_path: Path, pg_dir: Pat
         "start it with `cryptoflow db start`"
     )
     assert not down.exists()  # no server was initialised there
-    from pipelines.runtime import db
+    from pipelines.runtime import embedded
     from pipelines.settings import load_settings
 
-    running = db.embedded_status(
+    running = embedded.status(
         load_settings(environ={}, overrides={"database": {"embedded_dir": str(pg_dir)}})
     )
     loaded = _load_sqlmesh_config(tmp_path, {"embedded_dir": str(pg_dir), "name": "analysts"})

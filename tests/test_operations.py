@@ -19,7 +19,7 @@ from pipelines import ingest
 from pipelines.cli import sandboxed
 from pipelines.http import RateLimiter
 from pipelines.ingest import dlq
-from pipelines.runtime import db, schema
+from pipelines.runtime import db, embedded, schema
 from pipelines.sandbox import SandboxServer
 
 HOUR = 3_600_000
@@ -140,8 +140,8 @@ def test_on_a_configured_server_the_reader_is_created_and_reader_url_is_never_th
     from pipelines import cli
     from pipelines.settings import load_settings
 
-    status = db.embedded_status(settings)
-    admin_pw = db._role_passwords(settings)[db.SUPERUSER]
+    status = embedded.status(settings)
+    admin_pw = embedded.role_passwords(settings)[embedded.SUPERUSER]
     url = f"postgresql://postgres:{admin_pw}@localhost/{settings.database.name}?host={status.socket_dir}"
     reader = f"r_{settings.database.name}"
     environ = {"CRYPTOFLOW__DATABASE__URL": url, "CRYPTOFLOW__DATABASE__READER_ROLE": reader}
@@ -218,9 +218,9 @@ def test_the_embedded_server_asks_every_connection_for_a_password(make_settings,
     """pgserver's initdb trusts local connections, and as root its socket folder is open to every user:
     on our server no role, the superuser included, gets in over the socket without its password."""
     settings = make_settings(database={"embedded_dir": str(tmp_path / "pg"), "name": "own"})
-    db.start_embedded(settings)
+    embedded.start(settings)
     try:
-        socket_dir = db.embedded_status(settings).socket_dir
+        socket_dir = embedded.status(settings).socket_dir
         for role in ("postgres", settings.database.writer_role, settings.database.reader_role):
             with pytest.raises(psycopg2.OperationalError, match="password"):
                 psycopg2.connect(host=socket_dir, user=role, dbname="postgres")
@@ -231,12 +231,12 @@ def test_the_embedded_server_asks_every_connection_for_a_password(make_settings,
             assert cur.fetchone() == (settings.database.writer_role,)
         credentials = tmp_path / "credentials.json"
         assert credentials.stat().st_mode & 0o777 == 0o600
-        db.start_embedded(settings)  # the next command's bootstrap still gets in, as the superuser
+        embedded.start(settings)  # the next command's bootstrap still gets in, as the superuser
         with contextlib.closing(psycopg2.connect(db.reader_url(settings))) as conn, conn.cursor() as cur:
             cur.execute("SELECT current_user")
             assert cur.fetchone() == (settings.database.reader_role,)
     finally:
-        db.stop_embedded(settings)
+        embedded.stop(settings)
 
 
 def test_what_the_reader_can_read_of_check_results_carries_no_password(settings):
@@ -281,7 +281,7 @@ def test_every_advisory_lock_wait_is_bounded(make_settings):
         )
         cur.execute("SELECT pg_advisory_lock(%s)", (db.lock_key("cryptoflow:bootstrap"),))
         with pytest.raises(psycopg2.errors.LockNotAvailable):
-            db.start_embedded(settings)
+            embedded.start(settings)
 
 
 def test_shared_runs_go_side_by_side_and_a_run_wanting_the_source_alone_goes_first(make_settings):

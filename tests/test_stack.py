@@ -24,8 +24,10 @@ import pytest
 import yaml
 
 from pipelines.bronze import open_lake, read_bronze
+from pipelines.runtime import compose_spec as spec
 from pipelines.runtime import db, services
 from pipelines.runtime import stack as native
+from pipelines.runtime import stack_monitoring as monitoring
 from pipelines.sandbox import SandboxServer
 from pipelines.settings import Settings, load_settings
 
@@ -35,15 +37,15 @@ BIN = Path(sys.executable).parent
 def test_compose_environment_becomes_native_addresses_and_paths():
     """One source of settings: a service's native environment is its compose environment, the compose
     network's names swapped for this machine's addresses; nothing else changes."""
-    env = native.env_file()
-    services = native.compose(env)["services"]
+    env = spec.env_file()
+    services = spec.compose(env)["services"]
     addresses = {
         "postgres": ("127.0.0.1", 40001),
         "redis": ("127.0.0.1", 40002),
         "minio": ("127.0.0.1", 40003),
     }
     ports = {"postgres": 5432, "redis": 6379, "minio": 9000}
-    compose_env = native.environment(services["airflow-scheduler"])
+    compose_env = spec.environment(services["airflow-scheduler"])
     here = native.native_environment(services["airflow-scheduler"], addresses, ports)
     assert here.keys() == compose_env.keys()
     assert here["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
@@ -52,7 +54,7 @@ def test_compose_environment_becomes_native_addresses_and_paths():
         f"postgresql+psycopg2://airflow:{env['AIRFLOW_DB_PASSWORD']}@127.0.0.1:40001/airflow"
     )
     assert here["CRYPTOFLOW__STORAGE__S3_ENDPOINT_URL"] == "http://127.0.0.1:40003"
-    assert here["CRYPTOFLOW_CONFIG"] == f"{native.ROOT}/config.yaml"
+    assert here["CRYPTOFLOW_CONFIG"] == f"{spec.ROOT}/config.yaml"
     changed = {k for k in compose_env if compose_env[k] != here[k]}
     assert changed == {
         "AIRFLOW__CELERY__BROKER_URL",
@@ -63,8 +65,8 @@ def test_compose_environment_becomes_native_addresses_and_paths():
         "CRYPTOFLOW_CONFIG",
         "AIRFLOW__CORE__DAGS_FOLDER",
     }  # the api-server's address is not in `addresses`: left as compose has it
-    with pytest.raises(native.ComposeRefuses, match="CRYPTOFLOW_DB_PASSWORD"):
-        native.compose({k: v for k, v in env.items() if k != "CRYPTOFLOW_DB_PASSWORD"})
+    with pytest.raises(spec.ComposeRefuses, match="CRYPTOFLOW_DB_PASSWORD"):
+        spec.compose({k: v for k, v in env.items() if k != "CRYPTOFLOW_DB_PASSWORD"})
 
 
 HOUR_MS = 3_600_000
@@ -81,19 +83,21 @@ WORKERS = {"worker1", "worker2"}
 def test_monitoring_durations_scale_and_compose_commands_keep_their_flags():
     """How the native stack runs compose's Prometheus and Alertmanager: their commands with only the paths
     and addresses replaced, and every duration scaled by one factor."""
-    assert native.seconds("1h30m") == 5400 and native.seconds("500ms") == 0.5
-    assert [native.compress(d, 1 / 10) for d in ("5m", "2h", "30s", "1s")] == ["30s", "720s", "3s", "1s"]
+    assert monitoring.seconds("1h30m") == 5400 and monitoring.seconds("500ms") == 0.5
+    assert [monitoring.compress(d, 1 / 10) for d in ("5m", "2h", "30s", "1s")] == ["30s", "720s", "3s", "1s"]
     with pytest.raises(ValueError, match="not a Prometheus duration"):
-        native.seconds("5 minutes")
-    command = native.raw_compose()["services"]["prometheus"]["command"]
-    assert native.option(command, "--config.file") == "/etc/prometheus/cryptoflow/prometheus.compose.yml"
-    here = native.with_options(command, {"--config.file": "/tmp/p.yml", "--storage.tsdb.path": "/tmp/data"})
+        monitoring.seconds("5 minutes")
+    command = spec.raw_compose()["services"]["prometheus"]["command"]
+    assert monitoring.option(command, "--config.file") == "/etc/prometheus/cryptoflow/prometheus.compose.yml"
+    here = monitoring.with_options(
+        command, {"--config.file": "/tmp/p.yml", "--storage.tsdb.path": "/tmp/data"}
+    )
     assert here == ["--config.file=/tmp/p.yml", "--storage.tsdb.path=/tmp/data"]
-    assert native.with_options(["x", "--port", "9108", "--host", "h"], {"--port": "1"}) == [
+    assert monitoring.with_options(["x", "--port", "9108", "--host", "h"], {"--port": "1"}) == [
         "x", "--port=1", "--host", "h"
     ]  # fmt: skip
     with pytest.raises(KeyError, match=r"--web\.listen-address"):
-        native.with_options(command, {"--web.listen-address": "127.0.0.1:1"})
+        monitoring.with_options(command, {"--web.listen-address": "127.0.0.1:1"})
 
 
 def run(
@@ -111,7 +115,7 @@ class World:
     writer: dict[str, str]  # db-init's environment (the pipeline's writer) + the sandbox's addresses
     settings: Settings
     api: services.AirflowApi
-    webhook: native.AlertWebhook
+    webhook: monitoring.AlertWebhook
     cwd: Path
 
     def cryptoflow(self, *argv: str, **env: str) -> subprocess.CompletedProcess:
@@ -177,7 +181,7 @@ def world(tmp_path_factory) -> Iterator[World]:
         }
         login = stack.start_airflow(workers=2, extra={**sources, **quick})
         host, port = stack.addresses["airflow-apiserver"]
-        settings = load_settings(native.ROOT / "config.yaml", environ=writer)
+        settings = load_settings(spec.ROOT / "config.yaml", environ=writer)
         api = services.AirflowApi(settings, login["password"], base=f"http://{host}:{port}")
         native.wait_until(lambda: set(CHAIN) <= api.dag_ids(), "the DAGs to be parsed", timeout_s=180)
         yield World(sandbox, stack, writer, settings, api, webhook, cwd)
@@ -247,7 +251,7 @@ def test_the_hourly_chain_runs_on_the_celery_workers_into_a_postgres_15_server(w
     assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-2000:])
 
     # the dashboard's and metrics' containers get the reader's environment: it reads gold, writes nothing
-    reader = load_settings(native.ROOT / "config.yaml", environ=world.stack.service_env("dashboard"))
+    reader = load_settings(spec.ROOT / "config.yaml", environ=world.stack.service_env("dashboard"))
     from pipelines.dashboard_bench import measure_queries
 
     assert len(measure_queries(reader, repeats=1)) == 21  # every query of the pages, as the reader, here
@@ -366,7 +370,9 @@ def test_the_storm_reached_the_webhook_through_prometheus_and_alertmanager_exact
     Alertmanager notified the webhook once, and nothing else paged while the other scenarios ran: no
     endpoint or database down, no failing check, no killed worker's run left failed."""
     native.wait_until(lambda: world.webhook.firing(), "the alert at the webhook", timeout_s=180)
-    time.sleep(3 * native.seconds(native.compress("30s", TIME_SCALE)))  # a few more evaluations and sends
+    time.sleep(
+        3 * monitoring.seconds(monitoring.compress("30s", TIME_SCALE))
+    )  # a few more evaluations and sends
     failing = world.query(
         "SELECT layer, check_name, outcome, measured_value, diagnostics::text FROM ops.dq_results WHERE outcome IN ('fail', 'error')"
     )  # what a CryptoflowDataQualityFailing page would be about
@@ -376,8 +382,8 @@ def test_the_storm_reached_the_webhook_through_prometheus_and_alertmanager_exact
     assert alert["labels"]["source"] == "coingecko" and notification["receiver"] == "cryptoflow-webhook"
 
     # the rules Prometheus ran are ours, only their durations scaled
-    ours = yaml.safe_load((native.MONITORING / "alerts.yml").read_text())
+    ours = yaml.safe_load((monitoring.MONITORING / "alerts.yml").read_text())
     ran = yaml.safe_load((world.stack.root / "prometheus" / "alerts.yml").read_text())
     for rule, same in zip(ours["groups"][0]["rules"], ran["groups"][0]["rules"], strict=True):
         assert {k: v for k, v in rule.items() if k != "for"} == {k: v for k, v in same.items() if k != "for"}
-        assert native.seconds(same["for"]) == max(1, round(native.seconds(rule["for"]) * TIME_SCALE))
+        assert monitoring.seconds(same["for"]) == max(1, round(monitoring.seconds(rule["for"]) * TIME_SCALE))

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from helpers.gold import RTOL, assert_same_gold
 
-from pipelines import ingest, quality, transform
+from pipelines import ingest, quality, restatement, sqlmesh_context, transform
 from pipelines.cli import sandboxed
 from pipelines.runtime import db
 from pipelines.sandbox import SandboxServer
@@ -279,7 +279,7 @@ def test_a_later_snapshot_never_rewrites_past_facts(make_settings):
     ]  # the dimension did change
 
     # a full restatement of the history gives the same facts
-    transform.restate(settings, dt.datetime(2026, 3, 7, tzinfo=dt.UTC), later, execution_time=later)
+    restatement.restate(settings, dt.datetime(2026, 3, 7, tzinfo=dt.UTC), later, execution_time=later)
     assert execute(settings, coins) == expected
     assert execute(settings, daily) == expected_daily
 
@@ -385,11 +385,11 @@ def test_late_loads_for_a_model_prod_lacks_fail_instead_of_being_forgotten(built
     processed fails, saying so - it is read before ops.raw_changes is cleared, so no late load is dropped."""
     settings, _ = built
     ctx = transform.context(settings, load=False)
-    assert transform._processed_until(ctx, "silver.stg_binance__ohlcv")[1] == dt.timedelta(hours=48)
+    assert restatement._processed_until(ctx, "silver.stg_binance__ohlcv")[1] == dt.timedelta(hours=48)
     with pytest.raises(
         transform.TransformError, match=r"silver\.stg_renamed is not in prod.*Table\.incremental_model"
     ):
-        transform._processed_until(ctx, "silver.stg_renamed")
+        restatement._processed_until(ctx, "silver.stg_renamed")
 
 
 def test_dev_environment_workflow(built, tmp_path):
@@ -400,7 +400,7 @@ def test_dev_environment_workflow(built, tmp_path):
 
     settings, _ = built
     project = tmp_path / "sqlmesh_project"
-    shutil.copytree(transform.PROJECT_DIR, project, ignore=shutil.ignore_patterns(".cache", "logs"))
+    shutil.copytree(sqlmesh_context.PROJECT_DIR, project, ignore=shutil.ignore_patterns(".cache", "logs"))
     model = project / "models" / "marts" / "fct_daily_summary.sql"
     model.write_text(
         model.read_text().replace(
@@ -408,7 +408,7 @@ def test_dev_environment_workflow(built, tmp_path):
             "  (d.high - d.low)::NUMERIC(36, 8) AS day_range, /* high - low of the day */\n  d.candles::INT AS candles,",
         )
     )
-    ctx = Context(paths=str(project), config=transform.sqlmesh_config(settings))
+    ctx = Context(paths=str(project), config=sqlmesh_context.sqlmesh_config(settings))
     prod_before = query_df(settings, "SELECT count(*) AS n FROM gold.fct_daily_summary").n[0]
 
     plan = ctx.plan("dev", auto_apply=True, no_prompts=True, execution_time=NOW, skip_tests=True)
@@ -435,7 +435,7 @@ def test_dev_environment_workflow(built, tmp_path):
     assert query_df(settings, "SELECT count(day_range) AS n FROM gold.fct_daily_summary").n[0] == prod_before
 
     model.write_text(model.read_text().replace("SUM(volume) AS volume,", "SUM(volume) * 2 AS volume,"))
-    ctx = Context(paths=str(project), config=transform.sqlmesh_config(settings))
+    ctx = Context(paths=str(project), config=sqlmesh_context.sqlmesh_config(settings))
     breaking = ctx.plan_builder("dev2", execution_time=NOW, skip_tests=True).build()  # classify, don't apply
     categories = {s.name.split(".")[-1].strip('"'): s.change_category for s in breaking.new_snapshots}
     assert categories["fct_daily_summary"] == SnapshotChangeCategory.BREAKING
@@ -445,7 +445,7 @@ def test_sqlmesh_unit_tests_pass_on_postgres(make_settings):
     """The YAML unit tests (hand-computed expectations) run on the real engine, as `sqlmesh plan` runs them."""
     ctx = transform.context(make_settings())
     result = ctx.test()
-    tests = [yaml.safe_load(p.read_text()) for p in (transform.PROJECT_DIR / "tests").glob("*.yaml")]
+    tests = [yaml.safe_load(p.read_text()) for p in (sqlmesh_context.PROJECT_DIR / "tests").glob("*.yaml")]
     assert result.testsRun == sum(map(len, tests))  # every test of every YAML file ran, none was skipped
     assert result.wasSuccessful(), [str(f[1]) for f in result.failures + result.errors]
 
@@ -454,7 +454,7 @@ def test_a_failing_audit_stops_the_run_naming_model_audit_and_rows(built, tmp_pa
     """A blocking audit that fails stops the plan; the error names the model, the audit and sample rows."""
     settings, _ = built
     project = tmp_path / "sqlmesh_project"
-    shutil.copytree(transform.PROJECT_DIR, project, ignore=shutil.ignore_patterns(".cache", "logs"))
+    shutil.copytree(sqlmesh_context.PROJECT_DIR, project, ignore=shutil.ignore_patterns(".cache", "logs"))
     model = project / "models" / "marts" / "fct_daily_summary.sql"
     text = model.read_text().replace(
         "accepted_range(column := candles, min_v := 1, max_v := 24),",
@@ -482,7 +482,7 @@ def test_an_unchanged_project_runs_without_a_plan_and_a_changed_one_is_planned(
     environment (ops.transform_state): it runs the due intervals from the state, and the new hour is in gold.
     A changed model is planned again, and its new column appears."""
     project = tmp_path / "sqlmesh_project"
-    shutil.copytree(transform.PROJECT_DIR, project, ignore=shutil.ignore_patterns(".cache", "logs"))
+    shutil.copytree(sqlmesh_context.PROJECT_DIR, project, ignore=shutil.ignore_patterns(".cache", "logs"))
     monkeypatch.setattr(transform, "PROJECT_DIR", project)
     settings = make_settings(universe={"symbols": ["BTCUSDT", "ETHUSDT"]})
     hour_later = NOW + dt.timedelta(hours=1)
@@ -497,7 +497,7 @@ def test_an_unchanged_project_runs_without_a_plan_and_a_changed_one_is_planned(
             n.split(".", 1)[1].replace('"', "") for n in first.changed_models
         }
         assert execute(settings, "SELECT environment, project_sha256 FROM ops.transform_state") == [
-            ("prod", transform.project_fingerprint(settings))
+            ("prod", sqlmesh_context.project_fingerprint(settings))
         ]
         sandbox.set_now(NOW_MS + HOUR)
         ingest.ingest_ohlcv(active)  # the 11:00 candles close
@@ -531,5 +531,5 @@ def test_an_unchanged_project_runs_without_a_plan_and_a_changed_one_is_planned(
         settings, "SELECT count(*), count(*) FROM gold.fct_daily_summary"
     )
     assert execute(settings, "SELECT project_sha256 FROM ops.transform_state") == [
-        (transform.project_fingerprint(settings),)
+        (sqlmesh_context.project_fingerprint(settings),)
     ]

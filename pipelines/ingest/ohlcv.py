@@ -226,7 +226,7 @@ def verify_klines(
 ) -> Verification:
     """Re-fetch [since, until) and compare it with raw, per pair and hour. With apply: changed candles are
     restated (ops.revisions, found_by verify), candles raw lacks are added; gold is restated by the caller
-    (transform.restate) over the window."""
+    (restatement.restate) over the window."""
     with source_run(settings, "binance", "verify --apply" if apply else "verify") as run:
         client = binance_client(settings)
         info = fetch_exchange_info(client)

@@ -25,7 +25,7 @@ from typing import Any, BinaryIO, TypeVar
 import psutil
 
 from pipelines.http import answers
-from pipelines.runtime import db
+from pipelines.runtime import db, embedded
 from pipelines.settings import Settings
 
 T = TypeVar("T")
@@ -83,7 +83,7 @@ def airflow_env(settings: Settings, config_file: Path) -> dict[str, str]:
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
         # with database.url (an external Postgres) the operator gives Airflow its own metadata database
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN")
-        or db.airflow_metadata_url(settings),
+        or embedded.airflow_metadata_url(settings),
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__PORT": str(port),
         "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
@@ -172,7 +172,7 @@ def up(settings: Settings, config_file: Path, timeout_s: float = 240, paused: bo
     """Start what is not running yet; wait until each answers; return the lines to print.
 
     DAGs start unpaused (`up` means: run the pipeline) unless paused=True."""
-    was_running = not settings.database.embedded or db.embedded_status(settings).running
+    was_running = not settings.database.embedded or embedded.status(settings).running
     db.ensure_database(settings)
     run_dir, log_dir = _run_dir(settings), _log_dir(settings)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -358,6 +358,6 @@ def down(settings: Settings, timeout_s: float = 30) -> list[str]:
     if state.exists():
         started_db = json.loads(state.read_text()).get("started_db")
         state.unlink()
-        if started_db and settings.database.embedded and db.stop_embedded(settings):
+        if started_db and settings.database.embedded and embedded.stop(settings):
             stopped.append("postgres")
     return stopped

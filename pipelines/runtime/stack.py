@@ -12,7 +12,6 @@ port; every process started is stopped by its pid.
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import re
 import shutil
@@ -25,14 +24,13 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import yaml
+from pipelines.runtime.compose_spec import ROOT, compose, env_file, environment
 
-ROOT = Path(__file__).resolve().parents[2]
-COMPOSE_FILE = ROOT / "docker-compose.yml"
-ENV_EXAMPLE = ROOT / ".env.example"
-MONITORING = ROOT / "monitoring"
+if TYPE_CHECKING:
+    from pipelines.runtime.stack_monitoring import AlertWebhook
+
 MARK = "CRYPTOFLOW_STACK_PROCESS"  # in every native process's environment: <stack folder>:<service>
 IMAGE_ROOT = "/opt/cryptoflow"  # the Dockerfile's WORKDIR: the checkout here
 
@@ -45,84 +43,6 @@ def _postgres_bin() -> Path:
 
 
 PG_BIN = _postgres_bin()
-
-# ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?error}, ${VAR?error}, ${VAR:+alt}, $VAR; $$ is a literal $
-_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)")
-
-
-class ComposeRefuses(ValueError):
-    """compose would not start: a required variable (${VAR:?...}) is missing."""
-
-
-def env_file(path: Path = ENV_EXAMPLE) -> dict[str, str]:
-    """NAME=value lines of an .env file (comments and blank lines skipped)."""
-    values: dict[str, str] = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            name, sep, value = line.partition("=")
-            if not sep:
-                raise ValueError(f"{path.name}: not NAME=value: {line!r}")
-            if name in values:
-                raise ValueError(f"{path.name}: {name} twice")
-            values[name] = value
-    return values
-
-
-def referenced_vars(value: Any) -> set[str]:
-    """The variables compose interpolates: in every string value of the parsed file (not in comments)."""
-    if isinstance(value, dict):
-        return set().union(*map(referenced_vars, value.values())) if value else set()
-    if isinstance(value, list):
-        return set().union(*map(referenced_vars, value)) if value else set()
-    if not isinstance(value, str):
-        return set()
-    return {m.group(1) or m.group(4) for m in _VAR.finditer(value) if m.group(0) != "$$"}
-
-
-def interpolate(value: Any, env: dict[str, str]) -> Any:
-    """What compose does to every string of the file after parsing it, with `env` as .env."""
-    if isinstance(value, dict):
-        return {k: interpolate(v, env) for k, v in value.items()}
-    if isinstance(value, list):
-        return [interpolate(v, env) for v in value]
-    if not isinstance(value, str):
-        return value
-
-    def one(m: re.Match[str]) -> str:
-        if m.group(0) == "$$":
-            return "$"
-        name, op, arg = m.group(1) or m.group(4), m.group(2), m.group(3)
-        current = env.get(name)
-        if op in (":-", "-"):
-            return (current if current else arg) if op == ":-" else (arg if current is None else current)
-        if op in (":?", "?"):
-            if current is None or (op == ":?" and not current):
-                raise ComposeRefuses(f"compose would refuse to start: {name}: {arg}")
-            return current
-        if op == ":+":
-            return arg if current else ""
-        return current or ""
-
-    return _VAR.sub(one, value)
-
-
-def raw_compose() -> dict[str, Any]:
-    loaded: dict[str, Any] = yaml.safe_load(COMPOSE_FILE.read_text())
-    return loaded  # SafeLoader resolves the `<<` merge keys like compose
-
-
-def compose(env: dict[str, str]) -> dict[str, Any]:
-    """docker-compose.yml as compose sees it with `env` as its .env."""
-    interpolated: dict[str, Any] = interpolate(raw_compose(), env)
-    return interpolated
-
-
-def environment(service: dict[str, Any]) -> dict[str, str]:
-    env = service.get("environment") or {}
-    if isinstance(env, list):
-        env = dict(item.split("=", 1) for item in env)
-    return {k: "" if v is None else str(v) for k, v in env.items()}
 
 
 def worker_hostname() -> str:
@@ -148,102 +68,6 @@ def rewrite(value: str, addresses: dict[str, tuple[str, int]], ports: dict[str, 
     return value.replace(f"{IMAGE_ROOT}/", f"{ROOT}/")
 
 
-_DURATION = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
-_UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
-
-
-def seconds(duration: str) -> float:
-    """A Prometheus/Alertmanager duration ("1h30m", "30s") in seconds."""
-    parts = _DURATION.findall(duration)
-    if not parts or "".join(n + u for n, u in parts) != duration:
-        raise ValueError(f"not a Prometheus duration: {duration!r}")
-    return sum(int(n) * _UNIT_S[u] for n, u in parts)
-
-
-def compress(duration: str, time_scale: float) -> str:
-    """`duration` made time_scale times as long, in whole seconds (at least 1 s)."""
-    return f"{max(1, round(seconds(duration) * time_scale))}s"
-
-
-def option(argv: list[str], flag: str) -> str:
-    """The value of `flag` in a command (`--flag value` or `--flag=value`)."""
-    for i, arg in enumerate(argv):
-        if arg == flag:
-            return argv[i + 1]
-        if arg.startswith(f"{flag}="):
-            return arg.split("=", 1)[1]
-    raise KeyError(f"{flag} is not in {argv}")
-
-
-def with_options(argv: list[str], values: dict[str, str]) -> list[str]:
-    """The command with these flags' values replaced (each must be there, in either form)."""
-    out, replaced, skip = [], set(), False
-    for i, arg in enumerate(argv):
-        if skip:
-            skip = False
-            continue
-        flag = arg.split("=", 1)[0]
-        if flag in values:
-            replaced.add(flag)
-            out.append(f"{flag}={values[flag]}")
-            skip = "=" not in arg and i + 1 < len(argv)
-        else:
-            out.append(arg)
-    if missing := set(values) - replaced:
-        raise KeyError(f"{sorted(missing)} not in {argv}")
-    return out
-
-
-def _compress_route(route: dict[str, Any], time_scale: float) -> None:
-    for key in ("group_wait", "group_interval", "repeat_interval"):
-        if key in route:
-            route[key] = compress(route[key], time_scale)
-    for child in route.get("routes", []):
-        _compress_route(child, time_scale)
-
-
-class AlertWebhook:
-    """The receiver Alertmanager notifies here: an HTTP server on 127.0.0.1 keeping every notification
-    (the JSON Alertmanager posts: status, alerts with their labels) in `received`."""
-
-    def __init__(self) -> None:
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        self.received: list[dict[str, Any]] = []
-        hook = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                import json
-
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                hook.received.append(json.loads(body))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/cryptoflow/alerts"
-
-    def start(self) -> AlertWebhook:
-        import threading
-
-        threading.Thread(target=self.server.serve_forever, daemon=True, name="alert-webhook").start()
-        return self
-
-    def firing(self) -> list[str]:
-        """The alert names of every firing notification, one entry per alert per notification."""
-        return [
-            a["labels"]["alertname"] for n in self.received for a in n["alerts"] if a["status"] == "firing"
-        ]
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 AIRFLOW_IMAGE_HOME = "/opt/airflow"  # the Dockerfile's AIRFLOW_HOME
 
 
@@ -253,7 +77,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _opens(url: str) -> bool:
+def opens(url: str) -> bool:
     """Whether url answers 2xx (urlopen raises otherwise, which wait_until takes as not yet)."""
     import urllib.request
 
@@ -310,14 +134,14 @@ class NativeStack:
             **(extra or {}),
         }
 
-    def _listen(self, name: str, container_port: int) -> int:
+    def listen(self, name: str, container_port: int) -> int:
         """A free 127.0.0.1 port for compose service `name` (whose container listens on container_port)."""
         port = free_port()
         self.addresses[name] = ("127.0.0.1", port)
         self.container_ports[name] = container_port
         return port
 
-    def _start(
+    def start_process(
         self, name: str, argv: list[str], env: dict[str, str] | None = None
     ) -> subprocess.Popen[bytes]:
         log = open(self.root / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
@@ -356,7 +180,7 @@ class NativeStack:
             check=True, capture_output=True,
         )  # fmt: skip
         pwfile.unlink()
-        self._start(
+        self.start_process(
             "postgres",
             [*as_user, str(PG_BIN / "postgres"), "-D", str(data), "-p", str(port), "-h", "127.0.0.1",
              "-k", str(self.root), "-c", "fsync=off"],
@@ -386,7 +210,7 @@ class NativeStack:
 
     def start_redis(self) -> None:
         port = free_port()
-        self._start(
+        self.start_process(
             "redis",
             [shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", "127.0.0.1",
              "--save", "", "--appendonly", "no", "--dir", str(self.root)],
@@ -407,7 +231,7 @@ class NativeStack:
         import boto3
 
         port = free_port()
-        self._start(
+        self.start_process(
             "minio", [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)]
         )
         self.addresses["minio"] = ("127.0.0.1", port)
@@ -462,10 +286,12 @@ class NativeStack:
         # workers serve none (Airflow's log server listens on every interface, its address is not settable)
         no_log_server = {"airflow-triggerer": ["--skip-serve-logs"]}
         for name in ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer"):
-            self._start(name, [*self.compose["services"][name]["command"], *no_log_server.get(name, [])], env)
+            self.start_process(
+                name, [*self.compose["services"][name]["command"], *no_log_server.get(name, [])], env
+            )
         worker = self.compose["services"]["airflow-worker"]["command"]
         for n in range(1, workers + 1):
-            self._start(
+            self.start_process(
                 f"airflow-worker-{n}",
                 [*worker, "--celery-hostname", f"worker{n}@%h", "--skip-serve-logs"],
                 {**env, "CRYPTOFLOW_STACK_HOST": f"worker{n}"},
@@ -476,89 +302,11 @@ class NativeStack:
         return {"username": "admin", "password": init_env["AIRFLOW_ADMIN_PASSWORD"]}
 
     def start_monitoring(self, time_scale: float = 1.0) -> AlertWebhook:
-        """Compose's `metrics` service (its command, its reader environment), Alertmanager with
-        monitoring/alertmanager.yml, every receiver pointed at a local webhook (returned: what it was sent),
-        and Prometheus with the compose scrape config (monitoring/prometheus.compose.yml) and our rules
-        (monitoring/alerts.yml). time_scale < 1 makes every duration of the rules and the routing (`for`,
-        scrape and evaluation intervals, group waits and intervals) that many times as long, so that a
-        test sees a 5-minute rule fire in seconds; expressions, labels, receivers and routes stay as
-        committed."""
+        """Compose's metrics service, Alertmanager and Prometheus beside this stack (runtime/stack_monitoring.py)."""
+        from pipelines.runtime.stack_monitoring import start_monitoring
 
-        programs = {"prometheus": shutil.which("prometheus"),
-                    "prometheus-alertmanager": shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")}  # fmt: skip
-        if missing := [name for name, path in programs.items() if not path]:
-            raise RuntimeError(f"missing {', '.join(missing)} (Debian's packages): run `make tools`")
-        found = {name: str(path) for name, path in programs.items()}
-        metrics = self.compose["services"]["metrics"]
-        port = self._listen("metrics", int(option(metrics["command"], "--port")))
-        self._start(
-            "metrics",
-            with_options(metrics["command"], {"--host": "127.0.0.1", "--port": str(port)}),
-            self.process_env(self.service_env("metrics")),
-        )
-        webhook = self.webhook = AlertWebhook().start()
-
-        manager = self.compose["services"]["alertmanager"]
-        config = yaml.safe_load((MONITORING / "alertmanager.yml").read_text())
-        for receiver in config["receivers"]:
-            for hook in receiver.get("webhook_configs", []):
-                hook["url"] = webhook.url
-        _compress_route(config["route"], time_scale)
-        (self.root / "alertmanager").mkdir()
-        (self.root / "alertmanager" / "alertmanager.yml").write_text(yaml.safe_dump(config, sort_keys=False))
-        port = self._listen("alertmanager", 9093)
-        self._start(
-            "alertmanager",
-            [found["prometheus-alertmanager"],
-             *with_options(manager["command"], {
-                 "--config.file": str(self.root / "alertmanager" / "alertmanager.yml"),
-                 "--storage.path": str(self.root / "alertmanager"),
-             }),
-             f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
-        )  # fmt: skip
-
-        prometheus = self.compose["services"]["prometheus"]
-        config_file = Path(option(prometheus["command"], "--config.file"))
-        config = yaml.safe_load((MONITORING / config_file.name).read_text())
-        scrape = config["global"]
-        for key in ("scrape_interval", "evaluation_interval"):
-            scrape[key] = compress(scrape[key], time_scale)
-        scrape["scrape_timeout"] = compress(scrape["scrape_timeout"], time_scale)
-        if seconds(scrape["scrape_timeout"]) > seconds(scrape["scrape_interval"]):
-            scrape["scrape_timeout"] = scrape["scrape_interval"]
-        for manager_config in config["alerting"]["alertmanagers"]:
-            for static in manager_config["static_configs"]:
-                static["targets"] = [self.here(t) for t in static["targets"]]
-        for job in config["scrape_configs"]:
-            for static in job["static_configs"]:
-                static["targets"] = [self.here(t) for t in static["targets"]]
-        folder = self.root / "prometheus"
-        folder.mkdir()
-        for rules_file in config["rule_files"]:
-            rules = yaml.safe_load((MONITORING / rules_file).read_text())
-            for group in rules["groups"]:
-                if "interval" in group:
-                    group["interval"] = compress(group["interval"], time_scale)
-                for rule in group["rules"]:
-                    for key in ("for", "keep_firing_for"):
-                        if key in rule:
-                            rule[key] = compress(rule[key], time_scale)
-            (folder / rules_file).write_text(yaml.safe_dump(rules, sort_keys=False))
-        (folder / config_file.name).write_text(yaml.safe_dump(config, sort_keys=False))
-        port = self._listen("prometheus", 9090)
-        self._start(
-            "prometheus",
-            [found["prometheus"],
-             *with_options(prometheus["command"], {
-                 "--config.file": str(folder / config_file.name), "--storage.tsdb.path": str(folder / "data"),
-             }),
-             f"--web.listen-address=127.0.0.1:{port}"],
-        )  # fmt: skip
-        for name in ("metrics", "alertmanager", "prometheus"):
-            host, port = self.addresses[name]
-            path = "/metrics" if name == "metrics" else "/-/ready"
-            wait_until(functools.partial(_opens, f"http://{host}:{port}{path}"), name)
-        return webhook
+        self.webhook = start_monitoring(self, time_scale)
+        return self.webhook
 
     def here(self, value: str) -> str:
         """A compose value (`metrics:9108`, a URL) with the compose names of what runs here rewritten."""
