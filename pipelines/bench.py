@@ -216,9 +216,16 @@ def archive_backfill(
     started = time.perf_counter()
     summary = ingest_ohlcv(other, symbols=symbols, days=days, command="bench archive backfill", source="auto")
     seconds = time.perf_counter() - started
-    same_bronze = _bronze_rows(other).drop_columns(["load_id"]).sort_by([("symbol", "ascending"), ("open_time", "ascending")]).equals(
-        _bronze_rows(settings).drop_columns(["load_id"]).sort_by([("symbol", "ascending"), ("open_time", "ascending")])
-    )  # fmt: skip
+    same_bronze = (
+        _bronze_rows(other)
+        .drop_columns(["load_id"])
+        .sort_by([("symbol", "ascending"), ("open_time", "ascending")])
+        .equals(
+            _bronze_rows(settings)
+            .drop_columns(["load_id"])
+            .sort_by([("symbol", "ascending"), ("open_time", "ascending")])
+        )
+    )
     return {
         "archive_backfill_s": round(seconds, 2),
         "archive_files": summary.details.get("archive_files"),
@@ -231,7 +238,7 @@ def archive_backfill(
 
 def _raw_digest(settings: Settings) -> tuple[int, int]:
     """(rows, an order-free sum of every row's md5) of raw.binance_klines, load ids left out."""
-    with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         cur.execute(
             "SELECT count(*), sum(('x' || substr(md5(concat_ws(',', symbol, interval, open_time, close_time, open, "
             "high, low, close, volume, quote_volume, trades, taker_buy_base_volume, taker_buy_quote_volume)), 1, 15))"
@@ -285,7 +292,7 @@ def airflow_latency(
         run_id = api.trigger("ingest_ohlcv_hourly")  # ... and the hourly DAG fires
 
         def in_gold() -> bool:
-            with contextlib.closing(db.connect(stack)) as conn, conn.cursor() as cur:
+            with db.cursor(stack) as cur:
                 cur.execute("SELECT count(*) FROM gold.fct_prices WHERE open_time = %s", (closed_open,))
                 return bool(db.one(cur)[0] == len(symbols))
 
@@ -312,9 +319,16 @@ TARGETS_AT_4S_COPY = {
     "dashboard_query_ms_max": 150.0,
 }
 TIMED = (
-    "backfill_s", "archive_backfill_s", "raw_load_s", "incremental_s", "transform_full_s",
-    "transform_incremental_s", "airflow_latency_s", "stack_backfill_1w_s", "stack_backfill_2w_s",
-)  # fmt: skip
+    "backfill_s",
+    "archive_backfill_s",
+    "raw_load_s",
+    "incremental_s",
+    "transform_full_s",
+    "transform_incremental_s",
+    "airflow_latency_s",
+    "stack_backfill_1w_s",
+    "stack_backfill_2w_s",
+)
 
 
 def ratios_to_copy(results: dict[str, Any]) -> dict[str, Any]:

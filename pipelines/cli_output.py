@@ -16,10 +16,13 @@ def progress_bar(label: str = "klines pages") -> tuple[Callable[[int, int], None
     by_files = label != "klines pages"
     bar = Progress(
         TextColumn(label),
-        *((TextColumn("{task.completed} files | {task.fields[candles]:,} candles"),) if by_files else
-          (BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())),
+        *(
+            (TextColumn("{task.completed} files | {task.fields[candles]:,} candles"),)
+            if by_files
+            else (BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        ),
         transient=True,
-    )  # fmt: skip
+    )
     task = bar.add_task("pages", total=None, candles=0)
     bar.start()
 

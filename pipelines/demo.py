@@ -3,7 +3,6 @@ data is, what the exchange did)."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import sys
 import time
@@ -19,7 +18,7 @@ from pipelines.settings import Settings
 def describe_data(settings: Settings, elapsed_s: float) -> str:
     """The demo's closing summary: rows per table, time taken, where the data is."""
     lines = [f"done in {elapsed_s:.1f} s (sandbox data: synthetic, not real prices)", "", "raw tables:"]
-    with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         for table in (KLINES.name, MARKETS.name, FEAR_GREED.name, "dead_letter"):
             lines.append(f"  raw.{table:<20} {count_rows(settings, table):>12,} rows")
         cur.execute("SELECT count(*) FILTER (WHERE status = 'known_gap'), count(*) FROM ops.gaps")
@@ -46,7 +45,7 @@ def describe_exchange(settings: Settings, runs: list[RunSummary]) -> str:
         listed |= run.details.get("listed_inside_window", {})
         skipped |= run.details.get("skipped_pairs", {})
         revised += run.details.get("revised", 0)
-    with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         cur.execute(
             "SELECT count(DISTINCT open_time) FILTER (WHERE gap_class = 'exchange_outage'), "
             "count(*) FILTER (WHERE gap_class = 'pair_halt') FROM ops.gaps"
@@ -104,9 +103,13 @@ def run(
         server.set_now(now_ms - 24 * 3_600_000)
         try:
             klines = ingest.ingest_ohlcv(
-                active, days=days, symbols=symbols, command="demo", progress=progress,
+                active,
+                days=days,
+                symbols=symbols,
+                command="demo",
+                progress=progress,
                 source=settings.backfill.source,
-            )  # fmt: skip
+            )
         finally:
             progress_done()
         server.set_now(now_ms)

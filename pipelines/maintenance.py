@@ -116,7 +116,7 @@ def vacuum_behind(settings: Settings) -> str:
 
 def expire_ops(settings: Settings, now: dt.datetime) -> list[str]:
     lines = []
-    with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         for expiry in EXPIRIES:
             days = getattr(settings.retention, expiry.days_setting)
             cur.execute(
@@ -146,7 +146,7 @@ def sqlmesh_janitor(settings: Settings) -> str:
     snapshots and tables no environment uses any more."""
     from pipelines import transform
 
-    with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         cur.execute("SELECT to_regclass('sqlmesh._environments')")
         if db.one(cur)[0] is None:
             return "SQLMesh: no state yet"
@@ -154,7 +154,7 @@ def sqlmesh_janitor(settings: Settings) -> str:
         before = int(db.one(cur)[0])
     with db.advisory_lock(settings, transform.LOCK):  # never beside a plan or run using those tables
         transform.context(settings, load=False).run_janitor(ignore_ttl=False)
-    with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         cur.execute("SELECT count(*) FROM sqlmesh._environments")
         after = int(db.one(cur)[0])
     return f"SQLMesh: janitor removed {before - after} expired environments and their unused snapshots"

@@ -185,9 +185,15 @@ def backfill_batch(
             log.info("backfill batch already complete: skipped", extra={"symbols": symbols})
             return {"symbols": symbols, "skipped": symbols, "rows_raw": 0}
         summary = ingestion.ingest_ohlcv(
-            active, symbols=todo, since=start, until=end, days=None if start else days, command="backfill",
-            source=settings.backfill.source, shared=True,  # batches of other pairs run on other workers
-        )  # fmt: skip
+            active,
+            symbols=todo,
+            since=start,
+            until=end,
+            days=None if start else days,
+            command="backfill",
+            source=settings.backfill.source,
+            shared=True,  # batches of other pairs run on other workers
+        )
     return {**_summary(summary), "symbols": symbols, "skipped": sorted(complete)}
 
 
@@ -216,7 +222,7 @@ def _complete_symbols(
     if expected <= 0:
         return set(symbols)  # an empty window: nothing to load
     db.ensure_database(settings)
-    with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         cur.execute("SELECT to_regclass('raw.binance_klines')")
         if db.one(cur)[0] is None:
             return set()

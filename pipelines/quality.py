@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import logging
@@ -128,8 +127,17 @@ def _scan_layer(settings: Settings, layer: str, now: dt.datetime) -> list[CheckR
         # a check that could not be evaluated is a failure of the scan, never a silent pass
         errors = redact(scan.get_error_logs_text() or "unknown error")
         log.error("soda scan reported errors", extra={"layer": layer, "errors": errors[:2000]})
-        results.append(CheckResult(layer, f"{layer} scan ran without errors", layer, "fail", "error", None,
-                                   {"errors": errors[:2000]}))  # fmt: skip
+        results.append(
+            CheckResult(
+                layer,
+                f"{layer} scan ran without errors",
+                layer,
+                "fail",
+                "error",
+                None,
+                {"errors": errors[:2000]},
+            )
+        )
     return results
 
 
@@ -150,7 +158,7 @@ def bronze_reconciliation(settings: Settings) -> list[CheckResult]:
     lake = open_lake(settings)
     results = []
     for table in (t.name for t in catalog.RAW):  # every raw table has its bronze copy
-        with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
+        with db.cursor(settings) as cur:
             cur.execute("SELECT now()")
             began = db.one(cur)[0]
         # never in the middle of a compaction's swap (it holds the lock while it swaps a partition's files)
@@ -165,7 +173,7 @@ def bronze_reconciliation(settings: Settings) -> list[CheckResult]:
         except LakeUnavailable as exc:  # the check cannot be made: an error of this check, not of the run
             results.append(CheckResult("raw", name, table, "fail", "error", None, {"error": str(exc)}))
             continue
-        with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
+        with db.cursor(settings) as cur:
             cur.execute("SELECT to_regclass(%s)", (f"raw.{table}",))
             in_raw = {}
             if db.one(cur)[0] is not None:
@@ -210,7 +218,7 @@ def _bronze_rows_per_load(settings: Settings, lake: BronzeLake, table: str) -> d
     the index is brought up to date in the same go (files gone deleted, files new or rewritten replaced)."""
     from pipelines.bronze import FileLoads, rows_per_load
 
-    with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         cur.execute(
             "SELECT path, size, mtime_ns, load_id, rows FROM ops.bronze_index WHERE table_name = %s", (table,)
         )
@@ -238,7 +246,7 @@ def _loads_in_flight(settings: Settings, loads: list[str], began: dt.datetime) -
     database's clock). A killed run's half-written load is not among them: that mismatch is real."""
     if not loads:
         return set()
-    with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         cur.execute(
             "SELECT l.load_id, r.run_id, r.status, r.finished_at >= %s FROM unnest(%s::text[]) AS l(load_id) "
             "JOIN ops.pipeline_runs r ON starts_with(l.load_id, r.run_id)",
@@ -270,7 +278,7 @@ def run_checks(
 def store_results(settings: Settings, run_id: str, results: list[CheckResult], now: dt.datetime) -> None:
     """Into ops.dq_results, which the reader (dashboard, metrics) can read: the diagnostics are redacted
     (a scan's error text can quote its connection, password included)."""
-    with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         cur.executemany(
             "INSERT INTO ops.dq_results (run_id, layer, check_name, table_name, level, outcome, measured_value, "
             "diagnostics, checked_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",

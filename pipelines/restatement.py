@@ -4,7 +4,6 @@ intervals and their lookback; what lies earlier is restated here, from the chang
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
 import time
@@ -87,7 +86,7 @@ class LateLoads:
     def pending(cls, settings: Settings, ctx: Any) -> LateLoads | None:
         """The changes of loads that have ended (a running load may not have committed its rows yet), and
         how far prod's staging model was processed; None when there is none."""
-        with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
+        with db.cursor(settings) as cur:
             cur.execute(
                 "SELECT c.id, c.first_time, c.last_time FROM ops.raw_changes c WHERE c.table_name = %s "
                 "AND NOT EXISTS (SELECT 1 FROM ops.pipeline_runs p "
@@ -119,7 +118,7 @@ class LateLoads:
         return start, end
 
     def done(self, settings: Settings) -> None:
-        with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
+        with db.cursor(settings) as cur:
             cur.execute("DELETE FROM ops.raw_changes WHERE id = ANY(%s)", (self.ids,))
 
 

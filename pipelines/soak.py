@@ -232,7 +232,7 @@ class Soak:
 
 
 def _running_run(settings: Settings) -> bool:
-    with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         cur.execute("SELECT count(*) FROM ops.pipeline_runs WHERE status = 'running' AND source = 'binance'")
         return bool(db.one(cur)[0])
 

@@ -4,7 +4,6 @@ same raw from scratch, the rule the upgrade test judges by too."""
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import math
 import statistics
@@ -27,13 +26,13 @@ DAILY = "SELECT symbol, day, close, candles, ma_7d, ma_30d FROM gold.fct_daily_s
 
 
 def db_bytes(settings: Settings) -> int:
-    with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         cur.execute("SELECT pg_database_size(current_database())")
         return int(db.one(cur)[0])
 
 
 def _ops_rows(settings: Settings) -> dict[str, int]:
-    with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         cur.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = 'ops' ORDER BY 1")
         tables = [name for (name,) in cur.fetchall()]
         counts = {}
@@ -60,7 +59,7 @@ def gold_differences(a: Settings, b: Settings) -> list[str]:
     for sql in (FACTS, DAILY):
         rows = []
         for settings in (a, b):
-            with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
+            with db.cursor(settings) as cur:
                 cur.execute(sql)
                 rows.append(cur.fetchall())
         if len(rows[0]) != len(rows[1]) or not rows[0]:
@@ -123,7 +122,7 @@ def report(
     differences = gold_differences(settings, _rebuild(settings, end))
     # an incident: a check or a run going from passing to failing (ops.alerts_sent has each one's delivery);
     # an alert: what reached Slack saying so
-    with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         cur.execute("SELECT check_name FROM ops.alerts_sent WHERE kind = 'opened' ORDER BY id")
         incidents = [name for (name,) in cur.fetchall()]
         cur.execute(
@@ -178,7 +177,7 @@ def report(
 def dead_rows(settings: Settings) -> dict[str, Any]:
     """Dead rows left in the pipeline's tables (raw, ops, SQLMesh's), in total and the three largest: what
     autovacuum (and maintain's vacuum) had not reached at the end."""
-    with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         cur.execute(
             "SELECT schemaname || '.' || relname, n_dead_tup, n_live_tup FROM pg_stat_user_tables "
             "WHERE schemaname IN ('raw', 'ops') OR schemaname LIKE 'sqlmesh%%' ORDER BY n_dead_tup DESC"
@@ -191,7 +190,7 @@ def dead_rows(settings: Settings) -> dict[str, Any]:
 
 
 def _within_retention(settings: Settings, end: dt.datetime, retention: Any) -> bool:
-    with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         cur.execute(
             "SELECT (SELECT count(*) FROM ops.dq_results WHERE checked_at < %(c)s AND run_id <> "
             "(SELECT run_id FROM ops.dq_results ORDER BY checked_at DESC LIMIT 1)) + "

@@ -4,7 +4,6 @@ an hourly transform whose project is unchanged runs without re-parsing and re-pl
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import warnings
@@ -104,7 +103,7 @@ def project_fingerprint(settings: Settings) -> str:
 
 def planned_into(settings: Settings, environment: str) -> tuple[str, str] | None:
     """(project fingerprint, SQLMesh plan id) of this pipeline's last plan into the environment."""
-    with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         cur.execute(
             "SELECT project_sha256, plan_id FROM ops.transform_state WHERE environment = %s", (environment,)
         )
@@ -113,7 +112,7 @@ def planned_into(settings: Settings, environment: str) -> tuple[str, str] | None
 
 
 def record_plan(settings: Settings, environment: str, fingerprint: str, plan_id: str) -> None:
-    with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         cur.execute(
             "INSERT INTO ops.transform_state (environment, project_sha256, plan_id) VALUES (%s, %s, %s) "
             "ON CONFLICT (environment) DO UPDATE SET project_sha256 = EXCLUDED.project_sha256, "

@@ -6,7 +6,6 @@ picture of gold)."""
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
 import time
@@ -197,7 +196,7 @@ def transform(
 def _grant_reader(settings: Settings, schema: str) -> None:
     """Let the read-only dashboard role read a SQLMesh environment's gold views (e.g. gold__dev)."""
     reader = settings.database.reader_role
-    with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         cur.execute(
             "SELECT to_regnamespace(%s) IS NOT NULL AND EXISTS (SELECT 1 FROM pg_roles WHERE rolname = %s)",
             (schema, reader),
@@ -212,7 +211,7 @@ class RawNotLoaded(TransformError):
 
 
 def require_raw_tables(settings: Settings) -> None:
-    with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         missing = []
         for table in catalog.RAW:
             cur.execute("SELECT to_regclass(%s)", (table.qualified,))

@@ -3,7 +3,6 @@ audits with sample rows, and the demo's picture of gold."""
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 from typing import Any
 
@@ -14,7 +13,7 @@ from pipelines.settings import Settings
 def gold_newest_close(settings: Settings, environment: str = "prod") -> dt.datetime | None:
     """Close time of the newest candle in gold.fct_prices (of that environment); None before the first build."""
     schema = "gold" if environment == "prod" else f"gold__{environment}"
-    with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         cur.execute("SELECT to_regclass(%s)", (f"{schema}.fct_prices",))
         if db.one(cur)[0] is None:
             return None
@@ -63,7 +62,7 @@ def _causes(error: BaseException) -> list[BaseException]:
 def _sample_rows(settings: Settings, audit_sql: str, samples: int) -> list[str]:
     """A few of the rows an audit query returns (a courtesy: the failure itself is already reported)."""
     try:
-        with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
+        with db.cursor(settings) as cur:
             cur.execute(f"SELECT * FROM ({audit_sql}) AS failed LIMIT {samples}")
             names = [d.name for d in cur.description or ()]
             return [f"    {dict(zip(names, row, strict=True))}" for row in cur.fetchall()]
@@ -74,7 +73,7 @@ def _sample_rows(settings: Settings, audit_sql: str, samples: int) -> list[str]:
 def describe_gold(settings: Settings, symbol: str = "BTCUSDT", rows: int = 5) -> str:
     """Row counts of the gold tables and the newest rows of one symbol from fct_prices."""
     lines = ["gold tables (synthetic sandbox data):"]
-    with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         for table in ("fct_prices", "fct_daily_summary", "fct_market_sentiment", "dim_crypto", "dim_date"):
             cur.execute(f"SELECT count(*) FROM gold.{table}")
             lines.append(f"  gold.{table:<22} {db.one(cur)[0]:>12,} rows")

@@ -6,7 +6,6 @@ dlt needs no step: it upgrades its pipeline state and its `_dlt_*` tables itself
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 from dataclasses import dataclass
@@ -51,7 +50,7 @@ def sqlmesh_state(settings: Settings) -> SQLMeshState | None:
     from sqlmesh.core.state_sync.base import SCHEMA_VERSION
     from sqlmesh.utils import major_minor
 
-    with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         cur.execute("SELECT to_regclass('sqlmesh._versions')")
         row = None
         if db.one(cur)[0] is not None:

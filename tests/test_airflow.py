@@ -7,7 +7,6 @@ Airflow runs in subprocesses with their own AIRFLOW_HOME (SQLite metadata for `d
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import socket
@@ -90,7 +89,7 @@ def run(argv: list[str], env: dict[str, str], cwd: Path, timeout: float = 300) -
 
 
 def query(settings, sql, params=()):
-    with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         cur.execute(sql, params)
         return cur.fetchall()
 

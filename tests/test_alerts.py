@@ -3,7 +3,6 @@ SMTP server, both on 127.0.0.1, and the session's embedded Postgres. No mocks.""
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import email
 import email.policy
@@ -57,7 +56,7 @@ def with_webhook(settings, url: str):
 
 
 def query(settings, sql, params=()):
-    with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         cur.execute(sql, params)
         return cur.fetchall() if cur.description else None
 

@@ -4,7 +4,6 @@ layout (monthly and daily zips, CHECKSUM sidecars, microsecond times from 2025, 
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import io
 import json
@@ -52,7 +51,7 @@ def settings(make_settings, sandbox):
 
 
 def query(settings, sql, params=()):
-    with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         cur.execute(sql, params)
         return cur.fetchall()
 
@@ -181,8 +180,14 @@ def test_an_archive_backfill_equals_a_rest_backfill_row_for_row(settings_in, tmp
         settings,
         "SELECT count(*), sum(rows), min(first_open), max(last_open) FROM ops.archive_files WHERE symbol = 'BTCUSDT'",
     )
-    assert manifest == [(WHOLE_FILES_PER_PAIR, (28 + 4) * 24, dt.datetime(2025, 2, 1, tzinfo=dt.UTC),
-                         dt.datetime(2025, 3, 4, 23, tzinfo=dt.UTC))]  # fmt: skip
+    assert manifest == [
+        (
+            WHOLE_FILES_PER_PAIR,
+            (28 + 4) * 24,
+            dt.datetime(2025, 2, 1, tzinfo=dt.UTC),
+            dt.datetime(2025, 3, 4, 23, tzinfo=dt.UTC),
+        )
+    ]
 
 
 def test_a_rerun_downloads_nothing_and_adds_nothing(settings):
@@ -292,9 +297,12 @@ def test_a_pair_that_no_longer_trades_is_backfilled_from_the_archive_up_to_its_l
     with SandboxServer(seed=42, now_ms=now) as server:
         settings = sandboxed(make_settings(sources={"binance_archive": {"max_retries": 1}}), server)
         summary = ingest.ingest_ohlcv(
-            settings, since=dt.datetime(2024, 8, 1, tzinfo=dt.UTC), command="backfill", source="auto",
+            settings,
+            since=dt.datetime(2024, 8, 1, tzinfo=dt.UTC),
+            command="backfill",
+            source="auto",
             symbols=["BTCUSDT", "MATICUSDT"],
-        )  # fmt: skip
+        )
     last_matic = ms("2024-09-10T03:00")
     assert summary.details["skipped_pairs"] == {"MATICUSDT": "NOT_LISTED"}
     assert summary.details["not_trading_from_archive"] == {"MATICUSDT": "2024-09-10T03:00:00+00:00"}
@@ -347,9 +355,12 @@ def test_an_unreachable_archive_leaves_an_auto_backfill_to_the_rest_api(make_set
     closed = {"base_url": "http://127.0.0.1:9", "max_retries": 1, "backoff_base_s": 0.01, "timeout_s": 2}
     settings = sandboxed(make_settings(), sandbox)
     settings = settings.model_copy(
-        update={"sources": settings.sources.model_copy(
-            update={"binance_archive": settings.sources.binance_archive.model_copy(update=closed)})}
-    )  # fmt: skip
+        update={
+            "sources": settings.sources.model_copy(
+                update={"binance_archive": settings.sources.binance_archive.model_copy(update=closed)}
+            )
+        }
+    )
     summary = backfill(settings, "auto")
     assert summary.details["archive_unreachable"] is True and "archive_files" not in summary.details
     for symbol in SYMBOLS:
@@ -385,9 +396,13 @@ def test_an_outage_inside_a_retired_pairs_history_is_a_known_gap_not_a_rest_call
     with SandboxServer(seed=42, now_ms=now) as server:
         settings = sandboxed(make_settings(), server)
         summary = ingest.ingest_ohlcv(
-            settings, since=dt.datetime(2023, 3, 20, tzinfo=dt.UTC), until=dt.datetime(2023, 3, 28, tzinfo=dt.UTC),
-            command="backfill", source="auto", symbols=["BTCUSDT", "MATICUSDT"],
-        )  # fmt: skip
+            settings,
+            since=dt.datetime(2023, 3, 20, tzinfo=dt.UTC),
+            until=dt.datetime(2023, 3, 28, tzinfo=dt.UTC),
+            command="backfill",
+            source="auto",
+            symbols=["BTCUSDT", "MATICUSDT"],
+        )
     assert summary.details["known_gaps"] == 2 and summary.details["gap_classes"] == {"exchange_outage": 2}
     for symbol in ("BTCUSDT", "MATICUSDT"):
         assert len(stored(settings, symbol)) == 8 * 24 - 1

@@ -3,7 +3,6 @@ ids raw has, and re-runs that replace objects instead of duplicating rows."""
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import io
 import logging
@@ -95,7 +94,7 @@ def settings(pg_dir, tmp_path, sandbox, s3_endpoint, bucket):
 
 
 def query(settings, sql, params=()):
-    with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         cur.execute(sql, params)
         return cur.fetchall()
 
@@ -249,8 +248,13 @@ def test_the_s3_endpoint_gone_for_an_hour_fails_in_one_line_and_the_next_run_com
     server.start()
     port = server.get_host_and_port()[1]
     endpoint = f"http://127.0.0.1:{port}"
-    client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=KEY_ID,
-                          aws_secret_access_key=SECRET, region_name="us-east-1")  # fmt: skip
+    client = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=KEY_ID,
+        aws_secret_access_key=SECRET,
+        region_name="us-east-1",
+    )
     client.create_bucket(Bucket="gone")
     settings = _settings(
         pg_dir, tmp_path, sandbox, {"bronze_url": "s3://gone/lake", "s3_endpoint_url": endpoint}
@@ -266,8 +270,10 @@ def test_the_s3_endpoint_gone_for_an_hour_fails_in_one_line_and_the_next_run_com
         line = user_facing(failed.value)
         assert line is not None and "\n" not in line
         assert line.startswith("the bronze lake at s3://gone/lake cannot be reached (")
-        assert line.endswith("): nothing half-written is kept; re-run once it is back "
-                             "(storage.bronze_url, storage.s3_endpoint_url)")  # fmt: skip
+        assert line.endswith(
+            "): nothing half-written is kept; re-run once it is back "
+            "(storage.bronze_url, storage.s3_endpoint_url)"
+        )
         assert raw_keys(settings) == before
         check = next(r for r in quality.bronze_reconciliation(settings) if r.table == "binance_klines")
         assert (check.outcome, check.diagnostics["error"]) == ("error", line)
@@ -401,8 +407,11 @@ def test_settling_reads_only_the_loads_whose_pairs_can_meet_its_own(tmp_path):
     assert sorted(set(opened)) == ["l1", "l3"]  # l2 (other pairs) never opened
     stored = read_bronze(lake, "binance_klines").to_pylist()
     assert sorted((r["symbol"], r["close"]) for r in stored if r["open_time"] == days[0]) == [
-        ("AUSDT", 3.0), ("BUSDT", 1.0), ("CUSDT", 2.0), ("DUSDT", 2.0)
-    ]  # fmt: skip
+        ("AUSDT", 3.0),
+        ("BUSDT", 1.0),
+        ("CUSDT", 2.0),
+        ("DUSDT", 2.0),
+    ]
     assert len(stored) == 4 * len(days)  # each candle once
 
     # no manifest for l2 (written before manifests existed): a load of its pairs still replaces them
@@ -413,6 +422,9 @@ def test_settling_reads_only_the_loads_whose_pairs_can_meet_its_own(tmp_path):
     assert "l2" in opened
     stored = read_bronze(lake, "binance_klines").to_pylist()
     assert sorted((r["symbol"], r["close"]) for r in stored if r["open_time"] == days[0]) == [
-        ("AUSDT", 3.0), ("BUSDT", 1.0), ("CUSDT", 4.0), ("DUSDT", 2.0)
-    ]  # fmt: skip
+        ("AUSDT", 3.0),
+        ("BUSDT", 1.0),
+        ("CUSDT", 4.0),
+        ("DUSDT", 2.0),
+    ]
     assert len(stored) == 4 * len(days)

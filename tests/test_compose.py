@@ -537,12 +537,19 @@ def test_each_service_of_ours_loads_its_settings_from_compose():
                 example["CRYPTOFLOW_READER_PASSWORD"],
             ), name
             assert set(env) == {
-                "CRYPTOFLOW_CONFIG", "CRYPTOFLOW__DATABASE__URL", "CRYPTOFLOW__SANDBOX__ENABLED",
-                "CRYPTOFLOW__ALERTS__ROUTE", "CRYPTOFLOW_READER_PASSWORD",
-            }, f"{name} gets secrets it does not need"  # fmt: skip
+                "CRYPTOFLOW_CONFIG",
+                "CRYPTOFLOW__DATABASE__URL",
+                "CRYPTOFLOW__SANDBOX__ENABLED",
+                "CRYPTOFLOW__ALERTS__ROUTE",
+                "CRYPTOFLOW_READER_PASSWORD",
+            }, f"{name} gets secrets it does not need"
             secrets = settings.secrets
-            assert not (secrets.database_password or secrets.aws_secret_access_key or secrets.slack_webhook_url
-                        or secrets.smtp_password), name  # fmt: skip
+            assert not (
+                secrets.database_password
+                or secrets.aws_secret_access_key
+                or secrets.slack_webhook_url
+                or secrets.smtp_password
+            ), name
         else:
             assert url.username == settings.database.writer_role, name
             assert settings.storage.is_s3 and settings.storage.s3_endpoint_url == "http://minio:9000", name
@@ -860,7 +867,7 @@ def test_compose_storage_settings_work_against_an_s3_endpoint(s3_endpoint, make_
             strict=True,
         )
     )
-    with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         cur.execute(
             "SELECT symbol, (extract(epoch FROM open_time) * 1000)::bigint, close::text, load_id "
             "FROM raw.binance_klines ORDER BY 1, 2"

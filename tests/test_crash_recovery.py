@@ -162,13 +162,13 @@ def kill9(proc: subprocess.Popen) -> None:
 
 
 def query(settings, sql, params=()):
-    with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         cur.execute(sql, params)
         return cur.fetchall()
 
 
 def execute(settings, sql: str, params=()) -> None:
-    with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         cur.execute(sql, params)
 
 
@@ -449,7 +449,7 @@ def test_kill_right_after_the_raw_commit_keeps_its_dead_letters_and_the_next_run
 
 
 def test_the_refusal_names_the_backend_holding_the_lock(settings):
-    with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         cur.execute("SELECT pg_backend_pid()")
         (mine,) = cur.fetchone()
         cur.execute("SELECT pg_advisory_lock(%s)", (db.lock_key("ingest:binance"),))

@@ -81,7 +81,7 @@ def text_colours(at: AppTest, column: str) -> list[str | None]:
 
 
 def frame(settings, sql: str, params=()) -> pd.DataFrame:
-    with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         cur.execute(sql, params)
         return pd.DataFrame(cur.fetchall(), columns=[d.name for d in cur.description])
 
@@ -113,8 +113,11 @@ def test_overview_shows_the_top10_and_totals_of_gold(gold_db, monkeypatch):
         "SELECT symbol, array_agg(close::float8 ORDER BY day) AS closes FROM gold.fct_daily_summary "
         "WHERE day > (SELECT max(day) FROM gold.fct_daily_summary) - 7 GROUP BY symbol",
     ).set_index("symbol")["closes"]
-    sparks = {sym: [float(x) for x in spark] for sym, spark in zip(top10["symbol"], top10["closes"], strict=True)
-              if spark is not None and not isinstance(spark, float)}  # fmt: skip
+    sparks = {
+        sym: [float(x) for x in spark]
+        for sym, spark in zip(top10["symbol"], top10["closes"], strict=True)
+        if spark is not None and not isinstance(spark, float)
+    }
     assert sparks == {symbol: closes[symbol] for symbol in top10["symbol"] if symbol in closes.index}
     # seed 11's top 10 holds every tracked pair (ETH 1st, BTC 2nd, SOL 7th): each has its sparkline
     assert set(sparks) == set(SYMBOLS) == set(gold["symbol"].dropna())
@@ -420,7 +423,7 @@ def test_environment_selector_shows_a_dev_environment(gold_db, monkeypatch, tmp_
     assert vwap in model.read_text()
     model.write_text(model.read_text().replace(vwap, vwap.replace("::DOUBLE", " + 1::DOUBLE")))
     (project / "tests" / "test_fct_daily_summary.yaml").unlink()  # its expectations describe the old VWAP
-    monkeypatch.setattr(transform, "PROJECT_DIR", project)
+    monkeypatch.setattr(sqlmesh_context, "PROJECT_DIR", project)
     transform.transform(settings, "dev", execution_time=NOW)
 
     at = open_page(config, monkeypatch, PRICES)
@@ -476,20 +479,45 @@ def test_measure_queries_times_every_page_query(gold_db, monkeypatch):
     timings = dashboard_bench.measure_queries(settings, repeats=1)
     assert ran == defined and "load_relations" in defined
     assert set(timings) == {
-        "environments", "table_rows", "sandbox_runs", "top10", "sparklines", "market_totals", "symbols",
-        "prices_hourly_90d", "prices_daily_90d", "prices_daily_3y", "sentiment_bounds", "sentiment_365d",
-        "runs_30d", "run_summary_30d", "freshness", "check_results", "dead_letter_runs", "gaps", "gap_counts",
-        "pairs_not_trading", "revisions",
-    }  # fmt: skip
+        "environments",
+        "table_rows",
+        "sandbox_runs",
+        "top10",
+        "sparklines",
+        "market_totals",
+        "symbols",
+        "prices_hourly_90d",
+        "prices_daily_90d",
+        "prices_daily_3y",
+        "sentiment_bounds",
+        "sentiment_365d",
+        "runs_30d",
+        "run_summary_30d",
+        "freshness",
+        "check_results",
+        "dead_letter_runs",
+        "gaps",
+        "gap_counts",
+        "pairs_not_trading",
+        "revisions",
+    }
 
 
 def test_command_and_env_of_the_server(empty_db):
     settings, config = empty_db
     argv = dashboard_server.command(settings, 8599)
     assert argv[1:] == [
-        "run", str(dashboard_server.ENTRY_POINT), "--server.port", "8599", "--server.headless", "true",
-        "--browser.gatherUsageStats", "false", "--server.address", "127.0.0.1",
-    ]  # fmt: skip
+        "run",
+        str(dashboard_server.ENTRY_POINT),
+        "--server.port",
+        "8599",
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+        "--server.address",
+        "127.0.0.1",
+    ]
     environment = dashboard_server.env(settings, config)
     assert environment["CRYPTOFLOW_CONFIG"] == str(config.resolve())
     assert environment["STREAMLIT_BROWSER_GATHER_USAGE_STATS"] == "false"

@@ -4,7 +4,6 @@ incremental run, the transform, the checks, and the closing summary."""
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import logging
@@ -49,7 +48,7 @@ def test_the_demo_runs_the_main_job_end_to_end(tmp_path, settings_in, capsys, mo
     checks = re.search(r"^checks: (\d+) run, (\d+) failed", out, re.M)
     assert checks and int(checks.group(2)) == 0, out  # a calm market: every check passes
     assert re.search(r"^  raw\.binance_klines\s+192 rows$", out, re.M)
-    with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         cur.execute("SELECT count(*), count(DISTINCT (symbol, open_time)) FROM gold.fct_prices")
         assert cur.fetchone() == (192, 192)
         # the backfill read the archive's daily files: one per pair for each whole UTC day of its window (a
@@ -60,9 +59,11 @@ def test_the_demo_runs_the_main_job_end_to_end(tmp_path, settings_in, capsys, mo
         )
         start, end = cur.fetchone()
         whole_days = sum(
-            1 for d in range(-1, 5) if start <= (day := start.replace(hour=0) + dt.timedelta(days=d)) and
-            day + dt.timedelta(days=1) <= end
-        )  # fmt: skip
+            1
+            for d in range(-1, 5)
+            if start <= (day := start.replace(hour=0) + dt.timedelta(days=d))
+            and day + dt.timedelta(days=1) <= end
+        )
         cur.execute("SELECT count(*), count(*) FILTER (WHERE rows = 24) FROM ops.archive_files")
         assert cur.fetchone() == (2 * whole_days, 2 * whole_days)
     # the human summary on stdout, the log beside it: every record as JSON lines in .cryptoflow/logs/demo.log,
@@ -91,7 +92,7 @@ def test_the_demo_runs_the_main_job_end_to_end(tmp_path, settings_in, capsys, mo
     assert not [r for r in log if "ANALYZE" in r["message"] and r["level"] != "info"]
     # one record per line SQLMesh printed, as long as it is: none cut at 80 columns
     assert [m for m in said if BATCH_LINE.match(m) and len(m) > 80], said
-    with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         cur.execute(
             "SELECT (SELECT count(*) FROM raw.coingecko_markets), (SELECT count(*) FROM raw.fear_greed)"
         )
@@ -99,8 +100,12 @@ def test_the_demo_runs_the_main_job_end_to_end(tmp_path, settings_in, capsys, mo
     assert markets == len(json.loads((Path(sandbox.__file__).parent / "coins.json").read_text()))
     successes = [(r["source"], r["rows_raw"]) for r in log if r["message"] == "run success"]
     assert successes == [
-        ("binance", 144), ("binance", 48), ("coingecko", markets), ("fear_greed", fear_greed), ("sqlmesh", 0)
-    ]  # fmt: skip
+        ("binance", 144),
+        ("binance", 48),
+        ("coingecko", markets),
+        ("fear_greed", fear_greed),
+        ("sqlmesh", 0),
+    ]
 
 
 def _failed(model: str, cause: Exception) -> Exception:

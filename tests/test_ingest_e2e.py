@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import re
 from decimal import Decimal
@@ -43,7 +42,7 @@ def settings(make_settings, sandbox):
 
 
 def query(settings, sql, params=()):
-    with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         cur.execute(sql, params)
         return cur.fetchall()
 
@@ -374,9 +373,12 @@ def test_a_slow_drip_server_is_cut_at_the_request_deadline_and_retried(make_sett
 
     sandbox.set_fault("klines", "drip", every_s=0.2, chunk=16)  # every answer: past the retries
     sandbox.set_now(sandbox.now() + 3 * HOUR)
-    with pytest.raises(ApiError, match=r"giving up on /api/v3/klines after 3 attempts; last problem: "
-                       r"DeadlinePassed: /api/v3/klines: the response was still arriving after "
-                       r"request_deadline_s \(1 s\)"):  # fmt: skip
+    with pytest.raises(
+        ApiError,
+        match=r"giving up on /api/v3/klines after 3 attempts; last problem: "
+        r"DeadlinePassed: /api/v3/klines: the response was still arriving after "
+        r"request_deadline_s \(1 s\)",
+    ):
         ingest.ingest_ohlcv(settings, symbols=["BTCUSDT"])
     assert klines_count(settings, "BTCUSDT") == 24  # what was loaded stays
 

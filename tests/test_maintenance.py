@@ -7,7 +7,7 @@ import datetime as dt
 import os
 
 import pytest
-from helpers.gold import execute, stored_options
+from helpers.gold import execute, small_deployment, stored_options
 
 from pipelines import catalog, ingest, maintenance, transform
 from pipelines.cli import sandboxed
@@ -145,12 +145,7 @@ def test_completed_dlt_packages_go_after_their_window(settings):
 
 @pytest.mark.slow
 def test_the_janitor_removes_an_expired_dev_environment(settings, tmp_path):
-    with SandboxServer(seed=3, calm=True) as sandbox:
-        active = sandboxed(settings, sandbox)
-        ingest.ingest_ohlcv(active, days=2)
-        ingest.ingest_markets(active)
-        ingest.ingest_fear_greed(active)
-    transform.transform(settings)
+    small_deployment(settings, seed=3)
     transform.transform(settings, "dev")
     assert ("gold__dev",) in execute(settings, "SELECT nspname FROM pg_namespace")
     assert maintenance.sqlmesh_janitor(settings) == (

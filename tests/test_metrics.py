@@ -3,7 +3,6 @@ scraped with urllib, parsed with prometheus_client's own parser, values compared
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import signal
@@ -40,7 +39,7 @@ DEAD_URL = "postgresql://x:s3cret@127.0.0.1:1/x"  # nothing listens on port 1
 
 
 def execute(settings, sql: str, params=None) -> None:
-    with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         cur.execute(sql, params)
 
 
@@ -62,71 +61,103 @@ def test_every_metric_is_exact_against_known_rows(make_settings):
     assert m["cryptoflow_pipeline_runs_total"] == {
         (("source", s), ("status", st)): n
         for (s, st), n in {
-            ("binance", "success"): 2, ("binance", "failed"): 1,
-            ("coingecko", "success"): 1, ("coingecko", "failed"): 1,
-            ("fear_greed", "success"): 0, ("fear_greed", "failed"): 0,
-            ("sqlmesh", "success"): 3, ("sqlmesh", "failed"): 2, ("binance", "up_for_retry"): 1,
+            ("binance", "success"): 2,
+            ("binance", "failed"): 1,
+            ("coingecko", "success"): 1,
+            ("coingecko", "failed"): 1,
+            ("fear_greed", "success"): 0,
+            ("fear_greed", "failed"): 0,
+            ("sqlmesh", "success"): 3,
+            ("sqlmesh", "failed"): 2,
+            ("binance", "up_for_retry"): 1,
         }.items()
-    }  # fmt: skip
+    }
     assert by_label(m, "cryptoflow_pipeline_runs_in_progress", "source") == {
-        "binance": 1, "coingecko": 0, "fear_greed": 0, "sqlmesh": 0,
-    }  # fmt: skip
+        "binance": 1,
+        "coingecko": 0,
+        "fear_greed": 0,
+        "sqlmesh": 0,
+    }
     assert by_label(m, "cryptoflow_pipeline_rows_loaded_total", "source") == {
-        "binance": 1000 + 7, "coingecko": 100, "fear_greed": 0, "sqlmesh": 0,
-    }  # fmt: skip
+        "binance": 1000 + 7,
+        "coingecko": 100,
+        "fear_greed": 0,
+        "sqlmesh": 0,
+    }
     assert by_label(m, "cryptoflow_pipeline_retries_total", "source")["binance"] == 2 + 3 + 4
     assert by_label(m, "cryptoflow_pipeline_requests_total", "source") == {
-        "binance": 10 + 6 + 5, "coingecko": 2, "fear_greed": 0, "sqlmesh": 0,
-    }  # fmt: skip
+        "binance": 10 + 6 + 5,
+        "coingecko": 2,
+        "fear_greed": 0,
+        "sqlmesh": 0,
+    }
     assert by_label(m, "cryptoflow_pipeline_rate_limited_total", "source")["binance"] == 1
 
     # latest finished run (the DLQ replay b3, the running b4 and the try b5 do not count): binance's is the failed b2
     assert by_label(m, "cryptoflow_pipeline_last_run_failed", "source") == {
-        "binance": 1, "coingecko": 0, "sqlmesh": 0,
-    }  # fmt: skip
+        "binance": 1,
+        "coingecko": 0,
+        "sqlmesh": 0,
+    }
     assert by_label(m, "cryptoflow_pipeline_last_run_timestamp_seconds", "source") == {
         "binance": (T0 + H + 5 * S).timestamp(),
         "coingecko": (T0 + 1800 * S + 4 * S).timestamp(),
         "sqlmesh": (T0 + 3000 * S + 8 * S).timestamp(),
     }
     assert by_label(m, "cryptoflow_pipeline_last_run_duration_seconds", "source") == {
-        "binance": 5.0, "coingecko": 4.0, "sqlmesh": 8.0,
-    }  # fmt: skip
+        "binance": 5.0,
+        "coingecko": 4.0,
+        "sqlmesh": 8.0,
+    }
     assert by_label(m, "cryptoflow_pipeline_last_success_timestamp_seconds", "source") == {
         "binance": (T0 + 20 * S).timestamp(),
         "coingecko": (T0 + 1800 * S + 4 * S).timestamp(),
         "sqlmesh": (T0 + 3000 * S + 8 * S).timestamp(),
     }
     assert by_label(m, "cryptoflow_pipeline_last_success_records_per_second", "source") == {
-        "binance": 1000 / 20.0, "coingecko": 100 / 4.0,  # a transform loads nothing into raw
-    }  # fmt: skip
+        "binance": 1000 / 20.0,
+        "coingecko": 100 / 4.0,  # a transform loads nothing into raw
+    }
     assert value(m, "cryptoflow_end_to_end_latency_seconds") == 123.5
 
     # data quality: the latest run per layer only
     assert m["cryptoflow_dq_checks"] == {
         (("layer", la), ("outcome", o)): n
         for (la, o), n in {
-            ("raw", "pass"): 3, ("raw", "warn"): 1, ("raw", "fail"): 1, ("raw", "error"): 1,
-            ("gold", "pass"): 2, ("gold", "warn"): 0, ("gold", "fail"): 0, ("gold", "error"): 0,
+            ("raw", "pass"): 3,
+            ("raw", "warn"): 1,
+            ("raw", "fail"): 1,
+            ("raw", "error"): 1,
+            ("gold", "pass"): 2,
+            ("gold", "warn"): 0,
+            ("gold", "fail"): 0,
+            ("gold", "error"): 0,
         }.items()
-    }  # fmt: skip
+    }
     assert by_label(m, "cryptoflow_dq_failures", "layer") == {"raw": 2, "gold": 0}
     assert m["cryptoflow_dq_check_failed"] == {
         (("check", c), ("layer", la)): f
         for la, c, f in [
-            ("raw", "raw klines are loaded", 0), ("raw", "p2", 0), ("raw", "p3", 0), ("raw", "spiky returns", 0),
-            ("raw", "newest closed candle is fresh (raw)", 1), ("raw", "raw scan ran without errors", 1),
-            ("gold", "g1", 0), ("gold", "g2", 0),
+            ("raw", "raw klines are loaded", 0),
+            ("raw", "p2", 0),
+            ("raw", "p3", 0),
+            ("raw", "spiky returns", 0),
+            ("raw", "newest closed candle is fresh (raw)", 1),
+            ("raw", "raw scan ran without errors", 1),
+            ("gold", "g1", 0),
+            ("gold", "g2", 0),
         ]
-    }  # fmt: skip
+    }
     assert by_label(m, "cryptoflow_dq_last_run_timestamp_seconds", "layer") == {
         "raw": (T0 + H).timestamp(),
         "gold": (T0 + 2 * H).timestamp(),
     }
 
     assert by_label(m, "cryptoflow_dead_letters_pending", "source") == {
-        "binance": 2, "coingecko": 1, "fear_greed": 0,
-    }  # fmt: skip
+        "binance": 2,
+        "coingecko": 1,
+        "fear_greed": 0,
+    }
 
     # freshness: the empty raw.fear_greed has no newest row, hence no sample
     newest = {
@@ -218,8 +249,12 @@ def test_a_broken_table_flags_its_section_and_the_rest_still_reports(make_settin
         m = scrape(server.url)
     assert value(m, "cryptoflow_database_up") == 1
     assert by_label(m, "cryptoflow_scrape_section_failed", "section") == {
-        "pipeline_runs": 0, "data_quality": 0, "dead_letters": 0, "freshness": 1, "null_ratio": 0,
-    }  # fmt: skip
+        "pipeline_runs": 0,
+        "data_quality": 0,
+        "dead_letters": 0,
+        "freshness": 1,
+        "null_ratio": 0,
+    }
     assert by_label(m, "cryptoflow_table_newest_timestamp_seconds", "table") == {
         "raw.coingecko_markets": NEWEST_SNAPSHOT.timestamp()
     }
@@ -232,7 +267,7 @@ def test_a_burst_of_scrapes_costs_one_round_of_queries(make_settings):
     with endpoint(settings, cache_s=60) as server:
         first = scrape(server.url)
         assert value(first, "cryptoflow_pipeline_runs_total", source="binance", status="success") == 0
-        with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
+        with db.cursor(settings) as cur:
             insert_run(cur, "b1", "binance", "ingest ohlcv", "success", T0, 2.0, rows=5)
         results: list[dict] = []
         threads = [threading.Thread(target=lambda: results.append(scrape(server.url))) for _ in range(8)]

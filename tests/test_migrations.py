@@ -27,13 +27,13 @@ def fresh(make_settings, **database):
 
 
 def rows(settings, query: str, params=()):
-    with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         cur.execute(query, params)
         return cur.fetchall()
 
 
 def execute(settings, statement: str, params=()) -> None:
-    with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         cur.execute(statement, params)
 
 
@@ -221,18 +221,13 @@ def test_a_sqlmesh_state_from_another_sqlmesh_version_is_migrated_and_carries_on
     """An upgrade that moves the SQLMesh pin: its state records the version that wrote it. The transform
     refuses it until `cryptoflow db migrate` runs SQLMesh's migrate; afterwards the models carry on in the
     same physical tables, with no rebuild."""
-    from pipelines import ingest, transform, upgrade
-    from pipelines.cli import sandboxed
-    from pipelines.sandbox import SandboxServer
+    from helpers.gold import small_deployment
+
+    from pipelines import transform, upgrade
 
     settings = make_settings(database={"auto_migrate": False})  # a configured server's default
     db.ensure_database(settings)
-    with SandboxServer(seed=5, calm=True) as sandbox:
-        active = sandboxed(settings, sandbox)
-        ingest.ingest_ohlcv(active, days=2)
-        ingest.ingest_markets(active)
-        ingest.ingest_fear_greed(active)
-    transform.transform(settings)
+    small_deployment(settings, seed=5)
     physical = "SELECT definition FROM pg_views WHERE schemaname = 'gold' AND viewname = 'fct_prices'"
     built = rows(settings, physical), rows(settings, "SELECT count(*) FROM gold.fct_prices")
     assert upgrade.migrate_sqlmesh(settings).endswith(": nothing to migrate")

@@ -37,7 +37,7 @@ def settings(make_settings):
 
 
 def execute(settings, sql, params=()):
-    with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         cur.execute(sql, params)
         return cur.fetchall() if cur.description else None
 
@@ -51,16 +51,21 @@ def test_dlq_list_and_replay(settings, tmp_path):
         yaml.safe_dump(
             {
                 "universe": {"mode": "pinned", "symbols": ["BTCUSDT", "ETHUSDT"]},
-                "database": {"embedded_dir": str(settings.path(settings.database.embedded_dir)),
-                             "name": settings.database.name},
+                "database": {
+                    "embedded_dir": str(settings.path(settings.database.embedded_dir)),
+                    "name": settings.database.name,
+                },
                 "storage": {"bronze_url": str(tmp_path / "bronze")},
             }
         )
-    )  # fmt: skip
+    )
     listed = subprocess.run(
         [sys.executable, "-m", "pipelines.cli", "--config", str(config), "dlq", "list"],
-        capture_output=True, text=True, cwd=REPO, check=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=True,
+    )
     assert len(listed.stdout.strip().splitlines()) == 7
     assert all(x.natural_key in listed.stdout for x in letters)
 
@@ -351,8 +356,11 @@ def test_a_batch_takes_over_only_its_own_pairs_windows_from_a_killed_run(setting
     )
     day = 24 * 3_600_000
     windows = [
-        (killed, "BTCUSDT"), (killed, "ETHUSDT"), (live, "BTCUSDT"), (live, "SOLUSDT"),
-    ]  # fmt: skip
+        (killed, "BTCUSDT"),
+        (killed, "ETHUSDT"),
+        (live, "BTCUSDT"),
+        (live, "SOLUSDT"),
+    ]
     execute(
         settings,
         "INSERT INTO ops.pending_gap_checks (run_id, symbol, start_time, end_time) "

@@ -44,7 +44,7 @@ def built(tmp_path_factory, settings_in):
 
 
 def execute(settings, sql, params=()):
-    with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         cur.execute(sql, params)
         return cur.fetchall() if cur.description else None
 
@@ -108,15 +108,24 @@ def test_missing_hour_fails_completeness_and_reconciliation(built):
     row = execute(
         built, "SELECT * FROM raw.binance_klines WHERE symbol = 'BTCUSDT' ORDER BY open_time DESC LIMIT 1"
     )
-    columns = [c[0] for c in execute(built, "SELECT column_name FROM information_schema.columns "
-                                             "WHERE table_schema = 'raw' AND table_name = 'binance_klines' "
-                                             "ORDER BY ordinal_position")]  # fmt: skip
+    columns = [
+        c[0]
+        for c in execute(
+            built,
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = 'raw' AND table_name = 'binance_klines' "
+            "ORDER BY ordinal_position",
+        )
+    ]
     execute(built, "DELETE FROM raw.binance_klines WHERE symbol = 'BTCUSDT' AND open_time = %s", (row[0][2],))
     try:
         # a load awaiting the transform elsewhere in the history leaves the rest compared
-        with fault(built, "INSERT INTO ops.raw_changes (table_name, load_id, first_time, last_time) "
-                          "VALUES ('binance_klines', 'binance-x', '2020-01-01', '2020-01-31')",
-                   "DELETE FROM ops.raw_changes WHERE load_id = 'binance-x'"):  # fmt: skip
+        with fault(
+            built,
+            "INSERT INTO ops.raw_changes (table_name, load_id, first_time, last_time) "
+            "VALUES ('binance_klines', 'binance-x', '2020-01-01', '2020-01-31')",
+            "DELETE FROM ops.raw_changes WHERE load_id = 'binance-x'",
+        ):
             run = outcomes(quality.run_checks(built, layers=("raw", "silver"), now=NOW))
     finally:
         placeholders = ", ".join(["%s"] * len(columns))
@@ -137,12 +146,18 @@ def test_bronze_reconciliation_leaves_out_a_load_in_flight_but_not_a_killed_one(
     where = "WHERE symbol = 'BTCUSDT' AND open_time = '2026-03-10 11:00+00'"
     name = "bronze rows equal raw rows per load id (binance_klines)"
     with (
-        fault(built, f"UPDATE raw.binance_klines SET load_id = '{run_id}-rev' {where}",
-              f"UPDATE raw.binance_klines SET load_id = '{load_id}' {where}"),
-        fault(built, "INSERT INTO ops.pipeline_runs (run_id, source, command, started_at, status) "
-                     f"VALUES ('{run_id}', 'binance', 'ingest', now(), 'running')",
-              f"DELETE FROM ops.pipeline_runs WHERE run_id = '{run_id}'"),
-    ):  # fmt: skip
+        fault(
+            built,
+            f"UPDATE raw.binance_klines SET load_id = '{run_id}-rev' {where}",
+            f"UPDATE raw.binance_klines SET load_id = '{load_id}' {where}",
+        ),
+        fault(
+            built,
+            "INSERT INTO ops.pipeline_runs (run_id, source, command, started_at, status) "
+            f"VALUES ('{run_id}', 'binance', 'ingest', now(), 'running')",
+            f"DELETE FROM ops.pipeline_runs WHERE run_id = '{run_id}'",
+        ),
+    ):
         with db.advisory_lock(built, f"run:{run_id}"):  # the run is alive
             live = {r.name: r for r in quality.run_checks(built, layers=("raw",), now=NOW).results}[name]
         dead = {r.name: r for r in quality.run_checks(built, layers=("raw",), now=NOW).results}[name]
@@ -159,8 +174,9 @@ def test_bronze_reconciliation_leaves_out_a_load_in_flight_but_not_a_killed_one(
 
 def physical_table(settings, schema: str, model: str) -> str:
     """The table behind a model's view (SQLMesh's physical layer)."""
-    definition = execute(settings, "SELECT definition FROM pg_views WHERE schemaname = %s AND viewname = %s",
-                         (schema, model))[0][0]  # fmt: skip
+    definition = execute(
+        settings, "SELECT definition FROM pg_views WHERE schemaname = %s AND viewname = %s", (schema, model)
+    )[0][0]
     return definition.split("FROM ")[-1].strip().rstrip(";").split()[0]
 
 

@@ -5,7 +5,6 @@ from the sandbox's own series, not read back from the pipeline."""
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 from decimal import Decimal
 
@@ -44,7 +43,7 @@ def settings(make_settings, sandbox):
 
 
 def query(settings, sql, params=()):
-    with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         cur.execute(sql, params)
         return cur.fetchall()
 
@@ -233,8 +232,10 @@ def test_the_hourly_run_restates_revised_candles_with_a_trace(settings, sandbox)
         (first.run_id, f"{summary.run_id}-rev", "restate", True)
     }
     assert summary.details["revised"] == len(revised)
-    assert all(set(changes) == {"volume", "quote_volume", "taker_buy_base_volume", "taker_buy_quote_volume"}
-               for *_, changes in revised)  # fmt: skip
+    assert all(
+        set(changes) == {"volume", "quote_volume", "taker_buy_base_volume", "taker_buy_quote_volume"}
+        for *_, changes in revised
+    )
     # raw now equals what the exchange serves at t1, for every stored hour; bronze holds each key once
     for symbol in ("BTCUSDT", "ETHUSDT"):
         rows = klines_rows(symbol, "1h", lo, t1 // HOUR * HOUR - HOUR, t1, seed=42)

@@ -4,7 +4,6 @@ dead-lettered, each change is recorded, and a snapshot re-taken within its hour 
 
 from __future__ import annotations
 
-import contextlib
 import json
 
 import pyarrow.compute as pc
@@ -33,7 +32,7 @@ def settings(make_settings, sandbox):
 
 
 def query(settings, sql, params=()):
-    with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         cur.execute(sql, params)
         return cur.fetchall()
 

@@ -96,8 +96,10 @@ def test_cli_prints_one_clear_message_not_a_traceback(tmp_path):
     path = write(tmp_path, "universe: {mode: pinned, symbols: [BTCUSDT, 'bad!']}")
     proc = subprocess.run(
         [sys.executable, "-m", "pipelines.cli", "--config", str(path), "db", "status"],
-        capture_output=True, text=True, cwd=REPO,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert proc.returncode == 2
     assert "invalid symbol 'bad!'" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -164,14 +166,18 @@ def test_every_table_rule_comes_from_the_catalogue():
     )
     assert [(s.TABLE, s.PRIMARY_KEY) for s in (bn, cg, fg)] == [(t.name, t.key) for t in catalog.RAW]
     assert metrics.freshness_thresholds(settings) == {
-        "raw.binance_klines": 3 * 3600, "raw.coingecko_markets": 30 * 3600, "raw.fear_greed": 48 * 3600,
+        "raw.binance_klines": 3 * 3600,
+        "raw.coingecko_markets": 30 * 3600,
+        "raw.fear_greed": 48 * 3600,
         "gold.fct_prices": 4 * 3600,
-    }  # fmt: skip
+    }
     variables = quality._variables(settings, dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
     assert {k: v for k, v in variables.items() if k.startswith("FRESHNESS")} == {
-        "FRESHNESS_OHLCV": "180m", "FRESHNESS_OHLCV_SILVER": "240m", "FRESHNESS_OHLCV_GOLD": "240m",
+        "FRESHNESS_OHLCV": "180m",
+        "FRESHNESS_OHLCV_SILVER": "240m",
+        "FRESHNESS_OHLCV_GOLD": "240m",
         "FRESHNESS_MARKETS": "1800m",
-    }  # fmt: skip
+    }
     assert orchestration.ASSETS == {
         "raw.binance_klines": "cryptoflow://raw/binance_klines",
         "raw.coingecko_markets": "cryptoflow://raw/coingecko_markets",
@@ -180,8 +186,11 @@ def test_every_table_rule_comes_from_the_catalogue():
     }
     # the dashboard's view: the age of the moment the data covers up to (a daily row: its day's end)
     assert {t.name: t.threshold_h(settings) for t in catalog.TABLES if t.schema == "gold"} == {
-        "fct_prices": 3, "fct_daily_summary": 27, "fct_market_sentiment": 30, "mart_market_overview": 30,
-    }  # fmt: skip
+        "fct_prices": 3,
+        "fct_daily_summary": 27,
+        "fct_market_sentiment": 30,
+        "mart_market_overview": 30,
+    }
 
 
 def test_page_limit_is_no_longer_a_setting(tmp_path):

@@ -38,16 +38,20 @@ def test_a_two_day_soak_stays_exact_and_pages_once_per_incident(tmp_path):
     # hour fails that hour's ingest and the three bronze reconciliations (each an incident with its page);
     # the outage hour is the exchange's own gap (a known gap, paging nobody); the killed run is recovered by
     # the next; the delisted pair's hours after its halt are no gap at all
-    reconciliations = [f"bronze rows equal raw rows per load id ({t})" for t in ("binance_klines",
-                       "coingecko_markets", "fear_greed")]  # fmt: skip
+    reconciliations = [
+        f"bronze rows equal raw rows per load id ({t})"
+        for t in ("binance_klines", "coingecko_markets", "fear_greed")
+    ]
     assert report["incident_names"] == ["run:ingest ohlcv", "run:ingest ohlcv", *reconciliations]
     assert report["alerts_sent"] == report["incidents"] == 5
     assert report["known_gaps"] == {"exchange_outage": 3}  # the hour, for each of the 3 pairs
     assert report["abandoned_runs"] == 1
     cycles = {f["fault"]: f["cycle"] for f in report["faults"]}
     assert [(f["cycle"], f["step"]) for f in report["failures"]] == [
-        (cycles["429_storm"], "ingest ohlcv"), (cycles["s3_gone"], "ingest ohlcv"), (cycles["s3_gone"], "check"),
-    ]  # fmt: skip
+        (cycles["429_storm"], "ingest ohlcv"),
+        (cycles["s3_gone"], "ingest ohlcv"),
+        (cycles["s3_gone"], "check"),
+    ]
     s3_failure = report["failures"][1]["error"]
     assert s3_failure.startswith(
         "LakeUnavailable: the bronze lake at s3://soak-bronze/lake cannot be reached"

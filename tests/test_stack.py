@@ -94,8 +94,11 @@ def test_monitoring_durations_scale_and_compose_commands_keep_their_flags():
     )
     assert here == ["--config.file=/tmp/p.yml", "--storage.tsdb.path=/tmp/data"]
     assert monitoring.with_options(["x", "--port", "9108", "--host", "h"], {"--port": "1"}) == [
-        "x", "--port=1", "--host", "h"
-    ]  # fmt: skip
+        "x",
+        "--port=1",
+        "--host",
+        "h",
+    ]
     with pytest.raises(KeyError, match=r"--web\.listen-address"):
         monitoring.with_options(command, {"--web.listen-address": "127.0.0.1:1"})
 

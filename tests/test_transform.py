@@ -3,7 +3,6 @@ and the analyst workflow (dev environment, promotion by virtual update, breaking
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import math
 import shutil
@@ -33,13 +32,13 @@ ANNUAL = math.sqrt(24 * 365)
 
 
 def query_df(settings, sql: str) -> pd.DataFrame:
-    with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         cur.execute(sql)
         return pd.DataFrame(cur.fetchall(), columns=[d.name for d in cur.description])
 
 
 def execute(settings, sql: str, params=()) -> list[tuple]:
-    with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         cur.execute(sql, params)
         return cur.fetchall() if cur.description else []
 
@@ -310,10 +309,16 @@ def test_history_backfilled_after_gold_exists_reaches_silver_and_gold(tmp_path, 
         sandbox.set_now(int(at[1].timestamp() * 1000))
         ingest.ingest_ohlcv(active)  # the new hour and the trailing 48 h re-fetched: inside the lookback
         # a load still running (its rows may not be committed yet) is left for a later run
-        execute(late, "INSERT INTO ops.pipeline_runs (run_id, source, command, started_at, status) "
-                "VALUES ('binance-test-running', 'binance', 'backfill', now(), 'running')")  # fmt: skip
-        execute(late, "INSERT INTO ops.raw_changes (table_name, load_id, first_time, last_time) "
-                "VALUES ('binance_klines', 'binance-test-running-rev', '2026-02-10', '2026-02-11')")  # fmt: skip
+        execute(
+            late,
+            "INSERT INTO ops.pipeline_runs (run_id, source, command, started_at, status) "
+            "VALUES ('binance-test-running', 'binance', 'backfill', now(), 'running')",
+        )
+        execute(
+            late,
+            "INSERT INTO ops.raw_changes (table_name, load_id, first_time, last_time) "
+            "VALUES ('binance_klines', 'binance-test-running-rev', '2026-02-10', '2026-02-11')",
+        )
         assert "restated" not in transformed(late, at[1])
         assert execute(late, "SELECT load_id FROM ops.raw_changes") == [("binance-test-running-rev",)]
         execute(late, "UPDATE ops.pipeline_runs SET status = 'failed' WHERE run_id = 'binance-test-running'")
@@ -466,7 +471,7 @@ def test_a_failing_audit_stops_the_run_naming_model_audit_and_rows(built, tmp_pa
     )
     model.write_text(text)
     (project / "tests" / "test_fct_daily_summary.yaml").unlink()  # its expected rows lack the probe column
-    monkeypatch.setattr(transform, "PROJECT_DIR", project)
+    monkeypatch.setattr(sqlmesh_context, "PROJECT_DIR", project)
     with pytest.raises(transform.TransformError) as failed:
         transform.transform(settings, "audit_check", execution_time=NOW)
     message = str(failed.value)
@@ -483,7 +488,7 @@ def test_an_unchanged_project_runs_without_a_plan_and_a_changed_one_is_planned(
     A changed model is planned again, and its new column appears."""
     project = tmp_path / "sqlmesh_project"
     shutil.copytree(sqlmesh_context.PROJECT_DIR, project, ignore=shutil.ignore_patterns(".cache", "logs"))
-    monkeypatch.setattr(transform, "PROJECT_DIR", project)
+    monkeypatch.setattr(sqlmesh_context, "PROJECT_DIR", project)
     settings = make_settings(universe={"symbols": ["BTCUSDT", "ETHUSDT"]})
     hour_later = NOW + dt.timedelta(hours=1)
     newest = "SELECT count(*) FROM gold.fct_prices WHERE open_time = %s"

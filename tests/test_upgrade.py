@@ -133,8 +133,14 @@ def test_v0_1_0_deployment_upgrades_in_place_with_its_data_exact(tmp_path, pg_di
         assert len(candles) == len(SYMBOLS) * hours
         assert len({(c[0], c[1]) for c in candles}) == len(candles)
         assert [c for c in candles if c[1] < first.replace(minute=0)] == old_candles
-        assert execute(deployment, "SELECT * FROM ops.pipeline_runs WHERE run_id = ANY(%s) ORDER BY run_id",
-                       ([r[0] for r in old_runs],)) == old_runs  # fmt: skip
+        assert (
+            execute(
+                deployment,
+                "SELECT * FROM ops.pipeline_runs WHERE run_id = ANY(%s) ORDER BY run_id",
+                ([r[0] for r in old_runs],),
+            )
+            == old_runs
+        )
         # bronze: the same rows per load id as raw, old loads and new
         bronze = read_bronze(open_lake(deployment), "binance_klines")
         in_bronze = dict(zip(*pc.value_counts(bronze["load_id"]).flatten(), strict=True))

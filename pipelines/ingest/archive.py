@@ -8,7 +8,6 @@ verified file's URL, size, checksum, rows and span: a re-run skips files loaded 
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Generator
 from typing import Any
 from urllib.parse import urlsplit
@@ -59,9 +58,18 @@ def archive_fetch(
         for some, rest_ in ((windows, rest), (archive_only, None)):
             if some:
                 yield from iter_archive_klines(
-                    client, rest_, some, settings.interval, info.server_time_ms, load_id, sink, log_, known,
-                    settings.sources.binance_archive.concurrency, on_file,
-                )  # fmt: skip
+                    client,
+                    rest_,
+                    some,
+                    settings.interval,
+                    info.server_time_ms,
+                    load_id,
+                    sink,
+                    log_,
+                    known,
+                    settings.sources.binance_archive.concurrency,
+                    on_file,
+                )
 
     clients = (client,) if rest is None else (client, rest)
     return CandleFetch([*windows, *archive_only], pages, clients), log_
@@ -82,7 +90,7 @@ def unreachable(settings: Settings) -> str | None:
 def known_files(settings: Settings) -> dict[str, str]:
     """Archive path -> checksum of every archive file loaded so far (the newest load of a path wins). By
     path, not URL: the same file behind another address (a mirror, a moved base URL) is the same file."""
-    with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         cur.execute("SELECT url, sha256 FROM ops.archive_files ORDER BY loaded_at")
         return {urlsplit(url).path: sha256 for url, sha256 in cur.fetchall()}
 
@@ -97,7 +105,7 @@ def record_files(settings: Settings, log_: ArchiveLog, load_id: str) -> None:
     ]
     if not rows:
         return
-    with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         cur.executemany(
             "INSERT INTO ops.archive_files (url, symbol, size_bytes, sha256, rows, first_open, last_open, load_id) "
             "VALUES (%s, %s, %s, %s, %s, to_timestamp(%s / 1000.0), to_timestamp(%s / 1000.0), %s) "

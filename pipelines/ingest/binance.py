@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
 
@@ -83,7 +82,7 @@ def klines_cursors(settings: Settings) -> dict[str, int]:
 
 def stored_spans(settings: Settings) -> dict[str, tuple[int, int]]:
     """Per symbol: open times (ms) of the oldest and the newest candle in raw."""
-    with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         cur.execute("SELECT to_regclass('raw.binance_klines')")
         if db.one(cur)[0] is None:
             return {}

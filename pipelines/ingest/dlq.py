@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 from dataclasses import dataclass
 
@@ -37,7 +36,7 @@ class ReplayResult:
 
 def list_dead_letters(settings: Settings, limit: int = 50, pending_only: bool = True) -> list[DeadLetter]:
     db.ensure_database(settings)
-    with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         cur.execute(
             "SELECT id, source, table_name, coalesce(natural_key, ''), payload, reason, load_id "
             f"FROM raw.dead_letter {'WHERE replayed_at IS NULL' if pending_only else ''} "
@@ -91,7 +90,7 @@ def replay(settings: Settings, ids: list[int] | None = None) -> ReplayResult:
 
 
 def _mark_replayed(settings: Settings, ids: list[int], load_id: str) -> None:
-    with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         cur.execute(
             "UPDATE raw.dead_letter SET replayed_at = now(), replay_load_id = %s WHERE id = ANY(%s)",
             (load_id, ids),

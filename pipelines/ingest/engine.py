@@ -137,9 +137,11 @@ def deliver(
     queue them twice)."""
     if data is None:
         data = dlt.resource(
-            _handed_over(sink.tables), name=spec.name, primary_key=list(spec.key),
+            _handed_over(sink.tables),
+            name=spec.name,
+            primary_key=list(spec.key),
             write_disposition=write_disposition,
-        )  # fmt: skip
+        )
     pipeline = _pipeline(settings, source)
     pipeline.abort_packages()  # a killed run's half-made package must never load later
     with stage(sink, "extract"):
@@ -226,7 +228,7 @@ def _bronze_after_failure(settings: Settings, lake: Any, spec: Table, load_id: s
 def record_change(settings: Settings, spec: Table, load_id: str, time_range: tuple[Any, Any]) -> None:
     """Note the hours a load brings to a table a silver model reads by time range (ops.raw_changes): the
     transform restates those its lookback does not reach."""
-    with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         cur.execute(
             "INSERT INTO ops.raw_changes (table_name, load_id, first_time, last_time) VALUES (%s, %s, %s, %s)",
             (spec.name, load_id, *(t if t.tzinfo else t.replace(tzinfo=dt.UTC) for t in time_range)),
@@ -234,7 +236,7 @@ def record_change(settings: Settings, spec: Table, load_id: str, time_range: tup
 
 
 def forget_change(settings: Settings, load_id: str) -> None:
-    with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         cur.execute("DELETE FROM ops.raw_changes WHERE load_id = %s", (load_id,))
 
 
@@ -264,7 +266,7 @@ def stage(sink: ExtractSink, name: str) -> Iterator[None]:
 def ensure_unique_key(settings: Settings, spec: Table) -> None:
     """A unique index on the natural key: the database itself refuses a duplicate. And the table's autovacuum
     settings (catalog.AUTOVACUUM), which a raw table dlt just created does not have yet."""
-    with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         cur.execute(
             f"CREATE UNIQUE INDEX IF NOT EXISTS {spec.name}_natural_key ON raw.{spec.name} ({', '.join(spec.key)})"
         )
@@ -272,7 +274,7 @@ def ensure_unique_key(settings: Settings, spec: Table) -> None:
 
 
 def count_rows(settings: Settings, table: str, load_id: str | None = None) -> int:
-    with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         cur.execute("SELECT to_regclass(%s)", (f"raw.{table}",))
         if db.one(cur)[0] is None:
             return 0
@@ -290,7 +292,7 @@ def store_dead_letters(
     if not rejected:
         return 0
     queued = 0
-    with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         for r in rejected:
             # A record already waiting for the same reason (say, seen again by the gap re-fetch) is not
             # queued twice.
@@ -299,9 +301,15 @@ def store_dead_letters(
                 "SELECT %(source)s, %(table)s, %(key)s, %(payload)s, %(reason)s, %(load_id)s "
                 "WHERE NOT EXISTS (SELECT 1 FROM raw.dead_letter WHERE table_name = %(table)s "
                 "AND natural_key = %(key)s AND reason = %(reason)s AND replayed_at IS NULL)",
-                {"source": source, "table": table, "key": r.natural_key, "payload": json.dumps(r.payload),
-                 "reason": r.reason, "load_id": load_id},
-            )  # fmt: skip
+                {
+                    "source": source,
+                    "table": table,
+                    "key": r.natural_key,
+                    "payload": json.dumps(r.payload),
+                    "reason": r.reason,
+                    "load_id": load_id,
+                },
+            )
             queued += cur.rowcount
     log.warning("records sent to the dead letter queue", extra={"source": source, "count": queued})
     return queued
@@ -320,7 +328,7 @@ def _recover_abandoned(settings: Settings, source: str) -> None:
     killed load that reached raw keeps its bronze files, older copies settled; one that did not loses them).
     A live run holds its own lock (`run:<run id>`) until it ends, so one sharing the source is left alone;
     each dead run is claimed by one recovering run only."""
-    with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         cur.execute(
             "SELECT run_id FROM ops.pipeline_runs WHERE source = %s AND status = 'running'", (source,)
         )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 
 from pipelines.catalog import FEAR_GREED
@@ -16,7 +15,7 @@ from pipelines.sources.fear_greed import fear_greed_source
 
 def fear_greed_limit(settings: Settings) -> int:
     """0 (the whole history) on the first run, else the days since the newest stored value, plus overlap."""
-    with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         cur.execute("SELECT to_regclass('raw.fear_greed')")
         if db.one(cur)[0] is None:
             return 0

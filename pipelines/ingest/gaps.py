@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 from pathlib import Path
@@ -45,7 +44,7 @@ def detect_gaps(settings: Settings, run_id: str, windows: list[SymbolWindow]) ->
     windows = _short_windows(settings, pages)
     if not windows:
         return []
-    with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         cur.execute(
             _sql("detect_gaps"),
             (
@@ -64,7 +63,7 @@ def detect_gaps(settings: Settings, run_id: str, windows: list[SymbolWindow]) ->
 
 def note_gap_checks(settings: Settings, run_id: str, windows: list[SymbolWindow]) -> None:
     """Record the windows this run will search for gaps, before anything reaches raw."""
-    with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         cur.execute(
             "INSERT INTO ops.pending_gap_checks (run_id, symbol, start_time, end_time) "
             "SELECT %s, symbol, to_timestamp(lo / 1000.0), to_timestamp(hi / 1000.0) "
@@ -83,7 +82,7 @@ def inherited_gap_checks(
     another pair's may belong to a batch loading it right now, whose hours are not in raw yet."""
     mine = "" if pairs is None else " AND symbol = ANY(%(pairs)s::text[])"
     params = {"run": run_id, "pairs": pairs}
-    with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         # not those of a run still going (a backfill of other pairs sharing the source): it searches its own
         cur.execute(
             "SELECT DISTINCT g.run_id FROM ops.pending_gap_checks g WHERE g.run_id <> %(run)s AND NOT EXISTS "
@@ -117,7 +116,7 @@ def done_gap_checks(
     """This run's windows, and those it took over (inherited_gap_checks: of these runs, of these pairs), are
     searched and settled; nothing else is touched (a run that died meanwhile keeps its windows for the next)."""
     mine = "" if pairs is None else " AND symbol = ANY(%(pairs)s::text[])"
-    with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         cur.execute(
             "DELETE FROM ops.pending_gap_checks WHERE run_id = %(run)s "
             f"OR (run_id = ANY(%(taken)s::text[]){mine})",
@@ -141,7 +140,7 @@ def _short_windows(settings: Settings, windows: list[SymbolWindow]) -> list[Symb
     """The windows holding fewer candles than their hours (an index-only count per window)."""
     if not windows:
         return []
-    with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         cur.execute(
             _sql("short_windows"),
             (
@@ -169,7 +168,7 @@ def _ranges(points: list[tuple[str, int]]) -> list[SymbolWindow]:
 def settle_gaps(settings: Settings, run_id: str, windows: list[SymbolWindow]) -> int:
     """After the one re-fetch: hours now present are 'refilled', this run's others are known exchange gaps.
     Hours an earlier (killed) run left 'missing' are settled too once raw has them."""
-    with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         cur.execute(
             _sql("settle_gaps"),
             {"run": run_id},
@@ -181,7 +180,7 @@ def classify_gaps(settings: Settings) -> dict[str, int]:
     """Give every settled missing hour its class: ingest_failure when the re-fetch found it; else
     exchange_outage when at least two pairs miss that hour and no tracked pair has a candle in it;
     else pair_halt. Re-evaluated each run: a pair loaded later can turn an outage into a halt."""
-    with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         cur.execute("UPDATE ops.gaps SET gap_class = 'ingest_failure' WHERE status = 'refilled'")
         cur.execute("SELECT symbol FROM ops.pairs")
         tracked = [symbol for (symbol,) in cur.fetchall()]

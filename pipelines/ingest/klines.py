@@ -53,9 +53,15 @@ def rest_fetch(
 
     def pages(sink: ExtractSink) -> Generator[pa.Table]:
         return iter_klines(
-            client, windows, settings.interval, info.server_time_ms, load_id, sink,
-            settings.sources.binance.concurrency, _page_counter(progress, total_pages),
-        )  # fmt: skip
+            client,
+            windows,
+            settings.interval,
+            info.server_time_ms,
+            load_id,
+            sink,
+            settings.sources.binance.concurrency,
+            _page_counter(progress, total_pages),
+        )
 
     return CandleFetch(windows, pages, (client,))
 

@@ -7,7 +7,6 @@ said about each pair it knows, so the warehouse keeps when each pair traded and 
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
 from dataclasses import dataclass
@@ -63,7 +62,7 @@ def record_statuses(settings: Settings, info: ExchangeInfo, symbols: list[str], 
     recorded before, as of the exchange's clock."""
     seen_at = dt.datetime.fromtimestamp(info.server_time_ms / 1000, dt.UTC)
     successors = settings.universe.successors
-    with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         cur.execute("SELECT symbol FROM ops.pairs")
         known = [s for (s,) in cur.fetchall()]
         # in one order for every run: backfills of other pairs recording at the same time never deadlock
@@ -123,7 +122,7 @@ def record_statuses(settings: Settings, info: ExchangeInfo, symbols: list[str], 
 def first_candles(settings: Settings, client: ApiClient, symbols: list[str], interval: str) -> dict[str, int]:
     """Each pair's first candle on the exchange (its listing), in ms: probed once (one klines call from
     time 0, weight 2) and kept in ops.pairs, so no hour before a listing is ever fetched or called a gap."""
-    with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         cur.execute(
             "SELECT symbol, (extract(epoch FROM first_candle) * 1000)::bigint FROM ops.pairs "
             "WHERE symbol = ANY(%s) AND first_candle IS NOT NULL",

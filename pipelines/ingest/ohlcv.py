@@ -133,8 +133,9 @@ def ingest_ohlcv(
             if gap_windows:
                 log.warning(
                     "hours the archive does not have stay missing: run the backfill with --source auto to "
-                    "fetch them from the REST API", extra={"run_id": run.run_id, "windows": len(gap_windows)},
-                )  # fmt: skip
+                    "fetch them from the REST API",
+                    extra={"run_id": run.run_id, "windows": len(gap_windows)},
+                )
         else:
             # pairs that no longer trade are not on the API (-1121): the archive was their only source
             trading = set(universe)
@@ -268,8 +269,12 @@ def verify_klines(
             applied=apply,
             details={},
         )
-        summary = {"changed": len(result.changed), "missing_in_raw": len(result.missing_in_raw),
-                   "missing_on_exchange": len(result.missing_on_exchange), "unchanged": parts.unchanged}  # fmt: skip
+        summary = {
+            "changed": len(result.changed),
+            "missing_in_raw": len(result.missing_in_raw),
+            "missing_on_exchange": len(result.missing_on_exchange),
+            "unchanged": parts.unchanged,
+        }
         if apply:
             # parts holds what is left to load; the rest must be freed before the raw load (as in ingest)
             del fetched, stored, fetched_keys, stored_keys

@@ -9,7 +9,6 @@ old and new values go to ops.revisions first, so nothing is overwritten without 
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 from dataclasses import dataclass
@@ -60,7 +59,7 @@ def stored_candles(settings: Settings, symbols: list[str], lo_ms: list[int], hi_
         ") TO STDOUT WITH (FORMAT csv, HEADER true)"
     )
     buffer = io.BytesIO()
-    with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         cur.execute("SELECT to_regclass('raw.binance_klines')")
         if db.one(cur)[0] is None:
             return pa.table({name: pa.array([], t) for name, t in _STORED_TYPES.items()})
@@ -127,7 +126,7 @@ def record(
     if not new.num_rows:
         return 0
     diffs = differences(new, previous)
-    with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         cur.execute(
             """
             INSERT INTO ops.revisions (symbol, interval, open_time, changes, old_load_id, new_load_id,
@@ -154,7 +153,7 @@ def record(
 def settle(settings: Settings, load_id: str) -> None:
     """After the load `load_id` committed (or was abandoned): its revisions are applied if raw holds that
     load, else they never happened and are removed."""
-    with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         cur.execute("SELECT to_regclass('raw.binance_klines') IS NOT NULL")
         if not db.one(cur)[0]:  # nothing was ever loaded: no revision can have been applied
             cur.execute("DELETE FROM ops.revisions WHERE new_load_id = %s AND applied_at IS NULL", (load_id,))

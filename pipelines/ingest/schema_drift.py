@@ -9,7 +9,6 @@ coerced by the source's parser). Each change goes to ops.schema_changes with a w
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from typing import Any
 
@@ -25,7 +24,7 @@ def record_fields(
     """Compare this extract's fields with the known ones, record the changes; returns them."""
     if not fields:
         return []
-    with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         cur.execute(
             "SELECT field, json_type, present FROM ops.source_fields WHERE source = %s AND table_name = %s",
             (source, table),

@@ -6,7 +6,6 @@ recorded in ops.alerts_sent (ops/ledger.py) and a failure never raises.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import html
 import logging
@@ -51,7 +50,7 @@ class Digest:
 
 def collect_digest(settings: Settings, now: dt.datetime) -> Digest:
     since = now - dt.timedelta(hours=24)
-    with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         cur.execute(
             "SELECT source, status, count(*), coalesce(sum(rows_raw), 0) FROM ops.pipeline_runs "
             "WHERE started_at >= %s AND started_at < %s GROUP BY source, status ORDER BY source, status",

@@ -5,7 +5,6 @@ Delivery never raises: a broken webhook or mail server is logged and recorded, t
 
 from __future__ import annotations
 
-import contextlib
 import logging
 
 from pipelines.redaction import redact
@@ -29,7 +28,7 @@ def record(
     check_name: str | None = None,
 ) -> None:
     try:
-        with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
+        with db.cursor(settings) as cur:
             cur.execute(
                 "INSERT INTO ops.alerts_sent (check_name, kind, channel, ok, attempts, error) "
                 "VALUES (%s, %s, %s, %s, %s, %s)",

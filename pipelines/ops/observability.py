@@ -182,7 +182,7 @@ class RunRecord:
 
     def _write(self, status: str, error: str | None) -> None:
         duration = time.time() - self.started
-        with contextlib.closing(db.connect(self.settings)) as conn, conn, conn.cursor() as cur:
+        with db.cursor(self.settings) as cur:
             cur.execute(
                 """
                 INSERT INTO ops.pipeline_runs (run_id, source, command, window_start, window_end, started_at,
@@ -199,12 +199,26 @@ class RunRecord:
                     rate_limited = EXCLUDED.rate_limited, error = EXCLUDED.error, details = EXCLUDED.details
                 """,
                 (
-                    self.run_id, self.source, self.command, self.window_start, self.window_end, self.started,
-                    status, round(duration, 3), status, self.rows_extracted, self.rows_bronze, self.rows_raw,
-                    self.dead_letters, self.requests, self.retries, self.rate_limited, error,
+                    self.run_id,
+                    self.source,
+                    self.command,
+                    self.window_start,
+                    self.window_end,
+                    self.started,
+                    status,
+                    round(duration, 3),
+                    status,
+                    self.rows_extracted,
+                    self.rows_bronze,
+                    self.rows_raw,
+                    self.dead_letters,
+                    self.requests,
+                    self.retries,
+                    self.rate_limited,
+                    error,
                     json.dumps(self.details, default=str),
                 ),
-            )  # fmt: skip
+            )
 
     def start(self) -> RunRecord:
         self._write("running", None)

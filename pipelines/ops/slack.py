@@ -184,7 +184,7 @@ def notify_check_run(settings: Settings, run: CheckRun, now: dt.datetime | None 
     Returns one line per message, saying whether it was delivered. Never raises."""
     now = now or dt.datetime.now(dt.UTC)
     try:
-        with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
+        with db.cursor(settings) as cur:
             transitions = [
                 (kind, r) for r in run.results if (kind := _transition(cur, r.name, r.outcome, r.value, now))
             ]
@@ -219,7 +219,7 @@ def notify_run(
     now = now or dt.datetime.now(dt.UTC)
     name = RUN_INCIDENT + pipeline
     try:
-        with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
+        with db.cursor(settings) as cur:
             kind = _transition(cur, name, "fail" if failed else "pass", None, now)
     except Exception as exc:
         log.error("could not update the run incident", extra={"pipeline": pipeline, "error": str(exc)[:500]})

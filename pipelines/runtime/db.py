@@ -104,6 +104,14 @@ def connect(settings: Settings, url: str | None = None) -> psycopg2.extensions.c
         raise DatabaseUnavailable(f"cannot connect to Postgres at {redact(url)}: {first}; {hint}") from None
 
 
+@contextlib.contextmanager
+def cursor(settings: Settings, url: str | None = None) -> Iterator[Cursor]:
+    """A cursor on a connection of its own, in one transaction: committed when the block ends, rolled back
+    if it raises; the connection is closed either way."""
+    with contextlib.closing(connect(settings, url)) as conn, conn, conn.cursor() as cur:
+        yield cur
+
+
 def ensure_database(settings: Settings) -> None:
     """Make the database usable: start the embedded one if needed, create schemas and tables."""
     if settings.database.embedded:

@@ -175,16 +175,43 @@ class NativeStack:
         pwfile.write_text(superuser["POSTGRES_PASSWORD"] + "\n")
         as_user = self._server_user()
         subprocess.run(
-            [*as_user, str(PG_BIN / "initdb"), "-D", str(data), "-U", superuser["POSTGRES_USER"], "--pwfile", str(pwfile),
-             "-A", "scram-sha-256", "--encoding", "UTF8", "--locale", "C.UTF-8"],
-            check=True, capture_output=True,
-        )  # fmt: skip
+            [
+                *as_user,
+                str(PG_BIN / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                superuser["POSTGRES_USER"],
+                "--pwfile",
+                str(pwfile),
+                "-A",
+                "scram-sha-256",
+                "--encoding",
+                "UTF8",
+                "--locale",
+                "C.UTF-8",
+            ],
+            check=True,
+            capture_output=True,
+        )
         pwfile.unlink()
         self.start_process(
             "postgres",
-            [*as_user, str(PG_BIN / "postgres"), "-D", str(data), "-p", str(port), "-h", "127.0.0.1",
-             "-k", str(self.root), "-c", "fsync=off"],
-        )  # fmt: skip
+            [
+                *as_user,
+                str(PG_BIN / "postgres"),
+                "-D",
+                str(data),
+                "-p",
+                str(port),
+                "-h",
+                "127.0.0.1",
+                "-k",
+                str(self.root),
+                "-c",
+                "fsync=off",
+            ],
+        )
         self.addresses["postgres"] = ("127.0.0.1", port)
         ready = [
             str(PG_BIN / "pg_isready"),
@@ -212,9 +239,20 @@ class NativeStack:
         port = free_port()
         self.start_process(
             "redis",
-            [shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", str(self.root)],
-        )  # fmt: skip
+            [
+                shutil.which("redis-server") or "redis-server",
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.root),
+            ],
+        )
         self.addresses["redis"] = ("127.0.0.1", port)
 
         def pong() -> bool:
@@ -239,9 +277,12 @@ class NativeStack:
         init = self.service_env("minio-init")
         bucket = init["CRYPTOFLOW__STORAGE__BRONZE_URL"].removeprefix("s3://").split("/", 1)[0]
         boto3.client(
-            "s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
-            aws_access_key_id=init["AWS_ACCESS_KEY_ID"], aws_secret_access_key=init["AWS_SECRET_ACCESS_KEY"],
-        ).create_bucket(Bucket=bucket)  # fmt: skip
+            "s3",
+            endpoint_url=f"http://127.0.0.1:{port}",
+            region_name="us-east-1",
+            aws_access_key_id=init["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=init["AWS_SECRET_ACCESS_KEY"],
+        ).create_bucket(Bucket=bucket)
 
     def airflow_env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         """The compose services' Airflow environment (x-airflow-env), here: its home in the stack's folder,
@@ -372,8 +413,14 @@ class NativeStack:
 
 @contextlib.contextmanager
 def native_stack(**env: str) -> Iterator[NativeStack]:
-    missing = [p for p, found in (("postgresql", (PG_BIN / "postgres").exists()),
-                                  ("redis-server", shutil.which("redis-server"))) if not found]  # fmt: skip
+    missing = [
+        p
+        for p, found in (
+            ("postgresql", (PG_BIN / "postgres").exists()),
+            ("redis-server", shutil.which("redis-server")),
+        )
+        if not found
+    ]
     if missing:
         raise RuntimeError(f"missing {', '.join(missing)} (Debian's packages): run `make tools`")
     stack = NativeStack(env=dict(env))

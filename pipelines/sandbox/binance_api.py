@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from . import events
-from .bars import HOUR_MS, INTERVAL_HOURS, QVOL, TBASE, TQUOTE, VOL, Bars
+from .bars import HOUR_MS, INTERVAL_HOURS, Bars
 from .coins import COIN_BY_SYMBOL
 from .kline_wire import binance_decimal, klines_json, rows_from_bars
 from .replies import Reply, Request, int_param, json_body
@@ -155,12 +155,7 @@ def revise(bars: Bars, start_ms: int, end_ms: int, per_mille: int, now_ms: int) 
         & (bars.open_time <= end_ms)
         & (bars.open_time + bars.interval_ms <= now_ms)
     )
-    if not hit.any():
-        return bars
-    data = bars.data.copy()
-    for row in (VOL, QVOL, TBASE, TQUOTE):
-        data[row, hit] += data[row, hit] * per_mille // 1000
-    return bars._replace(data=data)
+    return events.with_more_volume(bars, hit, per_mille)
 
 
 def duplicate(bars: Bars, every: int = 1) -> Bars:

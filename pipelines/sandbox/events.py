@@ -141,9 +141,15 @@ def exchange_bars(
     hit = revised(symbol, bars.open_time, market.seed) & (
         bars.open_time + HOUR_MS + REVISE_AFTER_MS <= now_ms
     )
+    return with_more_volume(bars, hit, REVISE_PER_MILLE)
+
+
+def with_more_volume(bars: Bars, hit: np.ndarray, per_mille: int) -> Bars:
+    """The bars with per_mille more volume (base, quote, taker's) where `hit`: a re-published candle's
+    change (prices never change)."""
     if not hit.any():
         return bars
     data = bars.data.copy()
     for row in (VOL, QVOL, TBASE, TQUOTE):
-        data[row, hit] += data[row, hit] * REVISE_PER_MILLE // 1000
+        data[row, hit] += data[row, hit] * per_mille // 1000
     return bars._replace(data=data)

@@ -5,7 +5,6 @@ database. A pytest plugin (tests/conftest.py's `pytest_plugins`): the fixtures e
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 from pathlib import Path
 
@@ -26,7 +25,7 @@ HISTORICAL_NOW = dt.datetime(2025, 1, 20, 0, 30, tzinfo=dt.UTC)  # historical_db
 
 
 def execute(settings, sql: str, params=()) -> list[tuple]:
-    with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         cur.execute(sql, params)
         return cur.fetchall() if cur.description else []
 

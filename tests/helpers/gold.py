@@ -3,16 +3,14 @@ comparison `cryptoflow soak` makes, so the tests and the soak judge "exact" by o
 
 from __future__ import annotations
 
-import contextlib
-
 from pipelines.runtime import db, schema
 from pipelines.soak_report import RTOL, gold_differences
 
-__all__ = ["RTOL", "assert_same_gold", "execute", "stored_options"]
+__all__ = ["RTOL", "assert_same_gold", "execute", "small_deployment", "stored_options"]
 
 
 def execute(settings, sql: str, params=()) -> list[tuple]:
-    with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         cur.execute(sql, params)
         return cur.fetchall() if cur.description else []
 
@@ -26,5 +24,19 @@ def assert_same_gold(late, fresh) -> None:
 
 def stored_options(settings) -> dict[str, dict[str, str]]:
     """The storage parameters the database has on the tables catalog.AUTOVACUUM names."""
-    with contextlib.closing(db.connect(settings)) as conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         return schema.storage_options(cur)
+
+
+def small_deployment(settings, seed: int, days: int = 2) -> None:
+    """Every source loaded from a calm sandbox (`days` of candles) and transformed into prod."""
+    from pipelines import ingest, transform
+    from pipelines.cli import sandboxed
+    from pipelines.sandbox import SandboxServer
+
+    with SandboxServer(seed=seed, calm=True) as sandbox:
+        active = sandboxed(settings, sandbox)
+        ingest.ingest_ohlcv(active, days=days)
+        ingest.ingest_markets(active)
+        ingest.ingest_fear_greed(active)
+    transform.transform(settings)

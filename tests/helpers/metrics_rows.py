@@ -43,15 +43,40 @@ def endpoint(settings, cache_s: float = 0):
         server.stop()
 
 
-def insert_run(cur, run_id, source, command, status, started, duration, *, rows=0, retries=0, requests=0,
-               limited=0, details=None) -> None:  # fmt: skip
+def insert_run(
+    cur,
+    run_id,
+    source,
+    command,
+    status,
+    started,
+    duration,
+    *,
+    rows=0,
+    retries=0,
+    requests=0,
+    limited=0,
+    details=None,
+) -> None:
     finished = None if status == "running" else started + dt.timedelta(seconds=duration)
     cur.execute(
         "INSERT INTO ops.pipeline_runs (run_id, source, command, started_at, finished_at, duration_s, status, "
         "rows_raw, retries, requests, rate_limited, details) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-        (run_id, source, command, started, finished, duration, status, rows, retries, requests, limited,
-         json.dumps(details or {})),
-    )  # fmt: skip
+        (
+            run_id,
+            source,
+            command,
+            started,
+            finished,
+            duration,
+            status,
+            rows,
+            retries,
+            requests,
+            limited,
+            json.dumps(details or {}),
+        ),
+    )
 
 
 T0 = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(hours=3)
@@ -78,30 +103,87 @@ GOLD_ROWS = [
 def populate(settings) -> None:
     """Known rows in every table the endpoint reads."""
     db.ensure_database(settings)
-    with contextlib.closing(db.connect(settings)) as conn, conn, conn.cursor() as cur:
+    with db.cursor(settings) as cur:
         # binance: success, failed (the latest finished ingest), a DLQ replay (ignored by the last-run gauges), running
-        insert_run(cur, "b1", "binance", "ingest ohlcv", "success", T0, 20.0, rows=1000, retries=2, requests=10,
-                   limited=1)  # fmt: skip
+        insert_run(
+            cur,
+            "b1",
+            "binance",
+            "ingest ohlcv",
+            "success",
+            T0,
+            20.0,
+            rows=1000,
+            retries=2,
+            requests=10,
+            limited=1,
+        )
         insert_run(cur, "b2", "binance", "ingest ohlcv", "failed", T0 + H, 5.0, retries=3, requests=6)
         insert_run(cur, "b3", "binance", "dlq replay", "success", T0 + 2 * H, 1.0, rows=7)
         insert_run(cur, "b4", "binance", "ingest ohlcv", "running", T0 + 150 * dt.timedelta(minutes=1), 0.0)
         # an Airflow try that will be retried: counted, but not a final outcome
-        insert_run(cur, "b5", "binance", "ingest ohlcv", "up_for_retry", T0 + 140 * dt.timedelta(minutes=1), 2.0,
-                   retries=4, requests=5)  # fmt: skip
+        insert_run(
+            cur,
+            "b5",
+            "binance",
+            "ingest ohlcv",
+            "up_for_retry",
+            T0 + 140 * dt.timedelta(minutes=1),
+            2.0,
+            retries=4,
+            requests=5,
+        )
         # coingecko: an old failure, then a success
         insert_run(cur, "c1", "coingecko", "ingest markets", "failed", T0, 2.0, requests=1)
-        insert_run(cur, "c2", "coingecko", "ingest markets", "success", T0 + 30 * 60 * S, 4.0, rows=100,
-                   requests=1)  # fmt: skip
+        insert_run(
+            cur, "c2", "coingecko", "ingest markets", "success", T0 + 30 * 60 * S, 4.0, rows=100, requests=1
+        )
         # sqlmesh (commands as `cryptoflow transform` writes them): s1 is the latest successful prod run with a
         # latency (s4 has none); the newest run, s5, failed, but in dev: it does not make the pipeline failing
-        insert_run(cur, "s1", "sqlmesh", "transform prod", "success", T0 + 600 * S, 30.0,
-                   details={"environment": "prod", "latency_s": 123.5, "gold_newest_close": NEWEST_CLOSE.isoformat()})  # fmt: skip
-        insert_run(cur, "s2", "sqlmesh", "transform dev", "success", T0 + 1200 * S, 10.0,
-                   details={"environment": "dev", "latency_s": 5.0})  # fmt: skip
-        insert_run(cur, "s3", "sqlmesh", "transform prod", "failed", T0 + 2400 * S, 3.0,
-                   details={"environment": "prod", "latency_s": 1.0})  # fmt: skip
-        insert_run(cur, "s4", "sqlmesh", "transform prod", "success", T0 + 3000 * S, 8.0,
-                   details={"environment": "prod", "latency_s": None})  # fmt: skip
+        insert_run(
+            cur,
+            "s1",
+            "sqlmesh",
+            "transform prod",
+            "success",
+            T0 + 600 * S,
+            30.0,
+            details={
+                "environment": "prod",
+                "latency_s": 123.5,
+                "gold_newest_close": NEWEST_CLOSE.isoformat(),
+            },
+        )
+        insert_run(
+            cur,
+            "s2",
+            "sqlmesh",
+            "transform dev",
+            "success",
+            T0 + 1200 * S,
+            10.0,
+            details={"environment": "dev", "latency_s": 5.0},
+        )
+        insert_run(
+            cur,
+            "s3",
+            "sqlmesh",
+            "transform prod",
+            "failed",
+            T0 + 2400 * S,
+            3.0,
+            details={"environment": "prod", "latency_s": 1.0},
+        )
+        insert_run(
+            cur,
+            "s4",
+            "sqlmesh",
+            "transform prod",
+            "success",
+            T0 + 3000 * S,
+            8.0,
+            details={"environment": "prod", "latency_s": None},
+        )
         insert_run(cur, "s5", "sqlmesh", "transform dev", "failed", T0 + 4000 * S, 1.0)
 
         dq = [

@@ -189,9 +189,17 @@ def _csv_page(
 ) -> ParsedPage | None:
     decimals = {name: table[name] for name in DECIMAL_FIELDS}
     return _finish(
-        None, symbol, interval, server_time_ms, load_id,
-        table["open_time"], table["close_time"], table["trades"], decimals, [],
-    )  # fmt: skip
+        None,
+        symbol,
+        interval,
+        server_time_ms,
+        load_id,
+        table["open_time"],
+        table["close_time"],
+        table["trades"],
+        decimals,
+        [],
+    )
 
 
 MICROSECOND_TIMES = 10**14  # an open time above this is in microseconds (ms stay below it until 5138 AD)

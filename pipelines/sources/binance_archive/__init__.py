@@ -71,9 +71,15 @@ def iter_archive_klines(
         for window in mine:
             months, days = month_files(window, interval, closed_until)
             fetch = functools.partial(
-                _fetch, archive, server_time_ms=server_time_ms, load_id=load_id, log_=log_, known=known,
-                concurrency=concurrency, on_file=on_file,
-            )  # fmt: skip
+                _fetch,
+                archive,
+                server_time_ms=server_time_ms,
+                load_id=load_id,
+                log_=log_,
+                known=known,
+                concurrency=concurrency,
+                on_file=on_file,
+            )
             for file in _used(fetch(months), window, sink, tables):  # a month it lacks: day by day
                 days.extend(d for d in days_of(file) if d + DAY_MS > window.start_ms and d <= window.end_ms)
             complete = [d for d in sorted(days) if d + DAY_MS <= closed_until]
