@@ -21,7 +21,7 @@ import yaml
 from helpers.dashboard_data import DAYS, HISTORICAL_NOW, NOW, SNAPSHOT, SYMBOLS, execute, write_config
 from streamlit.testing.v1 import AppTest
 
-from pipelines import dashboard_bench, sqlmesh_context, transform
+from pipelines import catalog, dashboard_bench, sqlmesh_context, transform
 from pipelines.runtime import dashboard_server, db
 
 APP = str(Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py")
@@ -262,10 +262,17 @@ def test_data_quality_page_matches_the_ops_tables(gold_db, monkeypatch):
     assert summary in [c.value for c in at.caption]
 
     freshness = shown(at, "threshold_h").set_index("table_name")
-    newest_candle = frame(settings, "SELECT max(open_time) + interval '1 hour' AS t FROM gold.fct_prices").t[
-        0
-    ]
-    assert freshness.loc["gold.fct_prices", "newest"] == newest_candle
+    # the page's own SQL says how far each table covers (fct_prices searched from its newest day on): it must
+    # agree with the catalogue's rule, the newest fresh_column plus covers_hours
+    for name in freshness.index:
+        table = catalog.BY_NAME[name]
+        newest = frame(settings, f"SELECT max({table.fresh_column}) AS t FROM {name}").t[0]
+        covers = (
+            pd.Timestamp(newest).tz_localize("UTC")
+            if isinstance(newest, dt.date) and not isinstance(newest, dt.datetime)
+            else pd.Timestamp(newest)
+        )
+        assert freshness.loc[name, "newest"] == covers + pd.Timedelta(hours=table.covers_hours), name
     assert freshness.loc["gold.fct_prices", "threshold_h"] == settings.checks.freshness_ohlcv_hours
     snapshot = freshness.loc["gold.mart_market_overview"]
     assert (snapshot["newest"], snapshot["threshold_h"]) == (
