@@ -37,8 +37,15 @@ def restate(
 
 
 def _restate(
-    ctx: Any, settings: Settings, start: dt.datetime, end: dt.datetime, execution_time: dt.datetime | None
+    ctx: Any,
+    settings: Settings,
+    start: dt.datetime,
+    end: dt.datetime,
+    execution_time: dt.datetime | None,
+    model: str | None = None,
 ) -> None:
+    """Restate `model` (by default the staging model late kline loads land in) and every model downstream
+    of it over [start, end)."""
     from sqlmesh.utils.errors import SQLMeshError
 
     planned, env = planned_into(settings, "prod"), ctx.state_reader.get_environment("prod")
@@ -46,7 +53,7 @@ def _restate(
     try:
         ctx.plan(
             "prod",
-            restate_models=[catalog.KLINES.incremental_model],  # and every model downstream of it
+            restate_models=[model or STAGING_MODEL],  # and every model downstream of it
             start=start,
             end=end,
             auto_apply=True,
@@ -68,7 +75,16 @@ def _restate(
 # 30-day windows), so the indicators of the 721 hours after a changed hour change with it.
 GOLD_REACH = dt.timedelta(hours=721)
 STAGING_MODEL = catalog.KLINES.incremental_model or ""  # the model late kline loads restate (and downstream)
+# The daily tables: processed a UTC day at a time, once the day has ended (fct_market_sentiment reads it)
+DAILY_MODEL = catalog.FCT_DAILY_SUMMARY.qualified
+REVISION_SUFFIX = "-rev"  # a load of revised candles (ingest/klines.py names it <load id>-rev)
 HOUR = dt.timedelta(hours=1)
+
+
+def _reprocessed_from(before: dt.datetime, after: dt.datetime, lookback: dt.timedelta) -> dt.datetime:
+    """From where a run reprocessed a model that was processed up to `before` and is now up to `after`:
+    new intervals come with their lookback; without new ones nothing is reprocessed."""
+    return before - lookback if after > before else after
 
 
 @dataclass
@@ -81,6 +97,9 @@ class LateLoads:
     spans: list[tuple[dt.datetime, dt.datetime]]  # first and last hour of each load
     processed_until: dt.datetime | None  # end of the staging model's processed intervals before the run
     lookback: dt.timedelta
+    loads: list[str]  # the load id of each span
+    daily_until: dt.datetime | None  # the same for the daily tables
+    daily_lookback: dt.timedelta
 
     @classmethod
     def pending(cls, settings: Settings, ctx: Any) -> LateLoads | None:
@@ -88,7 +107,7 @@ class LateLoads:
         how far prod's staging model was processed; None when there is none."""
         with db.cursor(settings) as cur:
             cur.execute(
-                "SELECT c.id, c.first_time, c.last_time FROM ops.raw_changes c WHERE c.table_name = %s "
+                "SELECT c.id, c.first_time, c.last_time, c.load_id FROM ops.raw_changes c WHERE c.table_name = %s "
                 "AND NOT EXISTS (SELECT 1 FROM ops.pipeline_runs p "
                 "WHERE p.status = 'running' AND starts_with(c.load_id, p.run_id)) ORDER BY c.id",
                 (catalog.KLINES.name,),
@@ -97,25 +116,47 @@ class LateLoads:
         if not rows:
             return None
         until, lookback = _processed_until(ctx, STAGING_MODEL)
+        daily_until, daily_lookback = _processed_until(ctx, DAILY_MODEL)
         # in UTC, whatever the session's time zone: the window starts on a whole UTC hour
-        spans = [(first.astimezone(dt.UTC), last.astimezone(dt.UTC)) for _, first, last in rows]
-        return cls([r[0] for r in rows], spans, until, lookback)
+        spans = [(first.astimezone(dt.UTC), last.astimezone(dt.UTC)) for _, first, last, _ in rows]
+        loads = [load for *_, load in rows]
+        return cls([r[0] for r in rows], spans, until, lookback, loads, daily_until, daily_lookback)
 
     def window(self, processed_until: dt.datetime | None) -> tuple[dt.datetime, dt.datetime] | None:
         """What to restate after a run that left the model processed up to `processed_until`: the changed
         hours before what the run reprocessed (its new intervals and their lookback), through GOLD_REACH."""
         if self.processed_until is None or processed_until is None:
             return None  # the first build processed every hour raw had
-        if processed_until > self.processed_until:  # the run processed new intervals, with their lookback
-            reprocessed_from = self.processed_until - self.lookback
-        else:
-            reprocessed_from = processed_until  # nothing was reprocessed
+        reprocessed_from = _reprocessed_from(self.processed_until, processed_until, self.lookback)
         late = [(first, last) for first, last in self.spans if first < reprocessed_from]
         if not late:  # later hours: reprocessed, or not processed yet (a later run will)
             return None
         start = min(first for first, _ in late).replace(minute=0, second=0, microsecond=0)
         end = min(max(last for _, last in late) + HOUR + GOLD_REACH, processed_until)
         return start, end
+
+    def daily_window(
+        self, daily_until: dt.datetime | None, restated: tuple[dt.datetime, dt.datetime] | None
+    ) -> tuple[dt.datetime, dt.datetime] | None:
+        """Days the daily tables had closed before the run that a load brought new hours to (the run after
+        midnight failed; the next one brings the day's last candle), outside what `restated` (the window
+        above) already covers. The daily model processes a day once, when it has ended, and reaches back
+        (its lookback) only when the next day ends: without this, such a day would miss its last hours for
+        up to a day. Revision loads are left to that lookback: they come nearly every hour and change a
+        volume by a fraction of a percent, and restating for each would double the hourly run's time."""
+        if self.daily_until is None or daily_until is None:
+            return None
+        reprocessed_from = _reprocessed_from(self.daily_until, daily_until, self.daily_lookback)
+        firsts = [
+            first
+            for (first, _), load in zip(self.spans, self.loads, strict=True)
+            if first < reprocessed_from
+            and not load.endswith(REVISION_SUFFIX)
+            and not (restated and restated[0] <= first < restated[1])
+        ]
+        if not firsts:
+            return None
+        return min(firsts).replace(hour=0, minute=0, second=0, microsecond=0), reprocessed_from
 
     def done(self, settings: Settings) -> None:
         with db.cursor(settings) as cur:
@@ -155,10 +196,18 @@ def restate_late_loads(
         return None
     window = late.window(_processed_until(ctx, STAGING_MODEL)[0])
     if window is not None:
-        _restate(ctx if loaded else context(settings), settings, *window, execution_time)
+        ctx = ctx if loaded else context(settings)
+        loaded = True
+        _restate(ctx, settings, *window, execution_time)
         log.info("late raw loads restated in silver and gold", extra={"from": window[0], "to": window[1]})
+    days = late.daily_window(_processed_until(ctx, DAILY_MODEL)[0], window)
+    if days is not None:
+        _restate(ctx if loaded else context(settings), settings, *days, execution_time, DAILY_MODEL)
+        log.info(
+            "late hours of closed days restated in the daily tables", extra={"from": days[0], "to": days[1]}
+        )
     late.done(settings)
-    return window
+    return window or days
 
 
 def restate_pending(

@@ -289,6 +289,47 @@ def transformed(settings, when: dt.datetime) -> dict:
     return execute(settings, "SELECT details FROM ops.pipeline_runs WHERE run_id = %s", (run_id,))[0][0]
 
 
+def test_a_day_closed_without_its_last_hour_gets_it_in_the_daily_tables_the_hour_it_arrives(
+    tmp_path, settings_in
+):
+    """The run just after midnight fails (the exchange's 429, the lake gone): the transform closes the day in
+    the daily tables with 23 candles. The next hour's run brings the missed candle; the daily tables must count
+    it in that run's transform, not a day later when the next day's interval comes with its lookback (found
+    by the 14-day soak: the completeness check failed for a day)."""
+    from pipelines.http import ApiError
+
+    settings = settings_in(tmp_path, universe={"symbols": ["BTCUSDT"]})
+    day = dt.date(2026, 3, 9)
+    midnight = dt.datetime(2026, 3, 10, tzinfo=dt.UTC)
+    daily = "SELECT candles, close FROM gold.fct_daily_summary WHERE symbol = 'BTCUSDT' AND day = %s"
+    with SandboxServer(
+        seed=7, now_ms=int((midnight - dt.timedelta(minutes=30)).timestamp() * 1000), calm=True
+    ) as sandbox:
+        active = sandboxed(settings, sandbox)
+        ingest.ingest_ohlcv(active, days=3)
+        ingest.ingest_markets(active)
+        ingest.ingest_fear_greed(active)
+        transformed(settings, midnight - dt.timedelta(minutes=30))
+        at = midnight + dt.timedelta(minutes=30)
+        sandbox.set_now(int(at.timestamp() * 1000))
+        sandbox.set_fault("klines", "429", times=1, retry_after=600)  # stops the run at once
+        with pytest.raises(ApiError):
+            ingest.ingest_ohlcv(active)
+        transformed(settings, at)
+        assert execute(settings, daily, (day,))[0][0] == 23  # the day closed without its 23:00 candle
+
+        at += dt.timedelta(hours=1)
+        sandbox.set_now(int(at.timestamp() * 1000))
+        ingest.ingest_ohlcv(active)  # 23:00 and 00:00
+        transformed(settings, at)
+    last = execute(
+        settings,
+        "SELECT close FROM raw.binance_klines WHERE symbol = 'BTCUSDT' AND open_time = %s",
+        (midnight - dt.timedelta(hours=1),),
+    )[0][0]
+    assert execute(settings, daily, (day,)) == [(24, last)]
+
+
 def test_history_backfilled_after_gold_exists_reaches_silver_and_gold(tmp_path, settings_in):
     """A backfill of older hours (hours SQLMesh processed long ago, empty) reaches silver and gold in the next
     transform, indicators of the following 30 days included: gold then equals a build of the same raw from
