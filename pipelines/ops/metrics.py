@@ -34,7 +34,7 @@ DEFAULT_PORT = 9108
 CACHE_S = 15.0  # one round of queries serves every scrape within this many seconds
 STATEMENT_TIMEOUT_MS = 5000  # no single metrics query may hold a scrape longer than this
 
-INGEST_SOURCES = tuple(catalog.BY_SOURCE)  # binance, coingecko, fear_greed: each raw table's writer
+INGEST_SOURCES = tuple(s for s in catalog.BY_SOURCE if s)  # binance, coingecko, fear_greed: each raw table's writer
 TRANSFORM_SOURCE = "sqlmesh"  # `cryptoflow transform` records its runs under this source
 KNOWN_SOURCES = (*INGEST_SOURCES, TRANSFORM_SOURCE)
 FINISHED = ("success", "failed")
