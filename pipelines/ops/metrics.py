@@ -34,7 +34,8 @@ DEFAULT_PORT = 9108
 CACHE_S = 15.0  # one round of queries serves every scrape within this many seconds
 STATEMENT_TIMEOUT_MS = 5000  # no single metrics query may hold a scrape longer than this
 
-INGEST_SOURCES = tuple(s for s in catalog.BY_SOURCE if s)  # binance, coingecko, fear_greed: each raw table's writer
+# binance, coingecko, fear_greed: the writer of each raw table
+INGEST_SOURCES = tuple(s for s in catalog.BY_SOURCE if s)
 TRANSFORM_SOURCE = "sqlmesh"  # `cryptoflow transform` records its runs under this source
 KNOWN_SOURCES = (*INGEST_SOURCES, TRANSFORM_SOURCE)
 FINISHED = ("success", "failed")
