@@ -83,8 +83,11 @@ def test_v0_1_0_deployment_upgrades_in_place_with_its_data_exact(tmp_path, pg_di
     old = previous_release(tmp_path)
     new = Path(sys.executable).parent / "cryptoflow"
     # the sandbox's clock: v0.1.0 builds up to `first`, this code's hourly run takes the hours to `second`
+    # v0.1.0's checks read the wall clock: its data must hold every UTC day the wall clock has closed, so it
+    # never ends before today's first hour (in the first hours of a day, 3 h back would be yesterday)
     hour = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0)
-    first, second = hour - 3 * HOUR + dt.timedelta(minutes=30), hour + dt.timedelta(minutes=30)
+    first = max(hour - 3 * HOUR, hour.replace(hour=0)) + dt.timedelta(minutes=30)
+    second = max(hour, first.replace(minute=0) + HOUR) + dt.timedelta(minutes=30)
     since = (first - 3 * dt.timedelta(days=1)).replace(hour=0, minute=0)
 
     with SandboxServer(seed=11, now_ms=int(first.timestamp() * 1000), calm=True) as sandbox:
