@@ -225,7 +225,9 @@ def _bronze_rows_per_load(settings: Settings, lake: BronzeLake, table: str) -> d
         known: dict[str, FileLoads] = {}
         for path, size, mtime_ns, load_id, rows in cur.fetchall():
             known.setdefault(path, FileLoads(size, mtime_ns, {})).loads[load_id] = rows
-        totals, index = rows_per_load(lake, table, known)
+    # the lake is read outside any transaction: a first read of years of files must not hold back vacuum
+    totals, index = rows_per_load(lake, table, known)
+    with db.cursor(settings) as cur:
         stale = [path for path, entry in known.items() if index.get(path) != entry]
         fresh = [(path, e) for path, e in index.items() if known.get(path) != e]
         cur.execute("DELETE FROM ops.bronze_index WHERE table_name = %s AND path = ANY(%s)", (table, stale))
